@@ -1,0 +1,118 @@
+"""Typed, frozen configuration: one model per part of the pipeline, loadable from TOML.
+
+A typo fails when the config loads (``extra="forbid"``, ``Literal`` fields), not an hour into
+training. Run options (paths, device, progress bars) are not config: they are function arguments.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from metarec.errors import ConfigError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FeedbackConfig(_Frozen):
+    """What counts as a positive, and how much each interaction weighs (PROTOCOL.md §1)."""
+
+    positive_threshold: float = 4.0
+    positive_events: tuple[str, ...] | None = None  # None: every event is a positive
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 0.25,
+            "click": 0.5,
+            "cart": 0.75,
+            "order": 1.0,
+            "read": 1.0,
+            "rating": 1.0,
+        }
+    )
+    default_event_weight: float = 1.0
+
+
+class FeatureConfig(_Frozen):
+    """Item and user feature encoding (features/)."""
+
+    max_vocab_per_field: int = Field(64, ge=1)  # most frequent tokens of a field get own slots
+    oov_buckets: int = Field(8, ge=1)  # the rest hash into this many slots per field
+    numeric_fields: tuple[str, ...] = ("year", "price")
+    categorical_fields: tuple[str, ...] = ("authors", "publisher", "brand")
+    extra_fields: tuple[str, ...] = ("genres",)  # multi-valued extras, `|`-separated
+
+
+class TaskConfig(_Frozen):
+    """How tasks are cut from categories (tasks/, PROTOCOL.md §2)."""
+
+    kind: Literal["category", "user"] = "category"
+    shots: int = Field(5, ge=0)  # support positives per user at evaluation / launch
+    train_shots: tuple[int, ...] = (1, 3, 5, 10)  # sampled per meta-training task
+    min_users: int = Field(20, ge=1)
+    negatives: int = Field(4, ge=1)  # sampled negatives per positive row
+    max_support: int = Field(512, ge=1)  # rows per task after padding (positives + negatives)
+    max_query: int = Field(512, ge=1)
+
+
+class ModelConfig(_Frozen):
+    """The scorer: a three-layer MLP head over user, item and interaction features."""
+
+    hidden: tuple[int, ...] = (64, 32)
+
+
+class MetaConfig(_Frozen):
+    """Meta-learning: the inner loop (adaptation) and the outer loop (meta-training)."""
+
+    algorithm: Literal["maml"] = "maml"
+    first_order: bool = False
+    inner_steps: int = Field(5, ge=0)
+    inner_lr: float = Field(0.1, gt=0)
+    outer_lr: float = Field(3e-3, gt=0)
+    meta_batch_size: int = Field(16, ge=1)
+    meta_steps: int = Field(300, ge=1)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class TrainConfig(_Frozen):
+    """Everything `metarec train` needs besides paths."""
+
+    seed: int = 0
+    feedback: FeedbackConfig = FeedbackConfig()
+    features: FeatureConfig = FeatureConfig()
+    tasks: TaskConfig = TaskConfig()
+    model: ModelConfig = ModelConfig()
+    meta: MetaConfig = MetaConfig()
+    hold_out: tuple[str, ...] = ()  # categories sealed from meta-training
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.tasks.max_support < self.tasks.negatives + 1:
+            raise ValueError("tasks.max_support must hold at least one positive and its negatives")
+        return self
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Load a :class:`TrainConfig` from TOML, then apply top-level keyword overrides.
+
+    Raises:
+        ConfigError: the file is missing, not TOML, or has unknown or invalid keys.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config{f' in {path}' if path else ''}:\n{exc}") from exc
