@@ -40,23 +40,30 @@ class FeedbackConfig(_Frozen):
 class FeatureConfig(_Frozen):
     """Item and user feature encoding (features/)."""
 
-    max_vocab_per_field: int = Field(64, ge=1)  # most frequent tokens of a field get own slots
-    oov_buckets: int = Field(8, ge=1)  # the rest hash into this many slots per field
+    max_vocab_per_field: int = Field(
+        default=64, ge=1
+    )  # most frequent tokens of a field get own slots
+    oov_buckets: int = Field(default=8, ge=1)  # the rest hash into this many slots per field
     numeric_fields: tuple[str, ...] = ("year", "price")
     categorical_fields: tuple[str, ...] = ("authors", "publisher", "brand")
     extra_fields: tuple[str, ...] = ("genres",)  # multi-valued extras, `|`-separated
+    cf_rank: int = Field(
+        default=32, ge=0
+    )  # collaborative factors from the visible categories (0: off)
 
 
 class TaskConfig(_Frozen):
     """How tasks are cut from categories (tasks/, PROTOCOL.md §2)."""
 
     kind: Literal["category", "user"] = "category"
-    shots: int = Field(5, ge=0)  # support positives per user at evaluation / launch
+    shots: int = Field(default=5, ge=0)  # support positives per user at evaluation / launch
     train_shots: tuple[int, ...] = (1, 3, 5, 10)  # sampled per meta-training task
-    min_users: int = Field(20, ge=1)
-    negatives: int = Field(4, ge=1)  # sampled negatives per positive row
-    max_support: int = Field(512, ge=1)  # rows per task after padding (positives + negatives)
-    max_query: int = Field(512, ge=1)
+    min_users: int = Field(default=20, ge=1)
+    negatives: int = Field(default=4, ge=1)  # sampled negatives per positive row
+    max_support: int = Field(
+        default=512, ge=1
+    )  # rows per task after padding (positives + negatives)
+    max_query: int = Field(default=512, ge=1)
 
 
 class ModelConfig(_Frozen):
@@ -70,12 +77,12 @@ class MetaConfig(_Frozen):
 
     algorithm: Literal["maml"] = "maml"
     first_order: bool = False
-    inner_steps: int = Field(5, ge=0)
-    inner_lr: float = Field(0.1, gt=0)
-    outer_lr: float = Field(3e-3, gt=0)
-    meta_batch_size: int = Field(16, ge=1)
-    meta_steps: int = Field(300, ge=1)
-    weight_decay: float = Field(0.0, ge=0)
+    inner_steps: int = Field(default=5, ge=0)
+    inner_lr: float = Field(default=0.1, gt=0)
+    outer_lr: float = Field(default=3e-3, gt=0)
+    meta_batch_size: int = Field(default=16, ge=1)
+    meta_steps: int = Field(default=300, ge=1)
+    weight_decay: float = Field(default=0.0, ge=0)
 
 
 class TrainConfig(_Frozen):

@@ -1,0 +1,229 @@
+"""The ``metarec`` command: thin commands that parse, call the library, and print.
+
+Errors the library raises on purpose (:class:`~metarec.errors.MetarecError`) exit with code 2 and
+one line on stderr; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metarec.errors import MetarecError
+
+app = typer.Typer(
+    name="metarec",
+    help="Meta-learned recommendations for new categories.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(soft_wrap=True)  # long paths and messages stay on one line
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(fn: F) -> F:
+    """Register a command whose library errors exit with code 2 and one line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except MetarecError as exc:
+            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+
+    app.command()(wrapper)
+    return fn
+
+
+StoreOption = Annotated[Path, typer.Option("--store", help="DuckDB store file.")]
+ModelOption = Annotated[Path, typer.Option("--model", help="Model folder (from `metarec train`).")]
+
+
+@command
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tables into.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write the simulated bookstore (generic table format) into OUT."""
+    from metarec.data.simulate import simulate as run
+
+    summary = run(out, seed=seed)
+    console.print(f"[green]wrote[/] {out}: {summary}")
+
+
+@command
+def ingest(
+    source: Annotated[list[Path], typer.Argument(help="Folder or files to load.")],
+    store: StoreOption,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table, recbole, movielens, douban, goodreads, amazon-pairs or auto.",
+        ),
+    ] = "auto",
+    skip_bad_rows: Annotated[
+        bool, typer.Option(help="Load the good rows and write a bad-row report beside the store.")
+    ] = False,
+) -> None:
+    """Load data into the store (atomic; re-running the same load changes nothing)."""
+    from metarec.data import ingest as run
+
+    report = run(
+        source if len(source) > 1 else source[0],
+        store,
+        fmt=fmt,  # type: ignore[arg-type]  # validated by ingest()
+        skip_bad_rows=skip_bad_rows,
+        progress=True,
+    )
+    console.print(report.summary() if hasattr(report, "summary") else report)
+
+
+@command
+def categories(store: StoreOption) -> None:
+    """List the store's categories with their sizes."""
+    from metarec.data.store import Store
+
+    with Store.open(store, read_only=True) as opened:
+        table = Table("category", "items", "users", "interactions")
+        for row in opened.categories().itertuples(index=False):
+            table.add_row(row.category, str(row.n_items), str(row.n_users), str(row.n_interactions))
+        console.print(table)
+
+
+@command
+def train(
+    store: StoreOption,
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    hold_out: Annotated[
+        list[str] | None, typer.Option("--hold-out", help="Category sealed from training.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Meta-training steps.")] = None,
+    first_order: Annotated[
+        bool | None, typer.Option("--first-order/--second-order", help="MAML order.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Meta-train on the store's categories and write the model folder."""
+    from metarec.config import load_config
+    from metarec.data.store import Store
+    from metarec.pipeline import save_model
+    from metarec.pipeline import train as run
+
+    resolved = load_config(config, seed=seed)
+    meta = {"meta_steps": steps, "first_order": first_order}
+    resolved = resolved.model_copy(
+        update={
+            "hold_out": tuple(hold_out) if hold_out else resolved.hold_out,
+            "meta": resolved.meta.model_copy(
+                update={k: v for k, v in meta.items() if v is not None}
+            ),
+        }
+    )
+    with Store.open(store, read_only=True) as opened:
+        model = run(opened, resolved, progress=not quiet)
+    save_model(model, out)
+    last = model.history[-1] if model.history else {}
+    val = [h["val"] for h in model.history if "val" in h]
+    console.print(
+        f"[green]wrote[/] {out}: {len(model.splits['train'])} training categories, "
+        f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out; "
+        f"final meta-loss {last.get('loss', float('nan')):.4f}"
+        + (f", best validation NDCG@10 {max(val):.4f}" if val else "")
+    )
+
+
+def _parse_time(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(value).timestamp())
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected unix seconds or ISO-8601, got {value!r}") from exc
+
+
+@command
+def adapt(
+    model: ModelOption,
+    store: StoreOption,
+    category: Annotated[
+        str, typer.Option(help="Category path, e.g. 'Books > Literature > Poetry'.")
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Use interactions up to this time only (unix seconds or ISO-8601)."),
+    ] = None,
+) -> None:
+    """Adapt the meta-model to CATEGORY from its interactions so far."""
+    from metarec.data.store import Store
+    from metarec.serving.recommender import Recommender
+
+    with Store.open(store, read_only=True) as opened:
+        adaptation = Recommender.open(model, opened).adapt(category, as_of=_parse_time(as_of))
+    console.print(
+        f"[green]adapted[/] {category!r} version {adaptation.version} from "
+        f"{adaptation.support_size} interactions of {adaptation.n_users} users "
+        f"in {adaptation.seconds * 1000:.1f} ms"
+    )
+
+
+@command
+def recommend(
+    model: ModelOption,
+    store: StoreOption,
+    category: Annotated[str, typer.Option(help="Category path.")],
+    user: Annotated[str, typer.Option(help="External user id.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-K items of CATEGORY for USER."""
+    from metarec.data.store import Store
+    from metarec.serving.recommender import Recommender
+
+    with Store.open(store, read_only=True) as opened:
+        result = Recommender.open(model, opened).recommend(user, category, k)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    title = f"top {k} in {category} for user {user}"
+    if result.fallback:
+        title += f"  [yellow](fallback: {result.fallback})[/]"
+    table = Table("rank", "item", "title", "score", title=title)
+    for rank, item in enumerate(result.items, 1):
+        table.add_row(str(rank), item.item_id, item.title or "", f"{item.score:.4f}")
+    console.print(table)
+
+
+@command
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo writes data, store and model.")
+    ] = Path("demo-run"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Meta-training steps.")] = None,
+) -> None:
+    """Simulate a bookstore, meta-train, launch a held-out category, adapt and recommend."""
+    from metarec.demo import run_demo
+
+    run_demo(workdir, seed=seed, steps=steps, console=console)
+
+
+def main() -> None:
+    """Entry point of the ``metarec`` script."""
+    app()

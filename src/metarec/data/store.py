@@ -1,0 +1,259 @@
+"""The store: one DuckDB file holding items, users, interactions and category descriptions.
+
+The schema is created once, with the file; nothing alters it later. ``item_idx`` and
+``user_idx`` are dense indices 0..n-1 in insertion order, so they can index embedding tables
+directly. DuckDB lets one process open a file read-write, and while it does no other process can
+open it at all: the service owns the live store; training reads a snapshot or runs while the
+service is down (docs/DATA.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+import pandas as pd
+
+from metarec.data.schema import (
+    DDL,
+    INTERACTIONS_DTYPES,
+    ITEMS_DTYPES,
+    SCHEMA_VERSION,
+    USERS_DTYPES,
+)
+from metarec.errors import StoreError
+
+
+class Store:
+    """A metarec store file. Open it with :meth:`Store.open`; use it as a context manager.
+
+    Example:
+        >>> with Store.open("shop.duckdb", read_only=True) as store:  # doctest: +SKIP
+        ...     store.stats()
+        {'n_users': 943, 'n_items': 1682, 'n_interactions': 100000, 'n_categories': 19}
+    """
+
+    def __init__(self, path: Path, connection: duckdb.DuckDBPyConnection, read_only: bool) -> None:
+        """Wrap an open connection; call :meth:`Store.open` instead."""
+        self.path = path
+        self.read_only = read_only
+        self._con: duckdb.DuckDBPyConnection | None = connection
+
+    @classmethod
+    def open(cls, path: str | Path, *, read_only: bool = False, create: bool = False) -> Store:
+        """Open a store file, creating it (with its schema) when ``create`` and it is missing.
+
+        Args:
+            path: the DuckDB file.
+            read_only: open without write access (several read-only handles may coexist in
+                one process; no other process may hold the file read-write meanwhile).
+            create: create the file and its schema when it does not exist.
+
+        Raises:
+            StoreError: the file is missing (and ``create`` is False), locked by another process,
+                not a DuckDB file, or not a metarec store.
+        """
+        path = Path(path)
+        exists = path.exists()
+        if not exists and not create:
+            raise StoreError(
+                f"no store at {path}; create one by loading data: "
+                f"`metarec ingest <data> --store {path}`"
+            )
+        if not exists and read_only:
+            raise StoreError(f"cannot create {path} read-only; open it with read_only=False")
+        if not exists:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        con = _connect(path, read_only)
+        try:
+            if not exists:
+                _create_schema(con)
+            _check_schema(con, path)
+        except BaseException:
+            con.close()
+            raise
+        return cls(path, con, read_only)
+
+    @property
+    def connection(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection (for the data layer's writers and ad-hoc reads; never run DDL).
+
+        Raises:
+            StoreError: the store was closed.
+        """
+        if self._con is None:
+            raise StoreError(f"store {self.path} is closed; open it again with Store.open")
+        return self._con
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._con is None else ("read-only" if self.read_only else "open")
+        return f"Store({str(self.path)!r}, {state})"
+
+    # ---- read API -------------------------------------------------------------------------
+
+    def items(self) -> pd.DataFrame:
+        """Every item, by ``item_idx``.
+
+        Returns:
+            Columns item_idx (int64), item_id, category, title, description, authors, publisher,
+            brand (str or None), year, price (float64, NaN when unknown), extra (JSON text of
+            other attributes, e.g. ``{"genres": "Action|Comedy"}``, or None).
+        """
+        query = f"SELECT {', '.join(ITEMS_DTYPES)} FROM items ORDER BY item_idx"
+        return _typed(self.connection.execute(query).df(), ITEMS_DTYPES)
+
+    def users(self) -> pd.DataFrame:
+        """Every user, by ``user_idx``: user_idx (int64), user_id, extra (JSON text or None)."""
+        query = f"SELECT {', '.join(USERS_DTYPES)} FROM users ORDER BY user_idx"
+        return _typed(self.connection.execute(query).df(), USERS_DTYPES)
+
+    def interactions(self) -> pd.DataFrame:
+        """Every interaction, in insertion order.
+
+        Returns:
+            Columns user_idx, item_idx (int64), timestamp (Int64 unix seconds, <NA> when
+            unknown), rating, weight (float64, NaN when absent), event (str or None).
+        """
+        query = f"SELECT {', '.join(INTERACTIONS_DTYPES)} FROM interactions"
+        return _typed(self.connection.execute(query).df(), INTERACTIONS_DTYPES)
+
+    def category_descriptions(self) -> dict[str, str]:
+        """Descriptions given in a ``categories`` table, by category (only non-empty ones)."""
+        rows = self.connection.execute(
+            "SELECT category, description FROM categories WHERE description IS NOT NULL "
+            "ORDER BY category"
+        ).fetchall()
+        return {category: description for category, description in rows}
+
+    def categories(self) -> pd.DataFrame:
+        """Every category that has items, with its size.
+
+        Returns:
+            Columns category (str), n_items, n_users, n_interactions (int64), by category.
+        """
+        frame = self.connection.execute(
+            """SELECT i.category, count(DISTINCT i.item_idx) AS n_items,
+                      count(DISTINCT x.user_idx) AS n_users, count(x.item_idx) AS n_interactions
+               FROM items i LEFT JOIN interactions x ON x.item_idx = i.item_idx
+               GROUP BY i.category ORDER BY i.category"""
+        ).df()
+        dtypes = {"category": "object", "n_items": "int64", "n_users": "int64"}
+        return _typed(frame, {**dtypes, "n_interactions": "int64"})
+
+    def has_timestamps(self) -> bool:
+        """Whether every interaction has a timestamp (False for a store without interactions)."""
+        total, timed = _one_row(
+            self.connection, "SELECT count(*), count(timestamp) FROM interactions"
+        )
+        return bool(total) and total == timed
+
+    def user_index(self, user_id: str) -> int | None:
+        """The ``user_idx`` of an external user id, or None when the user is unknown."""
+        rows = self.connection.execute(
+            "SELECT user_idx FROM users WHERE user_id = ?", [user_id]
+        ).fetchall()
+        return int(rows[0][0]) if rows else None
+
+    def stats(self) -> dict[str, int]:
+        """Counts: n_users, n_items, n_interactions, n_categories (categories with items)."""
+        row = _one_row(
+            self.connection,
+            """SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM items),
+                      (SELECT count(*) FROM interactions),
+                      (SELECT count(DISTINCT category) FROM items)""",
+        )
+        keys = ("n_users", "n_items", "n_interactions", "n_categories")
+        return {key: int(value) for key, value in zip(keys, row, strict=True)}
+
+
+def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:
+        text = str(exc)
+        if "lock" in text.lower():
+            raise StoreError(
+                f"store {path} is in use by another process ({text}). DuckDB lets only one "
+                "process open a file read-write, and then no other process can open it at all: "
+                "stop that process (e.g. `metarec serve`) or work on a copy of the file."
+            ) from exc
+        if "not a valid DuckDB database" in text:
+            raise StoreError(
+                f"{path} is not a metarec store (not a DuckDB file); pass the .duckdb file "
+                "written by `metarec ingest`"
+            ) from exc
+        raise StoreError(f"cannot open store {path}: {text}") from exc
+    except duckdb.Error as exc:
+        # e.g. the same file already open in this process with another read_only setting.
+        raise StoreError(
+            f"cannot open store {path}: {exc}. Close other handles to it in this process first."
+        ) from exc
+    # No progress bar: the library never prints (DuckDB draws one on long queries).
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def _create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    con.begin()
+    for statement in DDL:
+        con.execute(statement)
+    con.execute(
+        "INSERT INTO meta VALUES ('schema_version', ?), ('created_at', CAST(now() AS VARCHAR))",
+        [SCHEMA_VERSION],
+    )
+    con.commit()
+    con.execute("CHECKPOINT")
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    try:
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    except duckdb.Error as exc:
+        raise StoreError(
+            f"{path} is a DuckDB file but not a metarec store (it has no meta table); "
+            "pass a store written by `metarec ingest`, or ingest into a new file"
+        ) from exc
+    if not rows:
+        raise StoreError(f"{path} is not a metarec store (meta has no schema_version)")
+    if rows[0][0] != SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {rows[0][0]}, this metarec reads version "
+            f"{SCHEMA_VERSION}; re-ingest the data into a new store"
+        )
+
+
+def _one_row(con: duckdb.DuckDBPyConnection, query: str) -> tuple:
+    """The single row of an aggregate query (fetched completely: DuckDB refuses further work on
+    a connection while a result is partly read)."""
+    return tuple(con.execute(query).fetchall()[0])
+
+
+def _typed(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    """Give a DuckDB result the documented dtypes; text columns become object with None."""
+    out = {}
+    for name, dtype in dtypes.items():
+        column = frame[name]
+        if dtype == "object":
+            values = column.astype(object)
+            out[name] = values.where(column.notna(), None)
+        else:
+            out[name] = column.astype(dtype)
+    return pd.DataFrame(out, index=pd.RangeIndex(len(frame)))

@@ -1,0 +1,113 @@
+"""Uncertainty of per-user metric means, and paired comparisons (PROTOCOL.md §2 item 6).
+
+Inputs are the per-user arrays of :func:`metarec.evaluation.metrics.ranking_metrics`, after
+dropping the users whose value is NaN (no relevant candidate). NaN is refused here rather than
+skipped, so that ``n_users`` in a report always counts exactly the users that were averaged.
+The choices (percentile bootstrap, Wilcoxon signed-rank) are argued in ``docs/METRICS.md``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats as scipy_stats
+
+from metarec.errors import ConfigError, DataError
+
+# Resampled indices are drawn in chunks of about this many entries (16 MB of int64), so memory
+# stays flat even for pooled evaluations over hundreds of thousands of users.
+_DRAWS_PER_CHUNK = 2_000_000
+
+
+def bootstrap_ci(
+    values: np.ndarray, *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` with a percentile-bootstrap confidence interval (resampling users).
+
+    Reference: Efron & Tibshirani, *An Introduction to the Bootstrap* (1993), ch. 13.
+
+    Args:
+        values: ``(n_users,)`` finite per-user values.
+        n_resamples: bootstrap resamples (1,000 is usual for a 95% interval).
+        alpha: 1 - confidence level; the interval is the ``alpha/2`` and ``1 - alpha/2``
+            quantiles of the resampled means.
+        seed: seed of a generator private to this call (the global RNG is never touched), so
+            the same inputs always give the same interval.
+
+    Returns:
+        ``(mean, low, high)``: the sample mean (not the mean of the resamples) and the interval.
+
+    Raises:
+        DataError: ``values`` is empty, not 1-D, or not finite (drop NaN users first).
+        ConfigError: ``n_resamples < 1`` or ``alpha`` outside (0, 1).
+    """
+    values = _as_user_values(values, "values")
+    if n_resamples < 1:
+        raise ConfigError(f"n_resamples must be at least 1, got {n_resamples}")
+    if not 0.0 < alpha < 1.0:
+        raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
+    rng = np.random.default_rng(seed)
+    n_users = values.shape[0]
+    per_chunk = max(1, _DRAWS_PER_CHUNK // n_users)
+    means = np.concatenate(
+        [
+            values[
+                rng.integers(0, n_users, size=(min(per_chunk, n_resamples - done), n_users))
+            ].mean(axis=1)
+            for done in range(0, n_resamples, per_chunk)
+        ]
+    )
+    low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(values.mean()), float(low), float(high)
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value that two methods differ, paired over the same users.
+
+    Wilcoxon signed-rank test on the per-user differences ``a - b``. Users with a zero
+    difference are dropped (Wilcoxon's original treatment); on the rest scipy takes the exact
+    null distribution for up to 50 untied differences, exhaustive permutations for up to 13 tied
+    ones, and the tie-corrected normal approximation otherwise; all deterministic. Per-user
+    ranking metrics are bounded, lumpy and skewed (most users sit at 0 or a few values), so a
+    test that needs no normality is the safer default. It tests whether the differences are
+    centred on zero, not the difference of means that the bootstrap intervals describe.
+
+    Reference: Wilcoxon, "Individual comparisons by ranking methods", Biometrics Bulletin 1945.
+
+    Args:
+        a: ``(n_users,)`` finite per-user values of method A.
+        b: ``(n_users,)`` the same users' values of method B, in the same order.
+
+    Returns:
+        The p-value in [0, 1]; exactly 1.0 when every difference is zero.
+
+    Raises:
+        DataError: the arrays are empty, not 1-D, of different lengths, or not finite.
+    """
+    a = _as_user_values(a, "a")
+    b = _as_user_values(b, "b")
+    if a.shape != b.shape:
+        raise DataError(
+            f"paired test needs the same users in a and b, got {a.shape[0]} and {b.shape[0]} "
+            "values; align both methods on the users that have a value for each"
+        )
+    differences = a - b
+    # Users with equal values are dropped here rather than by scipy, which would otherwise
+    # switch to the normal approximation whenever any zero difference is present.
+    differences = differences[differences != 0.0]
+    if differences.size == 0:
+        return 1.0  # no evidence of any difference; scipy would divide 0 by 0 here
+    return float(scipy_stats.wilcoxon(differences).pvalue)
+
+
+def _as_user_values(values: np.ndarray, name: str) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.shape[0] == 0:
+        raise DataError(
+            f"{name} must be a non-empty 1-D array of per-user values, got shape {values.shape}"
+        )
+    if not np.isfinite(values).all():
+        raise DataError(
+            f"{name} holds {int((~np.isfinite(values)).sum())} non-finite value(s); drop users "
+            "without a relevant candidate first (values[~np.isnan(values)])"
+        )
+    return values

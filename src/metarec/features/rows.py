@@ -1,0 +1,65 @@
+"""The scorer's input for one (user, item) pair in a category, built the same way everywhere.
+
+Training, adaptation, evaluation and serving all call :func:`pair_features`, so the model sees
+exactly the same inputs in each (no train/serve skew). What goes in is what DESIGN.md says a model
+needs to be able to beat the baselines of a new category:
+
+- the item's own attributes ``x_i`` (category path, authors, ...);
+- the user's taste from other categories, as ``p_u * x_i`` (elementwise: a learned weighting of
+  "the user liked this attribute elsewhere") and as their cosine;
+- the user's taste from their own support items in this category, ``s_u * x_i`` and cosine;
+- popularity at launch: how often the item appears in this category's support sets, raw (log)
+  and relative to the category's most popular item;
+- how much history the user has elsewhere and in this category (log counts), so the model can
+  learn how far to trust each profile.
+"""
+
+from __future__ import annotations
+
+import torch
+
+N_SCALARS = 6
+
+
+def input_dim(feature_dim: int) -> int:
+    """Width of :func:`pair_features` for items of ``feature_dim`` features."""
+    return 3 * feature_dim + N_SCALARS
+
+
+def pair_features(
+    item_x: torch.Tensor,
+    profile: torch.Tensor,
+    support_profile: torch.Tensor,
+    pop: torch.Tensor,
+    pop_max: torch.Tensor,
+    n_other: torch.Tensor,
+    n_support: torch.Tensor,
+) -> torch.Tensor:
+    """Build scorer inputs; all arguments broadcast against each other.
+
+    Args:
+        item_x: (..., d) item features.
+        profile: (..., d) the user's profile from other categories.
+        support_profile: (..., d) mean features of the user's support items in this category
+            (zeros when none).
+        pop: (...) support count of the item in this category.
+        pop_max: (...) largest support count in this category (>= 1 when any support exists).
+        n_other: (...) the user's number of positives in other categories.
+        n_support: (...) the user's number of support items in this category.
+
+    Returns:
+        (..., 3 * d + N_SCALARS) float32.
+    """
+    item_x, profile, support_profile = torch.broadcast_tensors(item_x, profile, support_profile)
+    scalars = torch.stack(
+        torch.broadcast_tensors(
+            torch.log1p(pop),
+            pop / pop_max.clamp_min(1.0),
+            torch.nn.functional.cosine_similarity(profile, item_x, dim=-1, eps=1e-6),
+            torch.nn.functional.cosine_similarity(support_profile, item_x, dim=-1, eps=1e-6),
+            torch.log1p(n_other),
+            torch.log1p(n_support),
+        ),
+        dim=-1,
+    )
+    return torch.cat([item_x, profile * item_x, support_profile * item_x, scalars], dim=-1)

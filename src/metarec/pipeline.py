@@ -1,0 +1,442 @@
+"""From a store to a meta-trained model, and from a category's support to ranked items.
+
+The one place where store data, features, tasks and the meta-learner meet. Training, evaluation
+and serving all rank a category through :func:`category_scores`, which adapts through the
+learner's single inner loop, so the three cannot drift apart.
+
+Data flow::
+
+    Store ──Catalog.load──▶ items, positives ──FeatureSpace──▶ item features, user profiles
+                                   │
+                                   ├─ build_categories ─▶ CategoryData per category
+                                   │        │
+                                   │        ├─ TaskSampler ─▶ meta_train ─▶ MetaModel (params)
+                                   │        │
+                                   ▼        ▼
+                   category_scores(model, category, split) ─▶ (users, items) scores ─▶ top-K
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.config import TrainConfig
+from metarec.errors import DataError, UnknownCategoryError
+from metarec.evaluation.metrics import ranking_metrics
+from metarec.features import FeatureSpace, ProfileTable, input_dim, positives
+from metarec.features.cf import item_factors
+from metarec.meta import MetaLearner, Params, build_learner, meta_train, stack_tasks
+from metarec.models.scorer import init_params, score
+from metarec.tasks import (
+    CategoryData,
+    Split,
+    TaskSampler,
+    build_categories,
+    candidate_rows,
+    eligible_count,
+    split_k_shot,
+    support_batch,
+    support_state,
+)
+
+if TYPE_CHECKING:
+    from metarec.data.store import Store
+
+_SCORE_CHUNK_ROWS = 2_000_000  # (users x items) rows scored per chunk: bounds peak memory
+
+
+def derived_seed(seed: int, key: str) -> int:
+    """A seed for one (run seed, key) pair, stable across processes and call order."""
+    return zlib.crc32(f"{seed}:{key}".encode())
+
+
+@dataclass
+class Catalog:
+    """What a store holds, in the shapes training and ranking need.
+
+    Attributes:
+        items: the items table, indexed by position == item_idx.
+        users: the users table, position == user_idx.
+        positives: one row per (user, item) positive (see :func:`metarec.features.positives`).
+        category_sizes: items per category.
+    """
+
+    items: pd.DataFrame
+    users: pd.DataFrame
+    positives: pd.DataFrame
+    category_sizes: pd.Series
+    item_category: np.ndarray = field(repr=False)
+
+    @classmethod
+    def load(cls, store: Store, config: TrainConfig) -> Catalog:
+        items = store.items().sort_values("item_idx").reset_index(drop=True)
+        users = store.users().sort_values("user_idx").reset_index(drop=True)
+        if not (items["item_idx"].to_numpy() == np.arange(len(items))).all():
+            raise DataError(f"store {store.path} has gaps in item_idx; re-ingest into a new store")
+        pos = positives(store.interactions(), config.feedback)
+        return cls(
+            items=items,
+            users=users,
+            positives=pos,
+            category_sizes=items.groupby("category").size(),
+            item_category=items["category"].to_numpy(),
+        )
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted(self.category_sizes.index)
+
+    def require_category(self, name: str) -> None:
+        if name not in self.category_sizes.index:
+            close = [c for c in self.categories if name.lower() in c.lower()][:5]
+            hint = f"; did you mean one of {close}?" if close else "; see `metarec categories`"
+            raise UnknownCategoryError(f"category {name!r} is not in the store{hint}")
+
+    def positives_in(self, categories: Sequence[str]) -> pd.DataFrame:
+        keep = np.isin(self.item_category[self.positives["item_idx"].to_numpy()], list(categories))
+        return self.positives.loc[keep]
+
+    def item_features(self, space: FeatureSpace) -> torch.Tensor:
+        """(n_items, d) attribute features of every item."""
+        return space.encode(self.items)
+
+    def fit_factors(self, categories: Sequence[str], rank: int, seed: int) -> torch.Tensor:
+        """(n_items, rank) collaborative factors from the positives of ``categories`` only."""
+        pos = self.positives_in(categories)
+        return item_factors(
+            pos["user_idx"].to_numpy(),
+            pos["item_idx"].to_numpy(),
+            pos["weight"].to_numpy(),
+            n_users=len(self.users),
+            n_items=len(self.items),
+            rank=rank,
+            seed=seed,
+        )
+
+    def profiles(self, profile_x: torch.Tensor, categories: Sequence[str]) -> ProfileTable:
+        """Per-user sums of ``profile_x`` over the positives of ``categories``."""
+        pos = self.positives_in(categories)
+        return ProfileTable.build(
+            pos["user_idx"].to_numpy(),
+            pos["item_idx"].to_numpy(),
+            pos["weight"].to_numpy(),
+            profile_x,
+            len(self.users),
+        )
+
+    def category_data(
+        self,
+        names: Sequence[str],
+        model: MetaModel,
+        *,
+        visible: Sequence[str],
+    ) -> dict[str, CategoryData]:
+        """Build :class:`CategoryData` for ``names``, profiles drawn from ``visible`` categories."""
+        item_x = self.item_features(model.space)
+        profile_x = torch.cat([item_x, model.factors_for(self.items)], dim=1)
+        return build_categories(
+            self.items,
+            self.positives,
+            item_x,
+            profile_x,
+            self.profiles(profile_x, visible),
+            names,
+            profile_includes=visible,
+            seed=model.config.seed,
+        )
+
+
+@dataclass
+class MetaModel:
+    """A meta-trained scorer with everything needed to adapt and rank a new category.
+
+    Attributes:
+        config: the resolved training config.
+        space: fitted item feature encoders.
+        params: the meta-initialisation.
+        splits: category lists used: ``train``, ``validation``, ``hold_out``.
+        history: per-step training records.
+    """
+
+    config: TrainConfig
+    space: FeatureSpace
+    params: Params
+    splits: dict[str, list[str]]
+    factors: torch.Tensor  # (n_known_items, r) collaborative factors of the training items
+    factor_item_ids: list[str]  # external ids of those rows
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def learner(self) -> MetaLearner:
+        return build_learner(self.config.meta)
+
+    def factors_for(self, items: pd.DataFrame) -> torch.Tensor:
+        """(len(items), r) factors of ``items`` by external id; zeros for unseen items."""
+        out = torch.zeros((len(items), self.factors.shape[1]))
+        row_of = pd.Series(np.arange(len(self.factor_item_ids)), index=self.factor_item_ids)
+        found = row_of.reindex(items["item_id"].astype(str).to_numpy())
+        known = found.notna().to_numpy(copy=True)
+        out[torch.from_numpy(known)] = self.factors[
+            torch.from_numpy(found[known].to_numpy(dtype=np.int64, copy=True))
+        ]
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "config": self.config.model_dump(mode="json"),
+            "features": self.space.to_json(),
+            "splits": self.splits,
+            "history": self.history,
+        }
+
+    def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"params": self.params, "factors": {"item_factors": self.factors}}
+
+    def files(self) -> dict[str, bytes]:
+        return {"factor_item_ids.json": json.dumps(self.factor_item_ids).encode()}
+
+    @classmethod
+    def from_artifact(cls, artifact: Any) -> MetaModel:
+        metadata = artifact.metadata
+        return cls(
+            config=TrainConfig.model_validate(metadata["config"]),
+            space=FeatureSpace.from_json(metadata["features"]),
+            params=dict(artifact.tensors["params"]),
+            splits=metadata["splits"],
+            factors=artifact.tensors["factors"]["item_factors"],
+            factor_item_ids=json.loads(artifact.files["factor_item_ids.json"]),
+            history=metadata.get("history", []),
+        )
+
+
+def split_categories(catalog: Catalog, config: TrainConfig) -> dict[str, list[str]]:
+    """Meta-train / meta-validation / hold-out categories (seeded; hold-out as configured).
+
+    A category needs ``min_users`` users with more than the evaluation shots to be worth a
+    validation slot; smaller categories still train. About a fifth of the eligible ones
+    (at least one when there are four or more) validate.
+    """
+    for name in config.hold_out:
+        catalog.require_category(name)
+    rest = [c for c in catalog.categories if c not in set(config.hold_out)]
+    counts = catalog.positives_in(rest).assign(
+        category=lambda d: catalog.item_category[d["item_idx"].to_numpy()]
+    )
+    per_user = counts.groupby(["category", "user_idx"]).size()
+    enough = (per_user >= config.tasks.shots + 1).groupby(level=0).sum()
+    eligible = sorted(c for c in rest if enough.get(c, 0) >= config.tasks.min_users)
+    rng = np.random.default_rng(derived_seed(config.seed, "validation-split"))
+    n_val = max(1, round(len(eligible) / 5)) if len(eligible) >= 4 else 0
+    validation = sorted(rng.permutation(eligible)[:n_val].tolist()) if n_val else []
+    train = [c for c in rest if c not in set(validation)]
+    return {"train": train, "validation": validation, "hold_out": list(config.hold_out)}
+
+
+def category_scores(
+    model: MetaModel,
+    category: CategoryData,
+    split: Split,
+    users: np.ndarray,
+    *,
+    adapt: bool = True,
+    params: Params | None = None,
+) -> torch.Tensor:
+    """Scores of every item of ``category`` for ``users``, after adapting on ``split``'s support.
+
+    The single path from support to scores used by evaluation and serving. With
+    ``tasks.kind == "category"`` the model adapts once on the whole support of the category;
+    with ``"user"`` it adapts once per user on that user's support (batched with ``vmap``).
+
+    Args:
+        model: the meta-model.
+        category: the category's data.
+        split: which positives are support.
+        users: (b,) user positions in ``category`` to score.
+        adapt: False scores with the meta-initialisation (zero inner steps).
+        params: start from these instead of ``model.params`` (e.g. cached adapted params).
+
+    Returns:
+        (b, n_items) scores, higher is better.
+    """
+    start = model.params if params is None else params
+    state = support_state(category, split)
+    generator = torch.Generator().manual_seed(derived_seed(model.config.seed, category.name))
+    learner = model.learner
+    tasks = model.config.tasks
+    users_t = torch.as_tensor(users, dtype=torch.long)
+    chunk = max(1, _SCORE_CHUNK_ROWS // max(1, category.n_items))
+    with torch.no_grad():
+        if not adapt or model.config.meta.inner_steps == 0:
+            adapted = start
+        elif tasks.kind == "category":
+            with torch.enable_grad():
+                support = support_batch(
+                    category, state, split, n_negatives=tasks.negatives, generator=generator
+                )
+                adapted = {k: v.detach() for k, v in learner.adapt(start, support).items()}
+        else:
+            return _per_user_scores(model, category, split, state, users, generator, start)
+        out = [
+            score(adapted, candidate_rows(category, state, users_t[i : i + chunk]))
+            for i in range(0, len(users_t), chunk)
+        ]
+    return torch.cat(out) if out else torch.zeros((0, category.n_items))
+
+
+def _per_user_scores(
+    model: MetaModel,
+    category: CategoryData,
+    split: Split,
+    state: Any,
+    users: np.ndarray,
+    generator: torch.Generator,
+    start: Params,
+) -> torch.Tensor:
+    tasks = model.config.tasks
+    learner = model.learner
+    rows = []
+    for user in users:
+        mine = category.pos_user == user
+        user_split = Split(split.support & mine, split.query & mine, split.eligible, split.shots)
+        support = support_batch(
+            category, state, user_split, n_negatives=tasks.negatives, generator=generator
+        )
+        rows.append((support, support))
+    stacked = stack_tasks(rows).support
+    with torch.enable_grad():
+        adapted = torch.func.vmap(
+            lambda x, y, m: learner.adapt(start, type(stacked)(x, y, m)), in_dims=(0, 0, 0)
+        )(stacked.x, stacked.y, stacked.mask)
+    adapted = {k: v.detach() for k, v in adapted.items()}
+    users_t = torch.as_tensor(users, dtype=torch.long)
+    with torch.no_grad():
+        return torch.func.vmap(score)(adapted, candidate_rows(category, state, users_t))
+
+
+def popularity_scores(category: CategoryData, split: Split, users: np.ndarray) -> torch.Tensor:
+    """Support counts of each item, the same for every user: the launch-popularity baseline."""
+    pop = support_state(category, split).pop
+    # a tiny index-based tie-break keeps ties deterministic and equal across users
+    return (pop - 1e-6 * torch.arange(category.n_items) / category.n_items).expand(len(users), -1)
+
+
+def evaluation_masks(
+    category: CategoryData, split: Split, users: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relevant, exclude) boolean (b, n_items) masks: query positives, and support items."""
+    b, n = len(users), category.n_items
+    row_of = np.full(category.n_users, -1)
+    row_of[users] = np.arange(b)
+    relevant = torch.zeros((b, n), dtype=torch.bool)
+    exclude = torch.zeros((b, n), dtype=torch.bool)
+    for mask, target in ((split.query, relevant), (split.support, exclude)):
+        rows = row_of[category.pos_user[mask]]
+        keep = rows >= 0
+        target[rows[keep], category.pos_item[mask][keep]] = True
+    return relevant, exclude
+
+
+def validation_ndcg(model: MetaModel, categories: Sequence[CategoryData], shots: int) -> float:
+    """Mean NDCG@10 over the users of ``categories`` at ``shots`` (model selection)."""
+    values: list[np.ndarray] = []
+    for category in categories:
+        split = split_k_shot(category, shots)
+        users = np.flatnonzero(split.eligible)
+        if len(users) == 0 or category.n_items <= 10 + shots:
+            continue
+        scores = category_scores(model, category, split, users)
+        relevant, exclude = evaluation_masks(category, split, users)
+        values.append(ranking_metrics(scores, relevant, (10,), exclude=exclude)[("ndcg", 10)])
+    if not values:
+        return math.nan
+    return float(np.nanmean(np.concatenate(values)))
+
+
+def train(
+    store: Store,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    validate_every: int = 50,
+) -> MetaModel:
+    """Meta-train a model on a store's categories, sealing ``config.hold_out``.
+
+    Args:
+        store: an open store.
+        config: the training config.
+        progress: show progress bars.
+        validate_every: meta-steps between validations (NDCG@10 on validation categories).
+
+    Returns:
+        The meta-model whose params scored best on the validation categories (the last ones
+        when there are none).
+
+    Raises:
+        DataError: not enough data to build any meta-training task.
+    """
+    catalog = Catalog.load(store, config)
+    splits = split_categories(catalog, config)
+    train_items = catalog.items.loc[catalog.items["category"].isin(splits["train"])]
+    if train_items.empty:
+        raise DataError("no meta-training categories left after hold-out; hold out fewer")
+    space = FeatureSpace.fit(train_items, config.features)
+    factors = catalog.fit_factors(splits["train"], config.features.cf_rank, config.seed)
+    known = catalog.items["category"].isin(splits["train"]).to_numpy(copy=True)
+    generator = torch.Generator().manual_seed(config.seed)
+    params = init_params(
+        input_dim(space.dim + config.features.cf_rank), config.model, generator=generator
+    )
+    model = MetaModel(
+        config=config,
+        space=space,
+        params=params,
+        splits=splits,
+        factors=factors[torch.from_numpy(known)],
+        factor_item_ids=catalog.items.loc[known, "item_id"].astype(str).tolist(),
+    )
+    train_data = catalog.category_data(splits["train"], model, visible=splits["train"])
+    # Validation users' profiles may look at the training categories only (sealed like a launch).
+    val_data = catalog.category_data(splits["validation"], model, visible=splits["train"])
+    sampler = TaskSampler(list(train_data.values()), config.tasks)
+    usable_val = [c for c in val_data.values() if eligible_count(c, config.tasks.shots) > 0]
+
+    def validate(candidate: Params) -> float:
+        return validation_ndcg(replace(model, params=candidate), usable_val, config.tasks.shots)
+
+    best, history = meta_train(
+        params,
+        model.learner,
+        sampler,
+        config.meta,
+        generator=generator,
+        validate=validate if usable_val else None,
+        validate_every=validate_every,
+        progress=progress,
+    )
+    model.params = best
+    model.history = history
+    return model
+
+
+def save_model(model: MetaModel, folder: str | Path) -> Path:
+    """Write the model as safetensors + manifest (see :mod:`metarec.serving.artifacts`)."""
+    from metarec.serving.artifacts import write_artifact
+
+    return write_artifact(folder, model.tensors(), model.metadata(), files=model.files())
+
+
+def load_model(folder: str | Path) -> MetaModel:
+    """Read and verify a model folder written by :func:`save_model`."""
+    from metarec.serving.artifacts import read_artifact
+
+    return MetaModel.from_artifact(read_artifact(folder))
