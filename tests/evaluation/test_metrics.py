@@ -155,6 +155,17 @@ def test_ties_in_metrics_and_half_credit_in_auc():
     _assert_values(partial, 1, {"auc": (2 + 0.5) / 4})
 
 
+def test_infinite_scores_rank_and_tie_like_any_other():
+    inf = math.inf
+    # relevant item 2 (+inf) ties with item 0 (+inf), beats items 1 (-inf) and 3: 2.5 / 3
+    result = _metrics([[inf, -inf, inf, 0.0]], [[False, False, True, False]], (1,))
+    _assert_values(result, 1, {"precision": 0, "auc": 2.5 / 3})  # the tie goes to item 0
+    # -inf candidates still fill the list, in index order, and excluded item 1 never appears
+    scores = torch.tensor([[-inf, -inf, -inf, 1.0]])
+    exclude = torch.tensor([[False, True, False, False]])
+    assert rank_top_k(scores, 3, exclude).tolist() == [[3, 0, 2]]
+
+
 def test_support_items_are_not_candidates():
     scores = [[0.9, 0.8, 0.7, 0.6, 0.5, 0.4]]
     relevant = [[True, False, False, True, False, False]]  # item 0 is relevant but in support

@@ -78,6 +78,15 @@ def test_adapt_does_not_mutate_its_input() -> None:
     assert adapt(params, _batch(10, seed=3), steps=0, lr=0.5) is not params
 
 
+def test_adapt_works_under_no_grad_as_serving_calls_it() -> None:
+    params, support = _params(), _batch(10, seed=3)
+    expected = adapt(params, support, steps=2, lr=0.5)
+    with torch.no_grad():
+        got = adapt(params, support, steps=2, lr=0.5)
+    assert all(torch.equal(got[k], expected[k]) for k in params)
+    assert not torch.equal(got["layers.0.weight"], params["layers.0.weight"])
+
+
 def _reference_adapt(
     params: Params, support: Batch, steps: int, lr: float, first_order: bool
 ) -> Params:

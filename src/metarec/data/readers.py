@@ -101,8 +101,9 @@ def read_file(
         raise
     except (OSError, ValueError, pa.ArrowException, csv.Error, UnicodeDecodeError) as exc:
         raise DataError(
-            f"cannot read {what} file {path} as {kind.upper()}: {exc}. Check the file's "
-            "extension matches its content (and that text is UTF-8)."
+            f"cannot read {what} file {path} as {kind.upper()}: {exc}. Check that the "
+            "extension matches the content, that text is UTF-8, and that every row has as many "
+            "fields as the header (a missing value is an empty field)."
         ) from exc
     if len(frame) == 0:
         raise DataError(
@@ -152,9 +153,7 @@ def _read_json_lines(path: Path) -> pd.DataFrame:
     if path.stat().st_size == 0:
         return pd.DataFrame()
     try:
-        return pd.read_json(
-            path, lines=True, dtype=False, convert_dates=False, keep_default_dates=False
-        )
+        return pd.read_json(path, lines=True, dtype=False)  # dtype=False: no date guessing
     except ValueError as exc:
         raise DataError(
             f"cannot read {path} as JSON lines (one JSON object per line): {exc}"

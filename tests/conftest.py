@@ -1,0 +1,95 @@
+"""Shared fixtures: small stores whose right answers are known, and a model trained on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec.config import TrainConfig, load_config
+from metarec.data import Store, ingest
+from metarec.pipeline import MetaModel, save_model, train
+
+# The suite's tensors are small: one thread avoids oversubscribing the 2 cores it shares.
+torch.set_num_threads(1)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+KNOWN_HELD_OUT = "Shelf > C7"
+
+
+def write_known_answer_tables(folder: Path, *, seed: int = 0) -> Path:
+    """Eight categories of 40 items; each item is from publisher P0 or P1.
+
+    Every user has a type t in {0, 1} and, in each of the five categories they visit, likes six
+    items, 90% of them from publisher Pt. So a user's taste in a new category is known from the
+    other categories, while popularity carries no signal (both types are equally common).
+    """
+    rng = np.random.default_rng(seed)
+    n_users, n_categories, per_category = 300, 8, 40
+    items = pd.DataFrame(
+        {
+            "item_id": [f"c{c}-i{i}" for c in range(n_categories) for i in range(per_category)],
+            "category": [f"Shelf > C{c}" for c in range(n_categories) for _ in range(per_category)],
+            "publisher": [f"P{i % 2}" for _ in range(n_categories) for i in range(per_category)],
+            "title": [f"item {i}" for _ in range(n_categories) for i in range(per_category)],
+        }
+    )
+    rows = []
+    clock = 1_600_000_000
+    for user in range(n_users):
+        kind = user % 2
+        for category in rng.choice(n_categories, size=5, replace=False):
+            groups = np.where(rng.random(6) < 0.9, kind, 1 - kind)
+            picks = [2 * rng.choice(per_category // 2, replace=False) + g for g in groups]
+            for item in dict.fromkeys(int(p) for p in picks):
+                clock += int(rng.integers(1, 100))
+                rows.append((f"u{user}", f"c{category}-i{item}", clock, "order"))
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "event"])
+    folder.mkdir(parents=True, exist_ok=True)
+    items.to_csv(folder / "items.csv", index=False)
+    interactions.to_csv(folder / "interactions.csv", index=False)
+    return folder
+
+
+def known_answer_config(**overrides: object) -> TrainConfig:
+    """A config small enough to train in seconds on the known-answer store."""
+    base = {
+        "seed": 0,
+        "hold_out": [KNOWN_HELD_OUT],
+        "tasks": {"shots": 3, "train_shots": [1, 3], "min_users": 10},
+        "model": {"hidden": [16, 8]},
+        "meta": {
+            "first_order": True,
+            "meta_steps": 60,
+            "meta_batch_size": 8,
+            "inner_steps": 2,
+            "outer_lr": 0.01,
+        },
+        "features": {"cf_rank": 4},
+    }
+    base.update(overrides)
+    return load_config(None, **base)
+
+
+@pytest.fixture(scope="session")
+def known_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("known")
+    write_known_answer_tables(folder / "tables")
+    ingest(folder / "tables", folder / "store.duckdb", fmt="table")
+    return folder / "store.duckdb"
+
+
+@pytest.fixture(scope="session")
+def known_model(known_store: Path) -> MetaModel:
+    with Store.open(known_store, read_only=True) as store:
+        return train(store, known_answer_config(), progress=False, validate_every=20)
+
+
+@pytest.fixture()
+def known_model_dir(known_model: MetaModel, tmp_path: Path) -> Path:
+    """A fresh copy of the trained model's folder (tests may adapt into it or damage it)."""
+    return save_model(known_model, tmp_path / "model")
