@@ -76,6 +76,7 @@ class Catalog:
     positives: pd.DataFrame
     category_sizes: pd.Series
     item_category: np.ndarray = field(repr=False)
+    described: frozenset[str] = frozenset()  # categories the store knows, with items or not
 
     @classmethod
     def load(cls, store: Store, config: TrainConfig) -> Catalog:
@@ -90,6 +91,7 @@ class Catalog:
             positives=pos,
             category_sizes=items.groupby("category").size(),
             item_category=items["category"].to_numpy(),
+            described=frozenset(store.category_descriptions()),
         )
 
     @property
@@ -97,6 +99,17 @@ class Catalog:
         return sorted(self.category_sizes.index)
 
     def require_category(self, name: str) -> None:
+        """Raise unless ``name`` is a category with items.
+
+        Raises:
+            DataError: the category is known (it has a description) but has no items.
+            UnknownCategoryError: the store has never heard of it.
+        """
+        if name in self.described and name not in self.category_sizes.index:
+            raise DataError(
+                f"category {name!r} has no items; ingest its items (an items table with "
+                f"category = {name!r}) before adapting or recommending"
+            )
         if name not in self.category_sizes.index:
             close = [c for c in self.categories if name.lower() in c.lower()][:5]
             hint = f"; did you mean one of {close}?" if close else "; see `metarec categories`"

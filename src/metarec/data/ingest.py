@@ -54,6 +54,13 @@ _MAX_SECONDS = 10_000_000_000
 # Beyond this a time value is not a time at all (even in microseconds): a bad row.
 _MAX_TIME_VALUE = 10**17
 _SHOWN_BAD_ROWS = 5
+# The event_id of a row without one (docs/DATA.md states it; changing it breaks idempotency).
+_EVENT_ID_SQL = (
+    "md5(user_id || '|' || item_id"
+    " || '|' || coalesce(CAST(timestamp AS VARCHAR), '')"
+    " || '|' || coalesce(event, '')"
+    " || '|' || coalesce(CAST(rating AS VARCHAR), ''))"
+)
 _KEEP = [FILE_COLUMN, ROW_COLUMN]
 
 
@@ -259,8 +266,7 @@ class _Clean:
 class _Marks:
     """Bad-row marks of one table: (file, row, column, reason, value) per problem."""
 
-    def __init__(self, table: str, frame: pd.DataFrame) -> None:
-        self.table = table
+    def __init__(self, frame: pd.DataFrame) -> None:
         self.frame = frame.reset_index(drop=True)  # marks are positional
         self.bad = np.zeros(len(frame), dtype=bool)
         self.parts: list[pd.DataFrame] = []
@@ -318,18 +324,18 @@ def _validate(tables: SourceTables, con: duckdb.DuckDBPyConnection) -> _Clean:
 
     items = None
     if tables.items is not None:
-        marks["items"] = _Marks("items", tables.items)
+        marks["items"] = _Marks(tables.items)
         items = _clean_items(marks["items"])
     users = None
     if tables.users is not None:
-        marks["users"] = _Marks("users", tables.users)
+        marks["users"] = _Marks(tables.users)
         users = _clean_users(marks["users"])
     categories = None
     if tables.categories is not None:
-        marks["categories"] = _Marks("categories", tables.categories)
+        marks["categories"] = _Marks(tables.categories)
         categories = _clean_categories(marks["categories"])
 
-    marks["interactions"] = _Marks("interactions", tables.interactions)
+    marks["interactions"] = _Marks(tables.interactions)
     interactions = _clean_interactions(marks["interactions"], findings)
     store_items = set(con.sql("SELECT item_id FROM items").to_arrow_table().column(0).to_pylist())
     interactions, new_items = _check_items_known(
@@ -527,11 +533,7 @@ def _event_md5(interactions: pd.DataFrame, con: duckdb.DuckDBPyConnection) -> pd
     )
     con.register("_event_rows", table)
     try:
-        hashed = con.sql(
-            """SELECT md5(user_id || '|' || item_id || '|' || coalesce(CAST(timestamp AS VARCHAR),
-                      '') || '|' || coalesce(event, '') || '|' || coalesce(CAST(rating AS VARCHAR),
-                      '')) AS event_id FROM _event_rows"""
-        ).to_arrow_table()
+        hashed = con.sql(f"SELECT {_EVENT_ID_SQL} FROM _event_rows").to_arrow_table()
     finally:
         con.unregister("_event_rows")
     return pd.Series(hashed.column(0).to_pandas().to_numpy(), index=interactions.index)

@@ -31,6 +31,7 @@ from metarec.pipeline import Catalog, MetaModel, derived_seed, load_model
 from metarec.serving.artifacts import read_artifact, slugify, update_artifact
 from metarec.tasks import (
     CategoryData,
+    Split,
     SupportState,
     build_categories,
     candidate_rows_for,
@@ -147,8 +148,6 @@ class Recommender:
     def _category(self, name: str, as_of: int | None) -> tuple[CategoryData, SupportState]:
         """The category as it was at ``as_of`` (every interaction so far when None)."""
         self.catalog.require_category(name)
-        if self.catalog.category_sizes.get(name, 0) == 0:
-            raise DataError(f"category {name!r} has no items; ingest its items first")
         key = (name, as_of)
         if key not in self._categories:
             positives = self.catalog.positives
@@ -288,7 +287,11 @@ class Recommender:
         else:
             profile, n_other = data.profile[[position]], data.n_other[[position]]
             support_sum, support_n = state.user_sum[[position]], state.user_n[[position]]
-            seen[data.pos_item[data.pos_user == position]] = True
+            mine = data.pos_user == position
+            seen[data.pos_item[mine]] = True
+            if self.model.config.tasks.kind == "user":
+                # users-as-tasks models adapt once more, on this user's own interactions
+                params = self._adapt_to_user(data, state, params, mine)
         rows = candidate_rows_for(
             data,
             state,
@@ -299,3 +302,14 @@ class Recommender:
         )
         with torch.no_grad():
             return score(params, rows)[0]
+
+    def _adapt_to_user(
+        self, data: CategoryData, state: SupportState, params: Params, mine: np.ndarray
+    ) -> Params:
+        split = Split(mine, np.zeros_like(mine), data.user_count > 0, None)
+        key = f"{data.name}:{int(data.users[data.pos_user[mine][0]])}"
+        generator = torch.Generator().manual_seed(derived_seed(self.model.config.seed, key))
+        support = support_batch(
+            data, state, split, n_negatives=self.model.config.tasks.negatives, generator=generator
+        )
+        return {k: v.detach() for k, v in self.model.learner.adapt(params, support).items()}

@@ -131,7 +131,6 @@ def build_categories(
     included = set(profile_includes)
     item_category = items.set_index("item_idx")["category"]
     pos_category = item_category.reindex(positives["item_idx"].to_numpy()).to_numpy()
-    ranks = order_positives(positives, seed)
     out: dict[str, CategoryData] = {}
     for name in categories:
         cat_items = np.sort(items.loc[items["category"] == name, "item_idx"].to_numpy())
@@ -160,7 +159,7 @@ def build_categories(
             users=users,
             pos_user=pos_user.astype(np.int64),
             pos_item=pos_item.astype(np.int64),
-            pos_rank=ranks[here],
+            pos_rank=order_positives(pos, seed),  # order within this category only
             user_count=np.bincount(pos_user, minlength=len(users)),
             profile=profile,
             n_other=n_other,

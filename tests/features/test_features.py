@@ -1,0 +1,159 @@
+"""Item features, feedback and cross-category profiles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from metarec.config import FeatureConfig, FeedbackConfig
+from metarec.features import FeatureSpace, ProfileTable, Vocab, category_prefixes, positives
+from metarec.features.cf import item_factors
+
+
+def _items() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "item_idx": [0, 1, 2, 3],
+            "item_id": ["a", "b", "c", "d"],
+            "category": [
+                "Books > Literature > Poetry",
+                "Books > Literature > Poetry",
+                "Books > Fiction > Mystery",
+                "Music > Vinyl",
+            ],
+            "authors": ["Ann|Bob", "Ann", "Cid", None],
+            "publisher": ["P1", "P1", "P2", None],
+            "brand": [None, None, None, "Acme"],
+            "year": [2000.0, 2010.0, None, 1990.0],
+            "price": [10.0, 20.0, 15.0, 30.0],
+            "extra": [json.dumps({"genres": "x|y"}), None, None, None],
+        }
+    )
+
+
+def test_category_prefixes_cover_every_level() -> None:
+    assert category_prefixes("Books > Literature > Poetry") == [
+        "Books",
+        "Books > Literature",
+        "Books > Literature > Poetry",
+    ]
+    assert category_prefixes("Poetry") == ["Poetry"]
+    assert category_prefixes(" Books >Fiction ") == ["Books", "Books > Fiction"]
+
+
+def test_vocab_keeps_frequent_tokens_and_hashes_the_rest_stably() -> None:
+    vocab = Vocab.fit([["a", "b"], ["a"], ["c"]], max_size=1, oov_buckets=4)
+    assert vocab.tokens == ("a",)
+    assert vocab.slot("a") == 0
+    assert 1 <= vocab.slot("zzz") < 5
+    # crc32, not the per-process salted hash(): the same token always lands in the same slot
+    assert vocab.slot("zzz") == Vocab(("a",), 4).slot("zzz")
+
+
+def test_feature_space_encodes_blocks_normalised_per_field() -> None:
+    items = _items()
+    space = FeatureSpace.fit(items, FeatureConfig(oov_buckets=2))
+    x = space.encode(items)
+    assert x.shape == (4, space.dim)
+    assert set(space.vocabs) == {"category", "authors", "publisher", "brand", "genres"}
+    start = 0
+    for name, vocab in space.vocabs.items():
+        block = x[:, start : start + vocab.size]
+        norms = block.norm(dim=1)
+        # every block of an item that has the field has unit norm; absent fields are zero
+        has = {
+            "category": [1, 1, 1, 1],
+            "authors": [1, 1, 1, 0],
+            "publisher": [1, 1, 1, 0],
+            "brand": [0, 0, 0, 1],
+            "genres": [1, 0, 0, 0],
+        }[name]
+        assert torch.allclose(norms, torch.tensor(has, dtype=torch.float32), atol=1e-6), name
+        start += vocab.size
+    year = x[:, start]
+    assert year[2] == 0  # missing year sits at the mean
+    known = year[[0, 1, 3]].double()
+    assert abs(float(known.mean())) < 1e-6  # standardised over the items that have a year
+    assert abs(float(known.std(unbiased=False)) - 1.0) < 1e-5
+    # two poetry books share their whole category block, the mystery only the root
+    cat = x[:, : space.vocabs["category"].size]
+    assert torch.allclose(cat[0], cat[1])
+    assert 0 < float(cat[0] @ cat[2]) < 1
+
+
+def test_unseen_values_fall_into_oov_slots_and_json_round_trips() -> None:
+    items = _items()
+    space = FeatureSpace.fit(items.iloc[:3], FeatureConfig(oov_buckets=2))
+    new = items.assign(authors=["Zed", "Ann", "Cid", None], category="Books > Comics > Manga")
+    x = space.encode(new)
+    assert torch.isfinite(x).all()
+    restored = FeatureSpace.from_json(json.loads(json.dumps(space.to_json())))
+    assert torch.equal(restored.encode(new), x)
+
+
+def test_positives_use_rating_threshold_then_events_and_collapse_repeats() -> None:
+    interactions = pd.DataFrame(
+        {
+            "user_idx": [0, 0, 0, 1, 1, 2],
+            "item_idx": [0, 0, 1, 0, 1, 1],
+            "timestamp": pd.array([5, 3, 7, 1, None, 2], dtype="Int64"),
+            "rating": [None, None, None, 5.0, 3.0, None],
+            "event": ["click", "order", "view", "rating", "rating", "cart"],
+            "weight": [None, None, None, None, None, 2.0],
+        }
+    )
+    config = FeedbackConfig(positive_events=("click", "cart", "order"))
+    pos = positives(interactions, config)
+    got = {(int(u), int(i)): (t, w) for u, i, t, w in pos.itertuples(index=False)}
+    # user 0: click and order of item 0 collapse (earliest time, largest weight); view is no positive
+    assert got[(0, 0)] == (3, 1.0)
+    assert (0, 1) not in got
+    # rating 5 is positive, rating 3 is not, whatever the event
+    assert (1, 0) in got and (1, 1) not in got
+    # an explicit weight wins over the event weight
+    assert got[(2, 1)][1] == 2.0
+
+
+def test_profiles_exclude_the_target_category() -> None:
+    item_x = torch.eye(3)
+    table = ProfileTable.build(
+        np.array([0, 0, 0]), np.array([0, 1, 2]), np.array([1.0, 1.0, 2.0]), item_x, n_users=2
+    )
+    # remove item 2 (weight 2) as if it were the target category's
+    profile, n_other = table.without(
+        torch.tensor([0, 1]),
+        torch.stack([2 * item_x[2], torch.zeros(3)]),
+        torch.tensor([2.0, 0.0]),
+        torch.tensor([1.0, 0.0]),
+    )
+    assert torch.allclose(profile[0], torch.tensor([0.5, 0.5, 0.0]))
+    assert torch.equal(profile[1], torch.zeros(3))  # no history: zeros, not NaN
+    assert n_other.tolist() == [2.0, 0.0]
+
+
+def test_item_factors_are_deterministic_and_separate_taste_groups() -> None:
+    rng = np.random.default_rng(0)
+    # two user groups, each liking one half of 20 items
+    users = np.repeat(np.arange(40), 5)
+    items = np.array([rng.choice(10) + 10 * (u % 2) for u in users])
+    args = dict(n_users=40, n_items=20, rank=2, seed=0)
+    first = item_factors(users, items, np.ones(len(users)), **args)
+    second = item_factors(users, items, np.ones(len(users)), **args)
+    assert torch.equal(first, second)
+    sim = (
+        torch.nn.functional.normalize(first, dim=1) @ torch.nn.functional.normalize(first, dim=1).T
+    )
+    assert sim[:10, :10].mean() > sim[:10, 10:].mean() + 0.5
+
+
+@pytest.mark.parametrize("rank", [0, 50])
+def test_item_factors_handle_degenerate_ranks(rank: int) -> None:
+    out = item_factors(
+        np.array([0, 1]), np.array([0, 1]), np.ones(2), n_users=2, n_items=3, rank=rank, seed=0
+    )
+    assert out.shape == (3, rank)
+    assert torch.isfinite(out).all()

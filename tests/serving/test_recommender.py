@@ -1,0 +1,109 @@
+"""The library API: adapt a launched category, recommend, and every documented refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from metarec.data import Store, ingest
+from metarec.errors import ArtifactError, DataError, NotAdaptedError, UnknownCategoryError
+from metarec.serving.recommender import Recommender
+from tests.conftest import KNOWN_HELD_OUT, write_known_answer_tables
+
+
+def test_adapt_then_recommend(known_store: Path, known_model_dir: Path) -> None:
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        first = recommender.adapt(KNOWN_HELD_OUT)
+        assert first.version == 1 and first.support_size > 0 and first.n_users > 0
+        result = recommender.recommend("u0", KNOWN_HELD_OUT, k=5)
+        assert result.fallback is None
+        assert len(result.items) == 5
+        assert [i.score for i in result.items] == sorted(
+            (i.score for i in result.items), reverse=True
+        )
+        assert all(i.item_id.startswith("c7-") for i in result.items)
+        # user 0 is of type 0: publisher P0 items have even numbers; most of the top should be
+        assert sum(int(i.item_id.split("-i")[1]) % 2 == 0 for i in result.items) >= 4
+        # what the user already liked here is not recommended again
+        liked = set(store.interactions().query("user_idx == 0")["item_idx"])
+        items = store.items().set_index("item_id")["item_idx"]
+        assert not {items[i.item_id] for i in result.items} & liked
+
+        # a second adaptation is a new version, and a fresh process sees it
+        assert recommender.adapt(KNOWN_HELD_OUT).version == 2
+        reopened = Recommender.open(known_model_dir, store)
+        assert reopened.recommend("u0", KNOWN_HELD_OUT, k=3).adaptation_version == 2
+
+
+def test_unknown_user_falls_back_to_launch_popularity(
+    known_store: Path, known_model_dir: Path
+) -> None:
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        recommender.adapt(KNOWN_HELD_OUT)
+        result = recommender.recommend("never-seen", KNOWN_HELD_OUT, k=3)
+    assert result.fallback == "popularity"
+    assert result.to_json()["fallback"] == "popularity"
+    assert [i.score for i in result.items] == sorted((i.score for i in result.items), reverse=True)
+
+
+def test_as_of_replays_a_launch(known_store: Path, known_model_dir: Path) -> None:
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        everything = recommender.adapt(KNOWN_HELD_OUT)
+        times = store.interactions()["timestamp"]
+        early = recommender.adapt(KNOWN_HELD_OUT, as_of=int(times.quantile(0.2)))
+    assert 0 < early.support_size < everything.support_size
+
+
+def test_refusals(known_store: Path, known_model_dir: Path) -> None:
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        with pytest.raises(NotAdaptedError, match="metarec adapt"):
+            recommender.recommend("u0", KNOWN_HELD_OUT)
+        with pytest.raises(UnknownCategoryError, match="did you mean"):
+            recommender.recommend("u0", "C7")
+        with pytest.raises(UnknownCategoryError):
+            recommender.adapt("Shelf > Nothing")
+        recommender.adapt(KNOWN_HELD_OUT)
+        with pytest.raises(DataError, match="k must be"):
+            recommender.recommend("u0", KNOWN_HELD_OUT, k=0)
+
+
+def test_category_without_items_is_a_clear_error(tmp_path: Path, known_model_dir: Path) -> None:
+    tables = write_known_answer_tables(tmp_path / "tables")
+    pd.DataFrame(
+        {"category": [KNOWN_HELD_OUT, "Shelf > Empty"], "description": ["seven", "nothing yet"]}
+    ).to_csv(tables / "categories.csv", index=False)
+    ingest(tables, tmp_path / "store.duckdb", fmt="table")
+    with Store.open(tmp_path / "store.duckdb", read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        with pytest.raises(DataError, match="has no items"):
+            recommender.adapt("Shelf > Empty")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter", "remove"])
+def test_damaged_model_folder_is_refused(
+    known_store: Path, known_model_dir: Path, damage: str
+) -> None:
+    params = known_model_dir / "params.safetensors"
+    data = params.read_bytes()
+    if damage == "truncate":
+        params.write_bytes(data[: len(data) // 2])
+    elif damage == "alter":
+        params.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    else:
+        params.unlink()
+    with (
+        Store.open(known_store, read_only=True) as store,
+        pytest.raises(ArtifactError, match="params.safetensors"),
+    ):
+        Recommender.open(known_model_dir, store)
+
+
+def test_missing_model_folder_is_refused(known_store: Path, tmp_path: Path) -> None:
+    with Store.open(known_store, read_only=True) as store, pytest.raises(ArtifactError):
+        Recommender.open(tmp_path / "nope", store)
