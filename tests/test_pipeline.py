@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tests.conftest import KNOWN_HELD_OUT, known_answer_config
 
 from metarec.data import Store
 from metarec.evaluation.holdout import evaluate_holdout
 from metarec.meta import task_loss
 from metarec.pipeline import Catalog, MetaModel, load_model, train
 from metarec.tasks import split_k_shot, support_batch, support_state
-from tests.conftest import KNOWN_HELD_OUT, known_answer_config
 
 
 def _metric(records: list[dict[str, object]], method: str, metric: str, k: int | None) -> float:

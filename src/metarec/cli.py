@@ -88,7 +88,22 @@ def ingest(
         skip_bad_rows=skip_bad_rows,
         progress=True,
     )
-    console.print(report.summary() if hasattr(report, "summary") else report)
+    table = Table("table", "read", "inserted", "unchanged", "updated", "bad", title=str(store))
+    for name in ("interactions", "items", "users", "categories"):
+        counts = getattr(report, name)
+        table.add_row(
+            name,
+            *(
+                f"{getattr(counts, f):,}"
+                for f in ("read", "inserted", "unchanged", "updated", "bad")
+            ),
+        )
+    console.print(table)
+    for finding in report.findings:
+        console.print(f"[yellow]note:[/] {finding}")
+    if report.report_path is not None:
+        console.print(f"[yellow]bad rows skipped; report written to {report.report_path}[/]")
+    console.print(f"loaded in {report.seconds:.1f} s")
 
 
 @command

@@ -45,7 +45,11 @@ def run_demo(
         f"{summary.n_events:,} events in {len(summary.categories)} categories -> {data_dir}"
     )
     report = ingest(data_dir, store_path, fmt="table")
-    console.print(f"ingested into {store_path}: {report}")
+    counts = report.interactions
+    console.print(
+        f"ingested into {store_path} in {report.seconds:.1f} s: {counts.inserted:,} new "
+        f"interactions, {counts.unchanged:,} already there (re-running changes nothing)"
+    )
 
     console.rule("[bold]2. meta-train")
     config = load_config(data_dir / "metarec.toml", seed=seed, hold_out=[HELD_OUT])
@@ -67,6 +71,8 @@ def run_demo(
         catalog = Catalog.load(store, config)
         records = evaluate_holdout(model, catalog, [HELD_OUT], shots=DEMO_SHOTS, ks=(10,))
         console.print(results_table(records))
+        for line in verdicts(records, f"metarec-{config.meta.algorithm}", "popularity"):
+            console.print(line)
 
         console.rule("[bold]4. launch: adapt from its first interactions, recommend")
         as_of = launch_cutoff(catalog, HELD_OUT, LAUNCH_SHARE)
@@ -104,6 +110,29 @@ def results_table(records: list[dict[str, object]]) -> Table:
             table.add_row(str(shots), str(method), *cells, str(users))
         table.add_section()
     return table
+
+
+def verdicts(records: list[dict[str, object]], ours: str, baseline: str) -> list[str]:
+    """One plain sentence per shot count: does ``ours`` beat ``baseline`` on NDCG@10?
+
+    "Beats" means the confidence intervals do not overlap; otherwise the sentence says the
+    difference is within the noise, whichever way it goes.
+    """
+    ndcg = {(r["method"], r["shots"]): r for r in records if r["metric"] == "ndcg" and r["k"] == 10}
+    lines = []
+    for shots in sorted({int(str(r["shots"])) for r in records}):
+        a, b = ndcg[(ours, shots)], ndcg[(baseline, shots)]
+        if float(a["ci_low"]) > float(b["ci_high"]):  # type: ignore[arg-type]
+            word = "[green]beats[/]"
+        elif float(a["ci_high"]) < float(b["ci_low"]):  # type: ignore[arg-type]
+            word = "[red]loses to[/]"
+        else:
+            word = "is within the noise of"
+        lines.append(
+            f"{shots} shot(s): {ours} (NDCG@10 {a['mean']:.3f}) {word} {baseline} "
+            f"({b['mean']:.3f}) on this category"
+        )
+    return lines
 
 
 def launch_cutoff(catalog: Catalog, category: str, share: float) -> int:

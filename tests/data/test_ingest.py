@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import importlib
 import json
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from metarec.data import LoadReport, Store, ingest, ingest_frames
-from metarec.errors import BadRowsError, DataError
+from metarec.errors import BadRowsError, DataError, StoreError
 
 ingest_module = importlib.import_module("metarec.data.ingest")  # the package re-exports ingest()
 
@@ -519,3 +520,34 @@ def test_failure_inside_the_transaction_rolls_everything_back(
     monkeypatch.undo()
     report: LoadReport = ingest(folder, loaded)  # the store is still usable
     assert report.items.inserted == 1 and report.interactions.inserted == 1
+
+
+def test_gzipped_text_tables(tmp_path: Path) -> None:
+    folder = tmp_path / "gz"
+    folder.mkdir()
+    with gzip.open(folder / "interactions.csv.gz", "wt", encoding="utf-8") as handle:
+        handle.write("user_id,item_id,rating\nu1,a,4\nu2,a,oops\n")
+    with gzip.open(folder / "items.jsonl.gz", "wt", encoding="utf-8") as handle:
+        handle.write(json.dumps({"item_id": "a", "category": "C", "tags": ["x", "y"]}) + "\n")
+    with pytest.raises(BadRowsError) as caught:
+        ingest(folder, tmp_path / "s.duckdb")
+    (bad,) = caught.value.report.bad_rows
+    assert (Path(bad.file).name, bad.line, bad.value) == ("interactions.csv.gz", 3, "oops")
+    report = ingest(folder, tmp_path / "s.duckdb", skip_bad_rows=True)
+    assert report.interactions.inserted == 1
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as s:
+        assert json.loads(s.items()["extra"][0]) == {"tags": ["x", "y"]}  # lists stay lists
+
+
+def test_loading_into_an_open_store_leaves_it_open(tmp_path: Path) -> None:
+    path = tmp_path / "live.duckdb"
+    events = pd.DataFrame({"user_id": ["u1"], "item_id": ["a"], "category": ["C"]})
+    with Store.open(path, create=True) as live:
+        report = ingest_frames(events, live)
+        assert report.interactions.inserted == 1
+        assert live.stats()["n_interactions"] == 1  # still open, sees the new rows
+    with (
+        Store.open(path, read_only=True) as reader,
+        pytest.raises(StoreError, match="read-only"),
+    ):
+        ingest_frames(events, reader)

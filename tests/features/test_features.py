@@ -109,7 +109,8 @@ def test_positives_use_rating_threshold_then_events_and_collapse_repeats() -> No
     config = FeedbackConfig(positive_events=("click", "cart", "order"))
     pos = positives(interactions, config)
     got = {(int(u), int(i)): (t, w) for u, i, t, w in pos.itertuples(index=False)}
-    # user 0: click and order of item 0 collapse (earliest time, largest weight); view is no positive
+    # user 0: click and order of item 0 collapse (earliest time, largest weight);
+    # a view is no positive
     assert got[(0, 0)] == (3, 1.0)
     assert (0, 1) not in got
     # rating 5 is positive, rating 3 is not, whatever the event

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from tests.conftest import KNOWN_HELD_OUT, write_known_answer_tables
 
 from metarec.data import Store, ingest
 from metarec.errors import ArtifactError, DataError, NotAdaptedError, UnknownCategoryError
 from metarec.serving.recommender import Recommender
-from tests.conftest import KNOWN_HELD_OUT, write_known_answer_tables
 
 
 def test_adapt_then_recommend(known_store: Path, known_model_dir: Path) -> None:
@@ -99,7 +99,7 @@ def test_damaged_model_folder_is_refused(
         params.unlink()
     with (
         Store.open(known_store, read_only=True) as store,
-        pytest.raises(ArtifactError, match="params.safetensors"),
+        pytest.raises(ArtifactError, match=r"params\.safetensors"),
     ):
         Recommender.open(known_model_dir, store)
 

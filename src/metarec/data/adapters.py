@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from metarec.data.readers import read_file, table_kind, table_stem
 from metarec.data.schema import FILE_COLUMN, ROW_COLUMN, SourceFile, SourceTables
@@ -317,6 +318,17 @@ GOODREADS_GENRES = {
 }
 _GOODREADS_PREFIX = "goodreads_interactions_"
 _GOODREADS_DATE = "%a %b %d %H:%M:%S %z %Y"  # "Fri Feb 24 09:00:30 -0800 2017"
+# The fields used; the full genre files are GBs, mostly review text, which is skipped.
+_GOODREADS_SCHEMA = pa.schema(
+    [
+        ("user_id", pa.string()),
+        ("book_id", pa.string()),
+        ("review_id", pa.string()),
+        ("is_read", pa.bool_()),
+        ("rating", pa.int64()),
+        ("date_added", pa.string()),
+    ]
+)
 
 
 def read_goodreads(sources: Sequence[Path]) -> SourceTables:
@@ -341,7 +353,9 @@ def read_goodreads(sources: Sequence[Path]) -> SourceTables:
     files: dict[str, SourceFile] = {}
     frames = []
     for path in paths:
-        frame, source = read_file(path, "jsonl", what="goodreads interactions")
+        frame, source = read_file(
+            path, "jsonl", schema=_GOODREADS_SCHEMA, what="goodreads interactions"
+        )
         files[source.path] = source
         _require(frame, ("user_id", "book_id"), [path], "Goodreads")
         frames.append(_goodreads_interactions(frame, _goodreads_genre(path)))

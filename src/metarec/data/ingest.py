@@ -43,7 +43,7 @@ from metarec.data.schema import (
     TableCounts,
 )
 from metarec.data.store import Store
-from metarec.errors import BadRowsError, DataError
+from metarec.errors import BadRowsError, DataError, StoreError
 
 __all__ = ["Format", "LoadReport", "ingest", "ingest_frames", "load_tables"]
 
@@ -66,7 +66,7 @@ _KEEP = [FILE_COLUMN, ROW_COLUMN]
 
 def ingest(
     source: str | Path | Sequence[str | Path],
-    store: str | Path,
+    store: str | Path | Store,
     *,
     fmt: Format = "auto",
     skip_bad_rows: bool = False,
@@ -76,7 +76,7 @@ def ingest(
 
     Args:
         source: a folder, a file, or several of either.
-        store: the DuckDB store file.
+        store: the DuckDB store file, or an open writable :class:`Store` (left open).
         fmt: the input format (``auto`` detects it from file names; rules in docs/DATA.md).
         skip_bad_rows: load the good rows and write the bad ones to ``<store>.bad-rows.csv``
             instead of refusing the whole load.
@@ -125,7 +125,7 @@ def ingest(
 
 def ingest_frames(
     interactions: pd.DataFrame,
-    store: str | Path,
+    store: str | Path | Store,
     *,
     items: pd.DataFrame | None = None,
     users: pd.DataFrame | None = None,
@@ -141,7 +141,7 @@ def ingest_frames(
     Args:
         interactions: user_id, item_id and optional timestamp, rating, event, weight, event_id,
             category columns.
-        store: the store file (created when missing).
+        store: the store file (created when missing), or an open writable :class:`Store`.
         items: item_id, category and optional attributes (other columns become extra).
         users: user_id and optional attributes (kept as extra).
         categories: category and optional description.
@@ -182,7 +182,7 @@ def _labelled(frame: pd.DataFrame, name: str, files: dict[str, SourceFile]) -> p
 
 def load_tables(
     tables: SourceTables,
-    store: str | Path,
+    store: str | Path | Store,
     *,
     fmt: str,
     sources: tuple[str, ...],
@@ -199,10 +199,15 @@ def load_tables(
         DataError, BadRowsError, StoreError: as :func:`ingest`.
     """
     started = time.perf_counter() if started is None else started
-    store_path = Path(store)
     _check_columns(tables)
-    created = not store_path.exists()
-    handle = Store.open(store_path, create=True)
+    if isinstance(store, Store):  # handed in (e.g. the service's live store): left open
+        handle, owned, created = store, False, False
+    else:
+        owned, created = True, not Path(store).exists()
+        handle = Store.open(store, create=True)
+    store_path = handle.path
+    if handle.read_only:
+        raise StoreError(f"store {store_path} is open read-only; open it with read_only=False")
     succeeded = False
     try:
         clean = _validate(tables, handle.connection)
@@ -232,7 +237,8 @@ def load_tables(
         succeeded = True
         return replace(report, seconds=time.perf_counter() - started)
     finally:
-        handle.close()
+        if owned:
+            handle.close()
         if created and not succeeded:
             # A refused load into a new store leaves nothing behind, not an empty store.
             for leftover in (store_path, store_path.with_name(store_path.name + ".wal")):

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from metarec.data.schema import FILE_COLUMN, ROW_COLUMN, FileKind, SourceFile
@@ -67,6 +68,7 @@ def read_file(
     kind: FileKind,
     *,
     names: Sequence[str] | None = None,
+    schema: pa.Schema | None = None,
     what: str = "table",
 ) -> tuple[pd.DataFrame, SourceFile]:
     """Read a file into a raw frame with ``_file`` and ``_row`` columns.
@@ -76,6 +78,9 @@ def read_file(
         kind: its layout. ``csv`` is comma-separated and honours double quotes; ``tsv`` is
             tab-separated with no quoting (titles may contain quote characters).
         names: column names for a delimited file without a header line.
+        schema: for JSON lines of a known layout, the fields to keep and their types: read by
+            Arrow's multi-threaded parser, other fields skipped (falls back to the generic reader
+            when a value does not fit).
         what: what the file is for, used in error messages (``interactions``, ``items``...).
 
     Returns:
@@ -94,7 +99,7 @@ def read_file(
         elif kind == "parquet":
             frame = pq.read_table(path).to_pandas()
         elif kind == "jsonl":
-            frame = _read_json_lines(path)
+            frame = _read_json_lines(path, schema)
         else:  # pragma: no cover - "frame" sources are never files
             raise DataError(f"cannot read {path}: unsupported layout {kind!r}")
     except DataError:
@@ -147,11 +152,22 @@ def _read_header(path: Path, delimiter: str, quoted: bool) -> list[str]:
     return [name.strip().lstrip("\ufeff") for name in first]
 
 
-def _read_json_lines(path: Path) -> pd.DataFrame:
-    # pandas keeps each value's JSON type per row (a timestamp column may mix numbers and ISO
-    # strings) where pyarrow's reader refuses a column that changes type.
+def _read_json_lines(path: Path, schema: pa.Schema | None) -> pd.DataFrame:
     if path.stat().st_size == 0:
         return pd.DataFrame()
+    if schema is not None:
+        try:
+            options = pa_json.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            )
+            table = pa_json.read_json(path, parse_options=options)
+            # A field absent from every line comes back all null: drop it, as if not asked for.
+            present = [c for c in table.column_names if table.column(c).null_count < len(table)]
+            return table.select(present).to_pandas()
+        except pa.ArrowInvalid:
+            pass  # a value of another type: read it the generic way, to report it as bad
+    # pandas keeps each value's JSON type per row (a timestamp column may mix numbers and ISO
+    # strings) where pyarrow's reader refuses a column that changes type.
     try:
         return pd.read_json(path, lines=True, dtype=False)  # dtype=False: no date guessing
     except ValueError as exc:
