@@ -49,3 +49,7 @@ class NotAdaptedError(MetarecError):
 
 class ArtifactError(MetarecError):
     """A model folder is missing a file, fails its checksum, or has an unsupported version."""
+
+
+class TrainingDivergedError(MetarecError):
+    """The meta-loss became NaN or infinite (learning rates too high, or bad feature values)."""

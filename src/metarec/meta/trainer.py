@@ -11,16 +11,12 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.config import MetaConfig
-from metarec.errors import ConfigError, MetarecError
+from metarec.errors import ConfigError, TrainingDivergedError
 from metarec.meta.batch import Params, TaskBatch
 from metarec.meta.maml import MetaLearner
 
 Sampler = Callable[[int, torch.Generator], TaskBatch]
 """``sample(meta_batch_size, generator)``: fresh tasks, random only through ``generator``."""
-
-
-class TrainingDivergedError(MetarecError):
-    """The meta-loss became NaN or infinite (learning rates too high, or bad feature values)."""
 
 
 @dataclass
