@@ -92,3 +92,26 @@ def test_saved_model_loads_back_identical(known_model: MetaModel, known_model_di
         np.isclose(loaded.space.dim, known_model.space.dim)
         and loaded.space.to_json() == known_model.space.to_json()
     )
+
+
+def test_users_as_tasks_train_evaluate_and_serve(known_store: Path, tmp_path: Path) -> None:
+    """``tasks.kind = "user"`` (MeLU's formulation) runs through the same pipeline."""
+    from metarec.pipeline import save_model
+    from metarec.serving.recommender import Recommender
+
+    config = known_answer_config(
+        tasks={"kind": "user", "shots": 3, "train_shots": [1, 3], "min_users": 10}
+    )
+    with Store.open(known_store, read_only=True) as store:
+        model = train(store, config, progress=False, validate_every=30)
+        catalog = Catalog.load(store, config)
+        records = evaluate_holdout(
+            model, catalog, [KNOWN_HELD_OUT], shots=(3,), ks=(10,), n_resamples=100
+        )
+        assert (
+            _metric(records, "metarec-maml", "auc", None)
+            > _metric(records, "popularity", "auc", None) + 0.1
+        )
+        recommender = Recommender.open(save_model(model, tmp_path / "model"), store)
+        recommender.adapt(KNOWN_HELD_OUT)
+        assert len(recommender.recommend("u0", KNOWN_HELD_OUT, k=5).items) == 5

@@ -35,11 +35,12 @@ from metarec.errors import DataError, UnknownCategoryError
 from metarec.evaluation.metrics import ranking_metrics
 from metarec.features import FeatureSpace, ProfileTable, input_dim, positives
 from metarec.features.cf import item_factors
-from metarec.meta import MetaLearner, Params, build_learner, meta_train, stack_tasks
+from metarec.meta import Batch, MetaLearner, Params, build_learner, meta_train, stack_batches
 from metarec.models.scorer import init_params, score
 from metarec.tasks import (
     CategoryData,
     Split,
+    SupportState,
     TaskSampler,
     build_categories,
     candidate_rows,
@@ -284,21 +285,23 @@ def category_scores(
     start = model.params if params is None else params
     state = support_state(category, split)
     generator = torch.Generator().manual_seed(derived_seed(model.config.seed, category.name))
-    learner = model.learner
     tasks = model.config.tasks
-    users_t = torch.as_tensor(users, dtype=torch.long)
     chunk = max(1, _SCORE_CHUNK_ROWS // max(1, category.n_items))
+    adapting = adapt and model.config.meta.inner_steps > 0
+    if adapting and tasks.kind == "user":
+        parts = [
+            _per_user_scores(model, category, split, state, users[i : i + chunk], generator, start)
+            for i in range(0, len(users), chunk)
+        ]
+        return torch.cat(parts) if parts else torch.zeros((0, category.n_items))
+    adapted = start
+    if adapting:
+        support = support_batch(
+            category, state, split, n_negatives=tasks.negatives, generator=generator
+        )
+        adapted = {k: v.detach() for k, v in model.learner.adapt(start, support).items()}
+    users_t = torch.as_tensor(users, dtype=torch.long)
     with torch.no_grad():
-        if not adapt or model.config.meta.inner_steps == 0:
-            adapted = start
-        elif tasks.kind == "category":
-            with torch.enable_grad():
-                support = support_batch(
-                    category, state, split, n_negatives=tasks.negatives, generator=generator
-                )
-                adapted = {k: v.detach() for k, v in learner.adapt(start, support).items()}
-        else:
-            return _per_user_scores(model, category, split, state, users, generator, start)
         out = [
             score(adapted, candidate_rows(category, state, users_t[i : i + chunk]))
             for i in range(0, len(users_t), chunk)
@@ -310,30 +313,34 @@ def _per_user_scores(
     model: MetaModel,
     category: CategoryData,
     split: Split,
-    state: Any,
+    state: SupportState,
     users: np.ndarray,
     generator: torch.Generator,
     start: Params,
 ) -> torch.Tensor:
-    tasks = model.config.tasks
-    learner = model.learner
-    rows = []
-    for user in users:
-        mine = category.pos_user == user
-        user_split = Split(split.support & mine, split.query & mine, split.eligible, split.shots)
-        support = support_batch(
-            category, state, user_split, n_negatives=tasks.negatives, generator=generator
+    """Users-as-tasks: adapt once per user on their own support, all users at once (vmap)."""
+    negatives = model.config.tasks.negatives
+    supports = [
+        support_batch(
+            category,
+            state,
+            Split(split.support & (category.pos_user == user), split.query, split.eligible, None),
+            n_negatives=negatives,
+            generator=generator,
         )
-        rows.append((support, support))
-    stacked = stack_tasks(rows).support
-    with torch.enable_grad():
-        adapted = torch.func.vmap(
-            lambda x, y, m: learner.adapt(start, type(stacked)(x, y, m)), in_dims=(0, 0, 0)
-        )(stacked.x, stacked.y, stacked.mask)
+        for user in users
+    ]
+    stacked = stack_batches(supports)
+    learner = model.learner
+
+    def adapt_one(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> Params:
+        return learner.adapt(start, Batch(x, y, mask))
+
+    adapted = torch.func.vmap(adapt_one)(stacked.x, stacked.y, stacked.mask)
     adapted = {k: v.detach() for k, v in adapted.items()}
-    users_t = torch.as_tensor(users, dtype=torch.long)
+    rows = candidate_rows(category, state, torch.as_tensor(users, dtype=torch.long))
     with torch.no_grad():
-        return torch.func.vmap(score)(adapted, candidate_rows(category, state, users_t))
+        return torch.func.vmap(score)(adapted, rows)
 
 
 def popularity_scores(category: CategoryData, split: Split, users: np.ndarray) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor
 from metarec.errors import DataError
 from metarec.models.scorer import Params
 
-__all__ = ["Batch", "Params", "TaskBatch", "stack_tasks"]
+__all__ = ["Batch", "Params", "TaskBatch", "stack_batches", "stack_tasks"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,17 @@ def stack_tasks(tasks: Sequence[tuple[Batch, Batch]]) -> TaskBatch:
         support=_stack([support for support, _ in tasks], "support"),
         query=_stack([query for _, query in tasks], "query"),
     )
+
+
+def stack_batches(batches: Sequence[Batch]) -> Batch:
+    """Pad single-task batches to the largest among them and stack them: ``x (T, n, d_in)``.
+
+    Raises:
+        DataError: no batches, or feature widths that disagree.
+    """
+    if not batches:
+        raise DataError("stack_batches got no batches")
+    return _stack(batches, "rows")
 
 
 def _stack(batches: Sequence[Batch], role: str) -> Batch:
