@@ -99,6 +99,10 @@ class Catalog:
     def categories(self) -> list[str]:
         return sorted(self.category_sizes.index)
 
+    def restricted(self, keep: np.ndarray | pd.Series) -> Catalog:
+        """The same catalogue with only the positives where ``keep`` is True (sealing)."""
+        return replace(self, positives=self.positives.loc[np.asarray(keep)].reset_index(drop=True))
+
     def require_category(self, name: str) -> None:
         """Raise unless ``name`` is a category with items.
 
@@ -154,8 +158,12 @@ class Catalog:
         model: MetaModel,
         *,
         visible: Sequence[str],
+        extra_users: np.ndarray | None = None,
     ) -> dict[str, CategoryData]:
-        """Build :class:`CategoryData` for ``names``, profiles drawn from ``visible`` categories."""
+        """Build :class:`CategoryData` for ``names``, profiles drawn from ``visible`` categories.
+
+        ``extra_users`` (global indices) are included even without a positive in the category.
+        """
         item_x = self.item_features(model.space)
         profile_x = torch.cat([item_x, model.factors_for(self.items)], dim=1)
         return build_categories(
@@ -167,6 +175,7 @@ class Catalog:
             names,
             profile_includes=visible,
             seed=model.config.seed,
+            extra_users=extra_users,
         )
 
 
@@ -405,18 +414,38 @@ def train(
         DataError: not enough data to build any meta-training task.
     """
     catalog = Catalog.load(store, config)
-    splits = split_categories(catalog, config)
+    return train_on(
+        catalog,
+        config,
+        split_categories(catalog, config),
+        progress=progress,
+        validate_every=validate_every,
+    )
+
+
+def prepare_model(
+    catalog: Catalog,
+    config: TrainConfig,
+    splits: dict[str, list[str]],
+    generator: torch.Generator | None = None,
+) -> MetaModel:
+    """A model at its initialisation: features and collaborative factors fitted on the training
+    categories only, params freshly drawn. Baselines use it for the same features.
+
+    Raises:
+        DataError: no training category has items.
+    """
     train_items = catalog.items.loc[catalog.items["category"].isin(splits["train"])]
     if train_items.empty:
         raise DataError("no meta-training categories left after hold-out; hold out fewer")
     space = FeatureSpace.fit(train_items, config.features)
     factors = catalog.fit_factors(splits["train"], config.features.cf_rank, config.seed)
     known = catalog.items["category"].isin(splits["train"]).to_numpy(copy=True)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = generator or torch.Generator().manual_seed(config.seed)
     params = init_params(
         input_dim(space.dim + config.features.cf_rank), config.model, generator=generator
     )
-    model = MetaModel(
+    return MetaModel(
         config=config,
         space=space,
         params=params,
@@ -424,6 +453,24 @@ def train(
         factors=factors[torch.from_numpy(known)],
         factor_item_ids=catalog.items.loc[known, "item_id"].astype(str).tolist(),
     )
+
+
+def train_on(
+    catalog: Catalog,
+    config: TrainConfig,
+    splits: dict[str, list[str]],
+    *,
+    progress: bool = True,
+    validate_every: int = 50,
+) -> MetaModel:
+    """Meta-train on ``splits["train"]``, selecting params on ``splits["validation"]``.
+
+    Only the training categories' positives are used to learn (features, factors, tasks); the
+    validation categories are scored with profiles from the training categories only.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    model = prepare_model(catalog, config, splits, generator)
+    params = model.params
     train_data = catalog.category_data(splits["train"], model, visible=splits["train"])
     # Validation users' profiles may look at the training categories only (sealed like a launch).
     val_data = catalog.category_data(splits["validation"], model, visible=splits["train"])

@@ -112,6 +112,7 @@ def build_categories(
     *,
     profile_includes: Iterable[str],
     seed: int,
+    extra_users: np.ndarray | None = None,
 ) -> dict[str, CategoryData]:
     """Assemble :class:`CategoryData` for the given categories.
 
@@ -127,6 +128,8 @@ def build_categories(
         profile_includes: the categories whose positives are inside ``profiles``: a category's
             own positives are subtracted from its users' profiles only if they were added.
         seed: seed of the tie-breaking order of positives without time.
+        extra_users: global indices of users to include even without a positive here (users
+            to rank for at zero shots, or users new to the category).
     """
     included = set(profile_includes)
     item_category = items.set_index("item_idx")["category"]
@@ -136,7 +139,10 @@ def build_categories(
         cat_items = np.sort(items.loc[items["category"] == name, "item_idx"].to_numpy())
         here = pos_category == name
         pos = positives.loc[here]
-        users, pos_user = np.unique(pos["user_idx"].to_numpy(), return_inverse=True)
+        users = np.unique(pos["user_idx"].to_numpy())
+        if extra_users is not None:
+            users = np.union1d(users, extra_users)
+        pos_user = np.searchsorted(users, pos["user_idx"].to_numpy())
         pos_item = np.searchsorted(cat_items, pos["item_idx"].to_numpy())
         x = item_x[torch.as_tensor(cat_items, dtype=torch.long)]
         u_t = torch.as_tensor(users, dtype=torch.long)

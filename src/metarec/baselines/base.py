@@ -1,0 +1,111 @@
+"""The contract every method of the benchmark implements, metarec's own and the baselines.
+
+A method is fitted once per fold on the meta-training categories (:class:`FitContext`), then
+scores each sealed category at its launch (:class:`Launch`). Both objects are *sealed by
+construction*: a fit context holds only the training categories' positives, and a launch holds
+only the launching category's support positives plus the users' histories in visible
+categories. A method cannot peek at what it must predict, whatever its code does.
+
+Every method gets the same information: item attributes, the training categories'
+interactions, the users' histories in visible categories, and the launch's support. Every
+method gets the same tuning budget: the harness fits each setting of :attr:`Method.grid` and keeps
+the one with the best NDCG@10 on the validation categories.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+import numpy as np
+import torch
+
+from metarec.config import TrainConfig
+from metarec.pipeline import Catalog, MetaModel
+from metarec.tasks import CategoryData
+
+Family = Literal["baseline", "metarec"]
+
+
+@dataclass(frozen=True)
+class FitContext:
+    """What a method may learn from in one fold.
+
+    Attributes:
+        catalog: items of every category, positives of the training categories only.
+        config: the run's shared settings (feedback, features, tasks incl. negatives and shots,
+            the inner-loop budget in ``meta``: fine-tuning baselines get exactly that budget).
+        train: the meta-training categories.
+        features: a model at initialisation whose feature space and collaborative factors were
+            fitted on the training categories (:func:`metarec.pipeline.prepare_model`); baselines
+            that need item features use ``features.space`` and ``features.factors_for``.
+        train_data: the training categories as :class:`CategoryData` (profiles from the training
+            categories only).
+        quick: short training for smoke runs.
+        seed: the run's seed.
+    """
+
+    catalog: Catalog
+    config: TrainConfig
+    train: list[str]
+    features: MetaModel
+    train_data: dict[str, CategoryData]
+    quick: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One sealed category at launch, as a method may see it.
+
+    Attributes:
+        name: the category.
+        shots: support positives per user (0: nothing but the catalogue and the users' history).
+        catalog: positives of the visible categories plus this category's support, nothing more.
+        visible: the categories whose positives are the users' history.
+        users: (b,) global indices of the users to rank for, in the order scores are returned.
+        category: the category built with the fold's features (``FitContext.features``): its
+            ``users`` include every user in ``users``; its positives are the support only.
+    """
+
+    name: str
+    shots: int
+    catalog: Catalog
+    visible: list[str]
+    users: np.ndarray
+    category: CategoryData = field(repr=False)
+
+    @property
+    def positions(self) -> np.ndarray:
+        """Positions of :attr:`users` in ``category.users``."""
+        return np.searchsorted(self.category.users, self.users)
+
+    def category_for(self, model: MetaModel) -> CategoryData:
+        """This launch's category built with another model's features (same sealing)."""
+        return self.catalog.category_data(
+            [self.name], model, visible=self.visible, extra_users=self.users
+        )[self.name]
+
+
+class Method(Protocol):
+    """A recommender for new categories: fitted per fold, then asked to score each launch.
+
+    Implementations take their hyperparameters as keyword arguments; :attr:`grid` lists the
+    settings the harness may try on validation categories (the first is the default).
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[Family]
+    grid: ClassVar[list[dict[str, Any]]]
+
+    def fit(self, context: FitContext) -> None:
+        """Learn from the fold's training categories."""
+        ...
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        """(len(launch.users), launch.category.n_items) scores, higher is better.
+
+        Items are the category's in ``launch.category.item_idx`` order; the harness excludes each
+        user's support items itself.
+        """
+        ...
