@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from metarec.config import TrainConfig
-from metarec.pipeline import Catalog, MetaModel
-from metarec.tasks import CategoryData
+from metarec.pipeline import Catalog, MetaModel, prepare_model
+from metarec.tasks import CategoryData, Split, split_k_shot
 
 Family = Literal["baseline", "metarec"]
 
@@ -109,3 +109,77 @@ class Method(Protocol):
         user's support items itself.
         """
         ...
+
+
+def fit_context(
+    catalog: Catalog,
+    config: TrainConfig,
+    train: list[str],
+    *,
+    quick: bool = False,
+) -> FitContext:
+    """Seal a catalogue to its training categories and fit the fold's shared features.
+
+    Args:
+        catalog: the whole store's catalogue.
+        config: shared settings.
+        train: the fold's meta-training categories.
+        quick: short training for smoke runs.
+    """
+    sealed = catalog.restricted(
+        np.isin(catalog.item_category[catalog.positives["item_idx"].to_numpy()], train)
+    )
+    splits = {"train": list(train), "validation": [], "hold_out": []}
+    features = prepare_model(sealed, config, splits)
+    return FitContext(
+        catalog=sealed,
+        config=config,
+        train=list(train),
+        features=features,
+        train_data=sealed.category_data(train, features, visible=train),
+        quick=quick,
+        seed=config.seed,
+    )
+
+
+def make_launch(
+    catalog: Catalog,
+    name: str,
+    shots: int,
+    *,
+    visible: list[str],
+    features: MetaModel,
+) -> tuple[Launch, Split]:
+    """Seal one category for a k-shot launch (PROTOCOL.md §2, step 4).
+
+    Users with at least ``shots + 1`` positives in the category take part; each one's first
+    ``shots`` positives by time are the support. The returned launch holds the visible
+    categories' positives and the support, nothing else; the returned split (over the
+    *unsealed* category, for the harness only) also marks the query positives to score against.
+
+    Returns:
+        ``(launch, split)``: what the method sees, and the ground truth it must not.
+    """
+    full = catalog.category_data([name], features, visible=visible)[name]
+    split = split_k_shot(full, shots)
+    users = full.users[split.eligible]
+    n_items = len(catalog.items)
+    support_codes = (
+        full.users[full.pos_user[split.support]].astype(np.int64) * n_items
+        + full.item_idx[full.pos_item[split.support]]
+    )
+    pos_users = catalog.positives["user_idx"].to_numpy().astype(np.int64)
+    pos_items = catalog.positives["item_idx"].to_numpy()
+    pos_category = catalog.item_category[pos_items]
+    is_support = (pos_category == name) & np.isin(pos_users * n_items + pos_items, support_codes)
+    sealed = catalog.restricted(np.isin(pos_category, visible) | is_support)
+    category = sealed.category_data([name], features, visible=visible, extra_users=users)[name]
+    launch = Launch(
+        name=name,
+        shots=shots,
+        catalog=sealed,
+        visible=list(visible),
+        users=users,
+        category=category,
+    )
+    return launch, split
