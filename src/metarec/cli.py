@@ -162,6 +162,72 @@ def train(
     )
 
 
+@command
+def evaluate(
+    store: StoreOption,
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
+    protocol: Annotated[
+        str, typer.Option(help="loco (leave categories out) or launch (launch window).")
+    ] = "loco",
+    methods: Annotated[str, typer.Option(help="Comma-separated method names, or all.")] = "all",
+    shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = "0,1,3,5,10",
+    folds: Annotated[int, typer.Option(help="Rotating folds of test categories.")] = 5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quick: Annotated[
+        bool, typer.Option(help="One fold, short training, default settings: a smoke run.")
+    ] = False,
+    ks: Annotated[str, typer.Option(help="Comma-separated cutoffs.")] = "5,10,20",
+    min_users: Annotated[int, typer.Option(help="Eligible categories need this many users.")] = 20,
+    config: Annotated[Path | None, typer.Option(help="TOML training config.")] = None,
+) -> None:
+    """Benchmark every method on sealed categories (PROTOCOL.md); write metrics, report, plots."""
+    import time
+
+    from metarec.config import EvalConfig, load_config
+    from metarec.data.store import Store
+    from metarec.evaluation.harness import evaluate as run
+    from metarec.evaluation.report import main_table, write_run
+    from metarec.pipeline import Catalog
+
+    started = time.perf_counter()
+    train_config = load_config(config, seed=seed)
+    eval_config = EvalConfig(
+        protocol=protocol,  # type: ignore[arg-type]  # validated by pydantic
+        methods=None if methods == "all" else tuple(m.strip() for m in methods.split(",")),
+        shots=tuple(int(s) for s in shots.split(",")),
+        folds=folds,
+        seed=seed,
+        quick=quick,
+        ks=tuple(int(k) for k in ks.split(",")),
+        min_users=min_users,
+    )
+    with Store.open(store, read_only=True) as opened:
+        catalog = Catalog.load(opened, train_config)
+    result = run(catalog, train_config, eval_config, log=console.print)
+    write_run(
+        result,
+        out,
+        eval_config=eval_config,
+        train_config=train_config,
+        source=str(store),
+        user_ids=catalog.users["user_id"],
+        item_ids=catalog.items["item_id"],
+    )
+    header, rows = main_table(result.records)
+    table = Table(*header, title="NDCG@10 on sealed categories (pooled users, 95% CI)")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for c in result.comparisons:
+        if c["family"] == "metarec":
+            change = "" if c["relative_change"] is None else f"{c['relative_change']:+.1%}"
+            console.print(
+                f"{c['method']} vs {c['baseline']} at {c['shots']} shots: {change} "
+                f"(p = {c['p_value']:.2g}, {c['n_users']} users)"
+            )
+    console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
+
+
 def _parse_time(value: str | None) -> int | None:
     if value is None:
         return None

@@ -123,3 +123,27 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(f"invalid config{f' in {path}' if path else ''}:\n{exc}") from exc
+
+
+class EvalConfig(_Frozen):
+    """The benchmark run (PROTOCOL.md §2 and §3); see :mod:`metarec.evaluation.harness`."""
+
+    protocol: Literal["loco", "launch"] = "loco"
+    methods: tuple[str, ...] | None = None  # None: every registered method
+    shots: tuple[int, ...] = (0, 1, 3, 5, 10)
+    folds: int = Field(default=5, ge=2)
+    seed: int = 0
+    quick: bool = False  # one fold, short training, first grid setting only
+    ks: tuple[int, ...] = (5, 10, 20)
+    min_users: int = Field(default=20, ge=1)
+    validation_share: float = Field(default=0.2, gt=0, lt=1)
+    launch_window: float = Field(default=0.05, gt=0, lt=1)  # §3: share of a category's positives
+    n_resamples: int = Field(default=1000, ge=10)
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if not self.shots or min(self.shots) < 0:
+            raise ValueError("shots must be a non-empty list of counts >= 0")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError("ks must be a non-empty list of cutoffs >= 1")
+        return self

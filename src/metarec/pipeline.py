@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -462,8 +462,12 @@ def train_on(
     *,
     progress: bool = True,
     validate_every: int = 50,
+    validate: Callable[[MetaModel], float] | None = None,
 ) -> MetaModel:
     """Meta-train on ``splits["train"]``, selecting params on ``splits["validation"]``.
+
+    ``validate`` (higher is better) replaces the built-in validation (NDCG@10 on the
+    validation categories) when the caller owns the validation data, as the benchmark does.
 
     Only the training categories' positives are used to learn (features, factors, tasks); the
     validation categories are scored with profiles from the training categories only.
@@ -477,8 +481,11 @@ def train_on(
     sampler = TaskSampler(list(train_data.values()), config.tasks)
     usable_val = [c for c in val_data.values() if eligible_count(c, config.tasks.shots) > 0]
 
-    def validate(candidate: Params) -> float:
-        return validation_ndcg(replace(model, params=candidate), usable_val, config.tasks.shots)
+    def score_params(candidate: Params) -> float:
+        candidate_model = replace(model, params=candidate)
+        if validate is not None:
+            return validate(candidate_model)
+        return validation_ndcg(candidate_model, usable_val, config.tasks.shots)
 
     best, history = meta_train(
         params,
@@ -486,7 +493,7 @@ def train_on(
         sampler,
         config.meta,
         generator=generator,
-        validate=validate if usable_val else None,
+        validate=score_params if (usable_val or validate is not None) else None,
         validate_every=validate_every,
         progress=progress,
     )

@@ -14,6 +14,7 @@ the one with the best NDCG@10 on the validation categories.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from metarec.config import TrainConfig
+from metarec.errors import DataError
 from metarec.pipeline import Catalog, MetaModel, prepare_model
 from metarec.tasks import CategoryData, Split, split_k_shot
 
@@ -43,6 +45,8 @@ class FitContext:
             categories only).
         quick: short training for smoke runs.
         seed: the run's seed.
+        validate: scores a method on the fold's validation categories (mean NDCG@10, higher is
+            better); methods may call it for model selection (early stopping), nothing else.
     """
 
     catalog: Catalog
@@ -52,6 +56,7 @@ class FitContext:
     train_data: dict[str, CategoryData]
     quick: bool
     seed: int
+    validate: Callable[[Method], float] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,14 +71,24 @@ class Launch:
         users: (b,) global indices of the users to rank for, in the order scores are returned.
         category: the category built with the fold's features (``FitContext.features``): its
             ``users`` include every user in ``users``; its positives are the support only.
+        features: the fold's features (what ``category`` was built with).
     """
 
     name: str
-    shots: int
+    shots: int | None
     catalog: Catalog
     visible: list[str]
     users: np.ndarray
     category: CategoryData = field(repr=False)
+    features: MetaModel = field(repr=False)
+
+    @property
+    def split(self) -> Split:
+        """Every positive of the sealed category is support; the evaluated users are eligible."""
+        eligible = np.zeros(self.category.n_users, dtype=bool)
+        eligible[self.positions] = True
+        n = len(self.category.pos_user)
+        return Split(np.ones(n, dtype=bool), np.zeros(n, dtype=bool), eligible, self.shots)
 
     @property
     def positions(self) -> np.ndarray:
@@ -82,6 +97,11 @@ class Launch:
 
     def category_for(self, model: MetaModel) -> CategoryData:
         """This launch's category built with another model's features (same sealing)."""
+        same = model.config.features == self.features.config.features and torch.equal(
+            model.factors, self.features.factors
+        )
+        if same and model.space.to_json() == self.features.space.to_json():
+            return self.category
         return self.catalog.category_data(
             [self.name], model, visible=self.visible, extra_users=self.users
         )[self.name]
@@ -117,6 +137,7 @@ def fit_context(
     train: list[str],
     *,
     quick: bool = False,
+    validate: Callable[[Method], float] | None = None,
 ) -> FitContext:
     """Seal a catalogue to its training categories and fit the fold's shared features.
 
@@ -139,6 +160,7 @@ def fit_context(
         train_data=sealed.category_data(train, features, visible=train),
         quick=quick,
         seed=config.seed,
+        validate=validate,
     )
 
 
@@ -162,6 +184,50 @@ def make_launch(
     """
     full = catalog.category_data([name], features, visible=visible)[name]
     split = split_k_shot(full, shots)
+    return _seal(catalog, full, split, visible=visible, features=features), split
+
+
+def make_window_launch(
+    catalog: Catalog,
+    name: str,
+    share: float,
+    *,
+    visible: list[str],
+    features: MetaModel,
+) -> tuple[Launch, Split]:
+    """Seal one category at its real launch (PROTOCOL.md §3).
+
+    The category launches with its first interaction; everything in its first ``share`` of
+    positives by time (across all users) is the support, and the users with positives after that
+    window are evaluated on those later positives.
+
+    Raises:
+        DataError: some positive of the category has no timestamp.
+    """
+    full = catalog.category_data([name], features, visible=visible)[name]
+    if np.isnan(full.pos_time).any():
+        raise DataError(
+            f"category {name!r} has interactions without timestamps; the launch protocol needs "
+            "times on every interaction (use the leave-categories-out protocol instead)"
+        )
+    cutoff = np.quantile(full.pos_time, share, method="lower") if len(full.pos_time) else 0.0
+    support = full.pos_time <= cutoff
+    later = ~support
+    eligible = np.bincount(full.pos_user[later], minlength=full.n_users) > 0
+    split = Split(support, later & eligible[full.pos_user], eligible, None)
+    return _seal(catalog, full, split, visible=visible, features=features), split
+
+
+def _seal(
+    catalog: Catalog,
+    full: CategoryData,
+    split: Split,
+    *,
+    visible: list[str],
+    features: MetaModel,
+) -> Launch:
+    """The launch a method sees: visible categories' positives plus this split's support."""
+    name = full.name
     users = full.users[split.eligible]
     n_items = len(catalog.items)
     support_codes = (
@@ -174,12 +240,12 @@ def make_launch(
     is_support = (pos_category == name) & np.isin(pos_users * n_items + pos_items, support_codes)
     sealed = catalog.restricted(np.isin(pos_category, visible) | is_support)
     category = sealed.category_data([name], features, visible=visible, extra_users=users)[name]
-    launch = Launch(
+    return Launch(
         name=name,
-        shots=shots,
+        shots=split.shots,
         catalog=sealed,
         visible=list(visible),
         users=users,
         category=category,
+        features=features,
     )
-    return launch, split

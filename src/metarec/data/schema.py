@@ -16,7 +16,9 @@ import pandas as pd
 
 SCHEMA_VERSION = "1"
 
-Format = Literal["table", "recbole", "movielens", "douban", "goodreads", "amazon-pairs", "auto"]
+Format = Literal[
+    "table", "recbole", "movielens", "douban", "goodreads", "amazon-pairs", "dbook", "auto"
+]
 """Input formats :func:`metarec.data.ingest` understands; ``auto`` detects one by file names."""
 
 DDL: tuple[str, ...] = (

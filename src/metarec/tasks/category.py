@@ -30,6 +30,7 @@ class CategoryData:
         pos_item: (n_pos,) positions into ``item_idx``.
         pos_rank: (n_pos,) 0-based order of the positive in its user's history here
             (by time; seeded random order where there is no time).
+        pos_time: (n_pos,) unix time of each positive (NaN where unknown).
         user_count: (n_users,) positives per user here.
         profile: (n_users, d + r) each user's profile from other categories: mean attribute
             features, then mean collaborative factors (``r = cf_dim``), of what they liked there.
@@ -43,6 +44,7 @@ class CategoryData:
     pos_user: np.ndarray
     pos_item: np.ndarray
     pos_rank: np.ndarray
+    pos_time: np.ndarray
     user_count: np.ndarray
     profile: torch.Tensor
     n_other: torch.Tensor
@@ -166,6 +168,7 @@ def build_categories(
             pos_user=pos_user.astype(np.int64),
             pos_item=pos_item.astype(np.int64),
             pos_rank=order_positives(pos, seed),  # order within this category only
+            pos_time=pos["timestamp"].astype("Float64").to_numpy(dtype=np.float64, na_value=np.nan),
             user_count=np.bincount(pos_user, minlength=len(users)),
             profile=profile,
             n_other=n_other,

@@ -1,0 +1,292 @@
+"""Matrix factorisation with fold-in: ``implicit``'s ALS and BPR, fitted on the training categories.
+
+A model fitted on the training categories knows nothing of a new category's items. At launch each
+item gets a vector *folded in* from the support users who liked it, with the users' trained
+vectors held fixed: the implicit-feedback least-squares solve of Hu et al. (the same closed form
+ALS alternates on), every other user counting as a zero preference of confidence one. Scores are
+``user · item`` plus a popularity tie-break. A user with no positive in the training categories
+has a zero vector, so their scores are the tie-break alone: launch popularity order.
+
+References:
+    Hu, Koren, Volinsky. Collaborative Filtering for Implicit Feedback Datasets. ICDM 2008.
+    Rendle, Freudenthaler, Gantner, Schmidt-Thieme. BPR: Bayesian Personalized Ranking from
+    Implicit Feedback. UAI 2009.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from implicit.cpu.als import AlternatingLeastSquares
+from implicit.cpu.bpr import BayesianPersonalizedRanking
+from threadpoolctl import threadpool_limits
+
+from metarec.baselines.base import Family, FitContext, Launch
+from metarec.errors import NotAdaptedError
+
+TIE_BREAK = 1e-6
+"""Weight of launch popularity (scaled to [0, 1]) added to every score: it orders ties only."""
+
+# Padded (rows, width, factors) gathers in solve_rows stay under this many float64 values.
+_SOLVE_BUDGET = 1 << 22
+_SOLVE_MAX_ROWS = 1024
+
+
+def positive_matrix(positives: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
+    """(n_users, n_items) float32 CSR of the positives' weights (zero elsewhere)."""
+    return sp.csr_matrix(
+        (
+            positives["weight"].to_numpy(dtype=np.float32),
+            (positives["user_idx"].to_numpy(), positives["item_idx"].to_numpy()),
+        ),
+        shape=(n_users, n_items),
+        dtype=np.float32,
+    )
+
+
+def solve_rows(
+    confidence: sp.csr_matrix,
+    factors: np.ndarray,
+    regularization: float,
+    *,
+    gram: np.ndarray | None = None,
+) -> np.ndarray:
+    """Least-squares factors of each row against fixed factors of the other side (Hu et al.).
+
+    For row ``r`` with confidences ``c_rj`` on its positives (preference 1) and confidence one on
+    every other column (preference 0)::
+
+        x_r = (G + sum_j (c_rj - 1) y_j y_j^T + lambda I)^-1  sum_j c_rj y_j,   G = Y^T Y
+
+    This is ALS's half-step, and implicit's ``recalculate_item`` / ``recalculate_user``. Rows
+    without a positive get zero factors. Rows are solved in batches padded to a common width.
+
+    Args:
+        confidence: (n_rows, m) CSR, the confidence ``c_rj`` of each positive.
+        factors: (m, f) the other side's fixed factors ``Y``.
+        regularization: ``lambda``.
+        gram: (f, f) ``G`` when the zero-preference columns are not all of ``factors`` (for
+            instance only some categories' items); ``factors.T @ factors`` by default.
+
+    Returns:
+        (n_rows, f) float64 factors.
+    """
+    y = np.asarray(factors, dtype=np.float64)
+    f = y.shape[1]
+    base = (y.T @ y if gram is None else np.asarray(gram, dtype=np.float64)) + regularization * (
+        np.eye(f)
+    )
+    out = np.zeros((confidence.shape[0], f))
+    counts = np.diff(confidence.indptr)
+    for rows in _row_batches(counts, f):
+        width = int(counts[rows].max())
+        offsets = np.arange(width)
+        valid = offsets[None, :] < counts[rows][:, None]
+        entry = np.where(valid, confidence.indptr[rows][:, None] + offsets[None, :], 0)
+        c = np.where(valid, confidence.data[entry], 0.0)
+        yr = y[confidence.indices[entry]]  # (b, width, f); padding rows are masked by c
+        a = base + np.einsum("bwf,bw,bwg->bfg", yr, np.where(valid, c - 1.0, 0.0), yr)
+        rhs = np.einsum("bw,bwf->bf", c, yr)
+        out[rows] = np.linalg.solve(a, rhs[..., None])[..., 0]
+    return out
+
+
+def _row_batches(counts: np.ndarray, width_cost: int) -> Iterator[np.ndarray]:
+    """Rows with positives, by increasing count, in batches whose padded gather fits the budget."""
+    rows = np.flatnonzero(counts)
+    rows = rows[np.argsort(counts[rows], kind="stable")]
+    start = 0
+    while start < len(rows):
+        # counts grow along ``rows``, so the last row of a batch sets its width
+        stop = start + 1
+        while (
+            stop < len(rows)
+            and stop - start < _SOLVE_MAX_ROWS
+            and (stop + 1 - start) * counts[rows[stop]] * width_cost <= _SOLVE_BUDGET
+        ):
+            stop += 1
+        yield rows[start:stop]
+        start = stop
+
+
+def support_confidence(launch: Launch, alpha: float) -> sp.csr_matrix:
+    """(n_items, n_users) CSR: ``alpha * weight`` of each support positive of the launch.
+
+    Rows follow ``launch.category.item_idx``; columns are global user indices.
+    """
+    category = launch.category
+    support = launch.catalog.positives_in([launch.name])
+    rows = np.searchsorted(category.item_idx, support["item_idx"].to_numpy())
+    return sp.csr_matrix(
+        (
+            alpha * support["weight"].to_numpy(dtype=np.float64),
+            (rows, support["user_idx"].to_numpy()),
+        ),
+        shape=(category.n_items, len(launch.catalog.users)),
+    )
+
+
+def launch_popularity(launch: Launch) -> torch.Tensor:
+    """(n_items,) support count of each item of the launching category."""
+    category = launch.category
+    return torch.bincount(
+        torch.as_tensor(category.pos_item, dtype=torch.long), minlength=category.n_items
+    ).double()
+
+
+def with_tie_break(scores: torch.Tensor, launch: Launch) -> torch.Tensor:
+    """``scores`` (b, n_items) plus :data:`TIE_BREAK` times launch popularity scaled to [0, 1].
+
+    Returns:
+        (b, n_items) float32 scores.
+    """
+    pop = launch_popularity(launch)
+    return (scores.double() + TIE_BREAK * pop / pop.max().clamp_min(1.0)).float()
+
+
+class _FoldInMF:
+    """Shared fit / fold-in / score logic; subclasses build the ``implicit`` model."""
+
+    name: ClassVar[str]
+    family: ClassVar[Family] = "baseline"
+    grid: ClassVar[list[dict[str, Any]]]
+
+    def __init__(self, factors: int, regularization: float, fold_in_regularization: float) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.fold_in_regularization = fold_in_regularization
+        self.user_factors: np.ndarray | None = None  # (n_users, f), zero rows: no history
+
+    def _model(self, context: FitContext) -> AlternatingLeastSquares | BayesianPersonalizedRanking:
+        raise NotImplementedError
+
+    def _alpha(self) -> float:
+        """Confidence scale of a positive at fold-in."""
+        return 1.0
+
+    def fit(self, context: FitContext) -> None:
+        """Train on the training categories' positives (users x every item of the store)."""
+        catalog = context.catalog
+        matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
+        self.user_factors = fit_user_factors(self._model(context), matrix)
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        """(len(launch.users), n_items) ``user · folded-in item`` plus the popularity tie-break.
+
+        Raises:
+            NotAdaptedError: :meth:`fit` was not called.
+        """
+        if self.user_factors is None:
+            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
+        items = solve_rows(
+            support_confidence(launch, self._alpha()),
+            self.user_factors,
+            self.fold_in_regularization,
+        )
+        dots = torch.from_numpy(self.user_factors[launch.users] @ items.T)
+        return with_tie_break(dots, launch)
+
+
+def fit_user_factors(
+    model: AlternatingLeastSquares | BayesianPersonalizedRanking, matrix: sp.csr_matrix
+) -> np.ndarray:
+    """Fit ``model`` on ``matrix`` (n_users, n_items); its user factors, zero without history.
+
+    A user with no positive keeps whatever the model initialised them to (random for BPR); zero
+    makes their scores the popularity tie-break alone, as documented.
+
+    Returns:
+        (n_users, f) float64 user factors.
+    """
+    # implicit warns (and slows down) when BLAS runs its own thread pool inside its solvers
+    with threadpool_limits(1, "blas"):
+        model.fit(matrix, show_progress=False)
+    users = np.asarray(model.user_factors, dtype=np.float64)
+    users[np.diff(matrix.indptr) == 0] = 0.0
+    return users
+
+
+class ALS(_FoldInMF):
+    """Implicit-feedback ALS (Hu et al. 2008) with least-squares fold-in of new items.
+
+    Example:
+        >>> method = ALS(factors=32, regularization=1.0)
+        >>> method.fit(context)  # doctest: +SKIP
+        >>> scores = method.scores(launch)  # (len(launch.users), n_items)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "als"
+    grid: ClassVar[list[dict[str, Any]]] = [
+        {"factors": 32, "regularization": 1.0},
+        {"factors": 64, "regularization": 1.0},
+        {"factors": 32, "regularization": 10.0},
+        {"factors": 64, "regularization": 10.0},
+    ]
+
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 1.0,
+        alpha: float = 10.0,
+        iterations: int = 15,
+    ) -> None:
+        super().__init__(factors, regularization, regularization)
+        self.alpha = alpha
+        self.iterations = iterations
+
+    def _alpha(self) -> float:
+        return self.alpha
+
+    def _model(self, context: FitContext) -> AlternatingLeastSquares:
+        return AlternatingLeastSquares(
+            factors=self.factors,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            iterations=3 if context.quick else self.iterations,
+            num_threads=1,  # reproducible; costs up to 2x wall time on 2 cores
+            random_state=context.seed,
+        )
+
+
+class BPR(_FoldInMF):
+    """BPR matrix factorisation (Rendle et al. 2009); new items by least-squares fold-in.
+
+    BPR's user vectors carry a constant last entry (the item bias), so the fold-in also solves
+    each new item's bias. The fold-in is the same ridge solve as ALS's with confidence one
+    (``alpha = 1``): the item vector that best separates its supporters from everyone else.
+    """
+
+    name: ClassVar[str] = "bpr"
+    grid: ClassVar[list[dict[str, Any]]] = [
+        {"factors": 32, "regularization": 0.01},
+        {"factors": 64, "regularization": 0.01},
+        {"factors": 32, "regularization": 0.001},
+        {"factors": 64, "regularization": 0.001},
+    ]
+
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 0.01,
+        learning_rate: float = 0.05,
+        iterations: int = 100,
+        fold_in_regularization: float = 1.0,
+    ) -> None:
+        super().__init__(factors, regularization, fold_in_regularization)
+        self.learning_rate = learning_rate
+        self.iterations = iterations
+
+    def _model(self, context: FitContext) -> BayesianPersonalizedRanking:
+        return BayesianPersonalizedRanking(
+            factors=self.factors,
+            learning_rate=self.learning_rate,
+            regularization=self.regularization,
+            iterations=10 if context.quick else self.iterations,
+            num_threads=1,  # Hogwild SGD is only reproducible on one thread
+            random_state=context.seed,
+        )

@@ -1,0 +1,99 @@
+"""Every method the benchmark can run, in one visible registry.
+
+``METHODS`` maps a registry key to a class implementing
+:class:`metarec.baselines.base.Method`; ``metarec evaluate --methods`` takes these keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from metarec.baselines.base import Family, FitContext, Launch, Method
+from metarec.baselines.simple import Popularity, Random
+from metarec.errors import ConfigError
+from metarec.pipeline import MetaModel, category_scores, train_on
+
+
+class MetarecMAML:
+    """metarec's own method: second-order MAML over category tasks (Finn et al. 2017).
+
+    Meta-trains the scorer on the fold's training categories with the run's config, selecting
+    the checkpoint on the validation categories; at launch, adapts on the support with the
+    configured inner loop (``meta.inner_steps`` at ``meta.inner_lr``) and ranks every item.
+    """
+
+    name: ClassVar[str] = "metarec-maml"
+    family: ClassVar[Family] = "metarec"
+    grid: ClassVar[list[dict[str, Any]]] = [{}, {"inner_lr": 0.3}, {"first_order": True}]
+
+    def __init__(self, **meta_overrides: Any) -> None:
+        self.meta_overrides = meta_overrides
+        self.model: MetaModel | None = None
+
+    def fit(self, context: FitContext) -> None:
+        meta = context.config.meta.model_copy(update=self.meta_overrides)
+        if context.quick:
+            meta = meta.model_copy(update={"meta_steps": min(meta.meta_steps, 40)})
+        config = context.config.model_copy(update={"meta": meta})
+        splits = {"train": context.train, "validation": [], "hold_out": []}
+        validate = None
+        if context.validate is not None:
+            score = context.validate
+
+            def validate(candidate: MetaModel) -> float:
+                return score(_Scored(candidate))
+
+        self.model = train_on(
+            context.catalog,
+            config,
+            splits,
+            progress=False,
+            validate_every=max(10, meta.meta_steps // 6),
+            validate=validate,
+        )
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        if self.model is None:
+            raise ConfigError("fit() must run before scores()")
+        return _Scored(self.model).scores(launch)
+
+
+class _Scored:
+    """A meta-model seen as a method (for validation during training)."""
+
+    name = "metarec-maml"
+    family: Family = "metarec"
+
+    def __init__(self, model: MetaModel) -> None:
+        self.model = model
+
+    def fit(self, context: FitContext) -> None:  # pragma: no cover - never fitted
+        raise NotImplementedError
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        category = launch.category_for(self.model)
+        return category_scores(self.model, category, launch.split, launch.positions)
+
+
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls  # type: ignore[misc]
+    for cls in (MetarecMAML, Popularity, Random)
+}
+
+
+def resolve_methods(names: tuple[str, ...] | list[str] | None) -> list[type[Method]]:
+    """Registry classes for ``names`` (all when None), in registry order.
+
+    Raises:
+        ConfigError: an unknown name; the message lists the valid ones.
+    """
+    if names is None or list(names) == ["all"]:
+        return list(METHODS.values())
+    unknown = [n for n in names if n not in METHODS]
+    if unknown:
+        raise ConfigError(
+            f"unknown method(s) {unknown}; valid methods: {', '.join(METHODS)} (or 'all')"
+        )
+    return [METHODS[n] for n in names]
