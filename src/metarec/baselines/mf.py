@@ -15,7 +15,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -173,7 +173,7 @@ class _FoldInMF:
         """Train on the training categories' positives (users x every item of the store)."""
         catalog = context.catalog
         matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
-        self.user_factors = fit_user_factors(self._model(context), matrix)
+        self.user_factors = fit_user_factors(lambda: self._model(context), matrix)
 
     def scores(self, launch: Launch) -> torch.Tensor:
         """(len(launch.users), n_items) ``user · folded-in item`` plus the popularity tie-break.
@@ -193,9 +193,10 @@ class _FoldInMF:
 
 
 def fit_user_factors(
-    model: AlternatingLeastSquares | BayesianPersonalizedRanking, matrix: sp.csr_matrix
+    make_model: Callable[[], AlternatingLeastSquares | BayesianPersonalizedRanking],
+    matrix: sp.csr_matrix,
 ) -> np.ndarray:
-    """Fit ``model`` on ``matrix`` (n_users, n_items); its user factors, zero without history.
+    """Fit a new model on ``matrix`` (n_users, n_items); its user factors, zero without history.
 
     A user with no positive keeps whatever the model initialised them to (random for BPR); zero
     makes their scores the popularity tie-break alone, as documented.
@@ -203,8 +204,9 @@ def fit_user_factors(
     Returns:
         (n_users, f) float64 user factors.
     """
-    # implicit warns (and slows down) when BLAS runs its own thread pool inside its solvers
+    # implicit warns when its model is built, and slows down, if BLAS runs its own thread pool
     with threadpool_limits(1, "blas"):
+        model = make_model()
         model.fit(matrix, show_progress=False)
     users = np.asarray(model.user_factors, dtype=np.float64)
     users[np.diff(matrix.indptr) == 0] = 0.0
