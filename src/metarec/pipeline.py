@@ -352,11 +352,18 @@ def _per_user_scores(
         return torch.func.vmap(score)(adapted, rows)
 
 
-def popularity_scores(category: CategoryData, split: Split, users: np.ndarray) -> torch.Tensor:
-    """Support counts of each item, the same for every user: the launch-popularity baseline."""
+def popularity_scores(
+    category: CategoryData, split: Split, users: np.ndarray, *, seed: int = 0
+) -> torch.Tensor:
+    """Support counts of each item, the same for every user: the launch-popularity baseline.
+
+    Ties are broken at random (seeded per category), not by item index: ids often encode
+    popularity (MovieLens numbers its best-known films first).
+    """
     pop = support_state(category, split).pop
-    # a tiny index-based tie-break keeps ties deterministic and equal across users
-    return (pop - 1e-6 * torch.arange(category.n_items) / category.n_items).expand(len(users), -1)
+    generator = torch.Generator().manual_seed(derived_seed(seed, category.name))
+    jitter = 0.5 * torch.rand(category.n_items, generator=generator)  # < 1: only ties move
+    return (pop + jitter).expand(len(users), -1)
 
 
 def evaluation_masks(

@@ -206,7 +206,7 @@ def test_refusals_before_any_training(spy: type[Spy], catalog: Catalog) -> None:
             config=_config(protocol="launch"),
             progress=False,
         )
-    with pytest.raises(DataError, match="candidate items"):
+    with pytest.raises(DataError, match="largest k"):
         evaluate(catalog, train_config, _config(ks=(5, 40)), progress=False)
     assert not [s for s in spy.seen if "fit" in s]  # every refusal came before any fit()
 

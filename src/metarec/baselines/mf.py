@@ -36,6 +36,8 @@ TIE_BREAK = 1e-6
 _SOLVE_BUDGET = 1 << 22
 _SOLVE_MAX_ROWS = 1024
 
+QUICK_ALS_ITERATIONS = 3
+
 
 def positive_matrix(positives: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
     """(n_users, n_items) float32 CSR of the positives' weights (zero elsewhere)."""
@@ -90,8 +92,9 @@ def solve_rows(
         entry = np.where(valid, confidence.indptr[rows][:, None] + offsets[None, :], 0)
         c = np.where(valid, confidence.data[entry], 0.0)
         yr = y[confidence.indices[entry]]  # (b, width, f); padding rows are masked by c
-        a = base + np.einsum("bwf,bw,bwg->bfg", yr, np.where(valid, c - 1.0, 0.0), yr)
-        rhs = np.einsum("bw,bwf->bf", c, yr)
+        weighted = yr * np.where(valid, c - 1.0, 0.0)[..., None]
+        a = base + weighted.transpose(0, 2, 1) @ yr  # batched matmul: BLAS, unlike einsum
+        rhs = (c[:, None, :] @ yr)[:, 0]
         out[rows] = np.linalg.solve(a, rhs[..., None])[..., 0]
     return out
 
@@ -173,7 +176,7 @@ class _FoldInMF:
         """Train on the training categories' positives (users x every item of the store)."""
         catalog = context.catalog
         matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
-        self.user_factors = fit_user_factors(lambda: self._model(context), matrix)
+        self.user_factors, _ = fit_factors(lambda: self._model(context), matrix)
 
     def scores(self, launch: Launch) -> torch.Tensor:
         """(len(launch.users), n_items) ``user · folded-in item`` plus the popularity tie-break.
@@ -192,25 +195,42 @@ class _FoldInMF:
         return with_tie_break(dots, launch)
 
 
-def fit_user_factors(
+def fit_factors(
     make_model: Callable[[], AlternatingLeastSquares | BayesianPersonalizedRanking],
     matrix: sp.csr_matrix,
-) -> np.ndarray:
-    """Fit a new model on ``matrix`` (n_users, n_items); its user factors, zero without history.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fit a new model on ``matrix`` (n_users, n_items): user and item factors.
 
-    A user with no positive keeps whatever the model initialised them to (random for BPR); zero
-    makes their scores the popularity tie-break alone, as documented.
+    A user or item without a positive keeps whatever the model initialised it to (random for
+    BPR, a few conjugate-gradient steps from random for ALS); it is set to zero, so that such a
+    user's scores are the popularity tie-break alone and such an item weighs nothing in a solve.
 
     Returns:
-        (n_users, f) float64 user factors.
+        ``(users, items)``: (n_users, f) and (n_items, f) float64 factors.
     """
     # implicit warns when its model is built, and slows down, if BLAS runs its own thread pool
     with threadpool_limits(1, "blas"):
         model = make_model()
         model.fit(matrix, show_progress=False)
     users = np.asarray(model.user_factors, dtype=np.float64)
+    items = np.asarray(model.item_factors, dtype=np.float64)
     users[np.diff(matrix.indptr) == 0] = 0.0
-    return users
+    items[np.bincount(matrix.indices, minlength=matrix.shape[1]) == 0] = 0.0
+    return users, items
+
+
+def als_model(
+    factors: int, regularization: float, alpha: float, iterations: int, seed: int
+) -> AlternatingLeastSquares:
+    """implicit's CPU ALS, single-threaded so that a seed gives the same factors every time."""
+    return AlternatingLeastSquares(
+        factors=factors,
+        regularization=regularization,
+        alpha=alpha,
+        iterations=iterations,
+        num_threads=1,  # reproducible; costs up to 2x wall time on 2 cores
+        random_state=seed,
+    )
 
 
 class ALS(_FoldInMF):
@@ -224,16 +244,16 @@ class ALS(_FoldInMF):
 
     name: ClassVar[str] = "als"
     grid: ClassVar[list[dict[str, Any]]] = [
-        {"factors": 32, "regularization": 1.0},
-        {"factors": 64, "regularization": 1.0},
+        {"factors": 32, "regularization": 30.0},
+        {"factors": 64, "regularization": 30.0},
         {"factors": 32, "regularization": 10.0},
-        {"factors": 64, "regularization": 10.0},
+        {"factors": 32, "regularization": 100.0},
     ]
 
     def __init__(
         self,
         factors: int = 32,
-        regularization: float = 1.0,
+        regularization: float = 30.0,
         alpha: float = 10.0,
         iterations: int = 15,
     ) -> None:
@@ -245,14 +265,8 @@ class ALS(_FoldInMF):
         return self.alpha
 
     def _model(self, context: FitContext) -> AlternatingLeastSquares:
-        return AlternatingLeastSquares(
-            factors=self.factors,
-            regularization=self.regularization,
-            alpha=self.alpha,
-            iterations=3 if context.quick else self.iterations,
-            num_threads=1,  # reproducible; costs up to 2x wall time on 2 cores
-            random_state=context.seed,
-        )
+        iterations = QUICK_ALS_ITERATIONS if context.quick else self.iterations
+        return als_model(self.factors, self.regularization, self.alpha, iterations, context.seed)
 
 
 class BPR(_FoldInMF):
@@ -265,19 +279,19 @@ class BPR(_FoldInMF):
 
     name: ClassVar[str] = "bpr"
     grid: ClassVar[list[dict[str, Any]]] = [
-        {"factors": 32, "regularization": 0.01},
-        {"factors": 64, "regularization": 0.01},
-        {"factors": 32, "regularization": 0.001},
-        {"factors": 64, "regularization": 0.001},
+        {"factors": 32, "fold_in_regularization": 30.0},
+        {"factors": 64, "fold_in_regularization": 30.0},
+        {"factors": 32, "fold_in_regularization": 10.0},
+        {"factors": 32, "fold_in_regularization": 100.0},
     ]
 
     def __init__(
         self,
         factors: int = 32,
         regularization: float = 0.01,
-        learning_rate: float = 0.05,
+        learning_rate: float = 0.01,
         iterations: int = 100,
-        fold_in_regularization: float = 1.0,
+        fold_in_regularization: float = 30.0,
     ) -> None:
         super().__init__(factors, regularization, fold_in_regularization)
         self.learning_rate = learning_rate

@@ -91,7 +91,9 @@ def pretrain(context: FitContext, *, lr_scale: float, step_scale: float) -> Para
     sampler = TaskSampler(list(context.train_data.values()), config.tasks)
     generator = torch.Generator().manual_seed(derived_seed(context.seed, "pretrain"))
     start = prior_bias(context.features.params, config.tasks.negatives)
-    params, _ = meta_train(start, PooledObjective(), sampler, meta, generator=generator, progress=False)
+    params, _ = meta_train(
+        start, PooledObjective(), sampler, meta, generator=generator, progress=False
+    )
     return params
 
 

@@ -32,18 +32,25 @@ class Random:
 class Popularity:
     """How often each item appears in the launch's support: the same list for everyone.
 
-    Ties (most items at few shots) are broken by the lower item index, as the metrics do; at zero
-    shots this is therefore an arbitrary but fixed order.
+    Ties (most items at few shots, every item at zero shots) are broken at random (seeded per
+    category): breaking them by item index would smuggle in whatever the ids encode (MovieLens
+    numbers its best-known films first, which would make zero-shot "popularity" look informed).
     """
 
     name: ClassVar[str] = "popularity"
     family: ClassVar[Family] = "baseline"
     grid: ClassVar[list[dict[str, Any]]] = [{}]
 
+    def __init__(self) -> None:
+        self.seed = 0
+
     def fit(self, context: FitContext) -> None:
         """Nothing to learn: popularity comes from the launch itself."""
+        self.seed = context.seed
 
     def scores(self, launch: Launch) -> torch.Tensor:
         category = launch.category
         pop = support_state(category, split_launch(category)).pop
-        return pop.expand(len(launch.users), -1).clone()
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, launch.name))
+        jitter = 0.5 * torch.rand(category.n_items, generator=generator)  # < 1: only ties move
+        return (pop + jitter).expand(len(launch.users), -1).clone()

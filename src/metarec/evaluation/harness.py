@@ -65,6 +65,8 @@ class Result:
         folds: the folds used.
         split_keys: per (fold, category, shots): support and query (user_idx, item_idx) pairs.
         timings: wall seconds per method (fit and scoring), kept out of ``metrics.json``.
+        skipped: (category, shots) launches left out because the category is not eligible at
+            that shot count (too few users with enough positives, or too few items).
     """
 
     records: list[dict[str, Any]] = field(default_factory=list)
@@ -73,15 +75,22 @@ class Result:
     folds: list[Fold] = field(default_factory=list)
     split_keys: list[dict[str, Any]] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def eligible_categories(catalog: Catalog, min_users: int, min_positives: int) -> list[str]:
-    """Categories with at least ``min_users`` users having ``min_positives`` positives there."""
+def eligible_categories(
+    catalog: Catalog, min_users: int, min_positives: int, min_items: int = 0
+) -> list[str]:
+    """Categories with at least ``min_users`` users having ``min_positives`` positives there,
+    and more than ``min_items`` items (so every user keeps more candidates than the largest k)."""
     pos = catalog.positives
     category = catalog.item_category[pos["item_idx"].to_numpy()]
     per_user = pos.assign(category=category).groupby(["category", "user_idx"]).size()
     enough = (per_user >= min_positives).groupby(level=0).sum()
-    return sorted(str(c) for c, n in enough.items() if n >= min_users)
+    sizes = catalog.category_sizes
+    return sorted(
+        str(c) for c, n in enough.items() if n >= min_users and sizes.get(c, 0) > min_items
+    )
 
 
 def make_folds(categories: list[str], all_categories: list[str], config: EvalConfig) -> list[Fold]:
@@ -91,12 +100,13 @@ def make_folds(categories: list[str], all_categories: list[str], config: EvalCon
         DataError: fewer eligible categories than folds need (each fold needs a test category,
             and a validation and a training category must remain).
     """
-    needed = config.folds + 2
-    if len(categories) < needed:
+    needed = config.folds + 1
+    if len(categories) < needed or len(all_categories) < needed + 1:
         raise DataError(
             f"{len(categories)} eligible categories ({categories}) for {config.folds} folds; "
-            f"need at least {needed} (folds + one to validate + one to train). Lower --folds, "
-            f"--shots or min_users, or bring more categories"
+            f"need at least {needed} (one per fold, and one more to validate), plus one more "
+            "category of any size to train. Lower --folds, --shots or --min-users, or bring "
+            "more categories"
         )
     rng = np.random.default_rng(derived_seed(config.seed, "folds"))
     shuffled = [categories[i] for i in rng.permutation(len(categories))]
@@ -104,11 +114,15 @@ def make_folds(categories: list[str], all_categories: list[str], config: EvalCon
     for index, test in enumerate(np.array_split(np.array(shuffled, dtype=object), config.folds)):
         test_list = sorted(str(c) for c in test)
         rest = [c for c in shuffled if c not in test_list]
-        n_val = max(1, round(len(rest) * config.validation_share))
-        n_val = min(n_val, len(rest) - 1)
+        n_val = min(max(1, round(len(rest) * config.validation_share)), len(rest))
         pick = np.random.default_rng(derived_seed(config.seed, f"validation-{index}"))
         validation = sorted(rest[i] for i in pick.permutation(len(rest))[:n_val])
         train = sorted(c for c in all_categories if c not in test_list and c not in validation)
+        if not train:
+            raise DataError(
+                f"fold {index} has no training category left; lower --folds or bring more "
+                "categories"
+            )
         folds.append(Fold(index, train, validation, test_list))
     return folds
 
@@ -142,18 +156,38 @@ def evaluate(
             "the launch protocol needs a timestamp on every interaction and this store has "
             "interactions without one; use --protocol loco"
         )
-    min_positives = (max(config.shots) + 1) if config.protocol == "loco" else 2
-    categories = eligible_categories(catalog, config.min_users, min_positives)
-    if not categories and config.protocol == "loco":
-        raise DataError(
-            f"no category has {config.min_users} users with more than {max(config.shots)} "
-            "positives: the shots are larger than the data supports; lower --shots"
+    shots_list: list[int | None] = sorted(config.shots) if config.protocol == "loco" else [None]
+    # PROTOCOL.md §2 step 1, per shot count: min_users users with more than `shots` positives,
+    # and more items than the largest k plus the shots (so every user keeps enough candidates).
+    eligible_at = {
+        shots: eligible_categories(
+            catalog,
+            config.min_users,
+            (shots or 0) + 1 if shots is not None else 2,
+            min_items=max(config.ks) + (shots or 0),
         )
+        for shots in shots_list
+    }
+    for shots, names in eligible_at.items():
+        if not names:
+            raise DataError(
+                f"no category has {config.min_users} users with more than {shots} positives and "
+                f"more than {max(config.ks) + (shots or 0)} items (the largest k plus the "
+                f"shots): {shots} shots or k = {max(config.ks)} is larger than the data "
+                "supports; lower --shots or --ks (or --min-users)"
+            )
+    categories = eligible_at[shots_list[0]]  # the smallest shot count admits the most
+    say(f"{len(categories)} eligible categories of {len(catalog.categories)}: {categories}")
     folds = make_folds(categories, catalog.categories, config)
     if config.quick:
         folds = folds[:1]
     result = Result(folds=folds)
-    shots_list = list(config.shots) if config.protocol == "loco" else [None]
+    result.skipped = [
+        {"category": name, "shots": shots}
+        for shots in shots_list
+        for name in categories
+        if name not in eligible_at[shots]
+    ]
     per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]] = {}
     top_lists: dict[tuple[str, int | None, str, int], float] = {}
     n_users: dict[tuple[str, int | None, str], int] = {}
@@ -172,6 +206,7 @@ def evaluate(
             _case(catalog, config, name, shots, visible, context.features)
             for name in fold.test
             for shots in shots_list
+            if name in eligible_at[shots]
         ]
         result.split_keys.extend(_split_keys(fold.index, case) for case in cases)
         for cls in method_classes:

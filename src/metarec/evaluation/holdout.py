@@ -55,7 +55,11 @@ def standard_methods(model: MetaModel) -> list[Method]:
         Method(
             "meta-init", "metarec", lambda c, s, u: category_scores(model, c, s, u, adapt=False)
         ),
-        Method("popularity", "baseline", popularity_scores),
+        Method(
+            "popularity",
+            "baseline",
+            lambda c, s, u: popularity_scores(c, s, u, seed=model.config.seed),
+        ),
         Method("random", "baseline", random_scores),
     ]
 

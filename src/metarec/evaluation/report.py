@@ -56,6 +56,7 @@ def write_run(
             "records": result.records,
             "comparisons": result.comparisons,
             "tuning": result.tuning,
+            "skipped": result.skipped,
         },
     )
     _write_json(folder / "timings.json", {"seconds_per_method": result.timings})
@@ -328,6 +329,14 @@ def render_report(
             for t in result.tuning
         ],
     )
+    if result.skipped:
+        lines += [
+            "",
+            "Not eligible at some shot counts (too few users with more positives than the shots, "
+            "or too few items), so not in those columns: "
+            + "; ".join(f"{s['category']} at {_shots_label(s['shots'])}" for s in result.skipped)
+            + ".",
+        ]
     lines += ["", "## Folds", ""]
     for fold in result.folds:
         lines.append(
