@@ -172,6 +172,10 @@ def evaluate(
     methods: Annotated[str, typer.Option(help="Comma-separated method names, or all.")] = "all",
     shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = "0,1,3,5,10",
     folds: Annotated[int, typer.Option(help="Rotating folds of test categories.")] = 5,
+    test_category: Annotated[
+        list[str] | None,
+        typer.Option(help="Fixed test category (repeatable): one fold instead of rotating ones."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     quick: Annotated[
         bool, typer.Option(help="One fold, short training, default settings: a smoke run.")
@@ -196,6 +200,7 @@ def evaluate(
         methods=None if methods == "all" else tuple(m.strip() for m in methods.split(",")),
         shots=tuple(int(s) for s in shots.split(",")),
         folds=folds,
+        test_categories=tuple(test_category) if test_category else None,
         seed=seed,
         quick=quick,
         ks=tuple(int(k) for k in ks.split(",")),

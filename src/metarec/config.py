@@ -132,6 +132,7 @@ class EvalConfig(_Frozen):
     methods: tuple[str, ...] | None = None  # None: every registered method
     shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     folds: int = Field(default=5, ge=2)
+    test_categories: tuple[str, ...] | None = None  # one fixed fold instead of rotating folds
     seed: int = 0
     quick: bool = False  # one fold, short training, first grid setting only
     ks: tuple[int, ...] = (5, 10, 20)

@@ -52,7 +52,7 @@ MIN_TARGET_POSITIVES = 2
 solved from one positive is mostly that item's factor, which is noise."""
 
 _RIDGE = 1.0  # ridge penalty of the linear mapping (examples number in the thousands)
-_MLP_STEPS, _QUICK_MLP_STEPS, _MLP_LR, _MLP_WEIGHT_DECAY = 300, 50, 0.01, 1e-4
+_MLP_STEPS, _QUICK_MLP_STEPS, _MLP_BATCH, _MLP_LR, _MLP_WEIGHT_DECAY = 500, 50, 512, 0.01, 1e-4
 
 
 class EMCDR:
@@ -88,11 +88,13 @@ class EMCDR:
         self.iterations = iterations
         self.item_factors: np.ndarray | None = None  # (n_items, f), zero outside training
         self.map_params: dict[str, torch.Tensor] = {}
+        self.seed = 0
 
     def fit(self, context: FitContext) -> None:
         """ALS on the training categories, then the mapping on their (source, target) pairs."""
         catalog = context.catalog
         matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
+        self.seed = context.seed
         iterations = QUICK_ALS_ITERATIONS if context.quick else self.iterations
         _, items = fit_factors(
             lambda: als_model(
@@ -159,7 +161,8 @@ class EMCDR:
         items = solve_rows(
             support_confidence(launch, self.alpha), mapped, self.regularization * scale
         )
-        return with_tie_break(torch.from_numpy(mapped[launch.users] @ items.T), launch)
+        dots = torch.from_numpy(mapped[launch.users] @ items.T)
+        return with_tie_break(dots, launch, self.seed)
 
 
 def fit_mapping(
@@ -174,7 +177,7 @@ def fit_mapping(
     Args:
         source, target: (m, f) float64 example pairs.
         kind: ``linear`` (closed-form ridge with intercept) or ``mlp`` (one tanh hidden layer of
-            ``2 f`` units, full-batch Adam for ``steps`` steps).
+            ``2 f`` units, Adam on seeded minibatches for ``steps`` steps).
         steps: Adam steps of the MLP.
         generator: seeds the MLP's initialisation.
 
@@ -191,23 +194,24 @@ def fit_mapping(
         solution = torch.linalg.solve(x.T @ x + penalty, x.T @ target)
         return {"w": solution[:f], "b": solution[f]}
     hidden = 2 * f
+    x, y = source.float(), target.float()
     params = {
-        "w1": torch.randn(f, hidden, generator=generator, dtype=torch.float64) / f**0.5,
-        "b1": torch.zeros(hidden, dtype=torch.float64),
-        "w2": torch.randn(hidden, f, generator=generator, dtype=torch.float64) / hidden**0.5,
-        "b2": torch.zeros(f, dtype=torch.float64),
+        "w1": torch.randn(f, hidden, generator=generator) / f**0.5,
+        "b1": torch.zeros(hidden),
+        "w2": torch.randn(hidden, f, generator=generator) / hidden**0.5,
+        "b2": torch.zeros(f),
     }
     for value in params.values():
         value.requires_grad_(True)
-    optimiser = torch.optim.Adam(
-        list(params.values()), lr=_MLP_LR, weight_decay=_MLP_WEIGHT_DECAY
-    )
+    optimiser = torch.optim.Adam(list(params.values()), lr=_MLP_LR, weight_decay=_MLP_WEIGHT_DECAY)
+    # fixed-size minibatches: the cost does not grow with the number of examples
     for _ in range(steps):
+        rows = torch.randint(len(x), (min(_MLP_BATCH, len(x)),), generator=generator)
         optimiser.zero_grad()
-        loss = ((apply_mapping(params, source) - target) ** 2).sum(dim=1).mean()
+        loss = ((apply_mapping(params, x[rows]) - y[rows]) ** 2).sum(dim=1).mean()
         loss.backward()
         optimiser.step()
-    return {k: v.detach() for k, v in params.items()}
+    return {k: v.detach().double() for k, v in params.items()}
 
 
 def apply_mapping(params: dict[str, torch.Tensor], source: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from metarec.baselines.base import Family, FitContext, Launch
 from metarec.errors import NotAdaptedError
+from metarec.pipeline import derived_seed
 
 TIE_BREAK = 1e-6
 """Weight of launch popularity (scaled to [0, 1]) added to every score: it orders ties only."""
@@ -37,6 +38,7 @@ _SOLVE_BUDGET = 1 << 22
 _SOLVE_MAX_ROWS = 1024
 
 QUICK_ALS_ITERATIONS = 3
+QUICK_BPR_ITERATIONS = 30
 
 
 def positive_matrix(positives: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -80,9 +82,8 @@ def solve_rows(
     """
     y = np.asarray(factors, dtype=np.float64)
     f = y.shape[1]
-    base = (y.T @ y if gram is None else np.asarray(gram, dtype=np.float64)) + regularization * (
-        np.eye(f)
-    )
+    g = y.T @ y if gram is None else np.asarray(gram, dtype=np.float64)
+    base = g + regularization * np.eye(f)
     out = np.zeros((confidence.shape[0], f))
     counts = np.diff(confidence.indptr)
     for rows in _row_batches(counts, f):
@@ -142,57 +143,20 @@ def launch_popularity(launch: Launch) -> torch.Tensor:
     ).double()
 
 
-def with_tie_break(scores: torch.Tensor, launch: Launch) -> torch.Tensor:
-    """``scores`` (b, n_items) plus :data:`TIE_BREAK` times launch popularity scaled to [0, 1].
+def with_tie_break(scores: torch.Tensor, launch: Launch, seed: int) -> torch.Tensor:
+    """``scores`` (b, n_items) plus :data:`TIE_BREAK` times launch popularity scaled to [0, 1).
+
+    Items of equal popularity are ordered by a seeded random jitter (the same for every user,
+    as in :class:`~metarec.baselines.simple.Popularity`), never by item index, which may encode
+    something (MovieLens numbers its best-known films first).
 
     Returns:
         (b, n_items) float32 scores.
     """
     pop = launch_popularity(launch)
-    return (scores.double() + TIE_BREAK * pop / pop.max().clamp_min(1.0)).float()
-
-
-class _FoldInMF:
-    """Shared fit / fold-in / score logic; subclasses build the ``implicit`` model."""
-
-    name: ClassVar[str]
-    family: ClassVar[Family] = "baseline"
-    grid: ClassVar[list[dict[str, Any]]]
-
-    def __init__(self, factors: int, regularization: float, fold_in_regularization: float) -> None:
-        self.factors = factors
-        self.regularization = regularization
-        self.fold_in_regularization = fold_in_regularization
-        self.user_factors: np.ndarray | None = None  # (n_users, f), zero rows: no history
-
-    def _model(self, context: FitContext) -> AlternatingLeastSquares | BayesianPersonalizedRanking:
-        raise NotImplementedError
-
-    def _alpha(self) -> float:
-        """Confidence scale of a positive at fold-in."""
-        return 1.0
-
-    def fit(self, context: FitContext) -> None:
-        """Train on the training categories' positives (users x every item of the store)."""
-        catalog = context.catalog
-        matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
-        self.user_factors, _ = fit_factors(lambda: self._model(context), matrix)
-
-    def scores(self, launch: Launch) -> torch.Tensor:
-        """(len(launch.users), n_items) ``user · folded-in item`` plus the popularity tie-break.
-
-        Raises:
-            NotAdaptedError: :meth:`fit` was not called.
-        """
-        if self.user_factors is None:
-            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
-        items = solve_rows(
-            support_confidence(launch, self._alpha()),
-            self.user_factors,
-            self.fold_in_regularization,
-        )
-        dots = torch.from_numpy(self.user_factors[launch.users] @ items.T)
-        return with_tie_break(dots, launch)
+    generator = torch.Generator().manual_seed(derived_seed(seed, launch.name))
+    jitter = 0.5 * torch.rand(len(pop), generator=generator, dtype=torch.float64)
+    return (scores.double() + TIE_BREAK * (pop + jitter) / (pop.max() + 1.0)).float()
 
 
 def fit_factors(
@@ -233,11 +197,56 @@ def als_model(
     )
 
 
+class _FoldInMF:
+    """Shared fit / fold-in / score logic; subclasses build the ``implicit`` model."""
+
+    name: ClassVar[str]
+    family: ClassVar[Family] = "baseline"
+    grid: ClassVar[list[dict[str, Any]]]
+
+    def __init__(self, factors: int, regularization: float, fold_in_regularization: float) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.fold_in_regularization = fold_in_regularization
+        self.user_factors: np.ndarray | None = None  # (n_users, f), zero rows: no history
+        self.seed = 0
+
+    def _model(self, context: FitContext) -> AlternatingLeastSquares | BayesianPersonalizedRanking:
+        raise NotImplementedError
+
+    def _alpha(self) -> float:
+        """Confidence scale of a positive at fold-in."""
+        return 1.0
+
+    def fit(self, context: FitContext) -> None:
+        """Train on the training categories' positives (users x every item of the store)."""
+        catalog = context.catalog
+        matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
+        self.seed = context.seed
+        self.user_factors, _ = fit_factors(lambda: self._model(context), matrix)
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        """(len(launch.users), n_items) ``user · folded-in item`` plus the popularity tie-break.
+
+        Raises:
+            NotAdaptedError: :meth:`fit` was not called.
+        """
+        if self.user_factors is None:
+            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
+        items = solve_rows(
+            support_confidence(launch, self._alpha()),
+            self.user_factors,
+            self.fold_in_regularization,
+        )
+        dots = torch.from_numpy(self.user_factors[launch.users] @ items.T)
+        return with_tie_break(dots, launch, self.seed)
+
+
 class ALS(_FoldInMF):
     """Implicit-feedback ALS (Hu et al. 2008) with least-squares fold-in of new items.
 
     Example:
-        >>> method = ALS(factors=32, regularization=1.0)
+        >>> method = ALS(factors=32, regularization=30.0)
         >>> method.fit(context)  # doctest: +SKIP
         >>> scores = method.scores(launch)  # (len(launch.users), n_items)  # doctest: +SKIP
     """
@@ -302,7 +311,7 @@ class BPR(_FoldInMF):
             factors=self.factors,
             learning_rate=self.learning_rate,
             regularization=self.regularization,
-            iterations=10 if context.quick else self.iterations,
+            iterations=QUICK_BPR_ITERATIONS if context.quick else self.iterations,
             num_threads=1,  # Hogwild SGD is only reproducible on one thread
             random_state=context.seed,
         )

@@ -127,6 +127,34 @@ def make_folds(categories: list[str], all_categories: list[str], config: EvalCon
     return folds
 
 
+def fixed_fold(categories: list[str], catalog: Catalog, config: EvalConfig) -> Fold:
+    """One fold whose test categories are given (e.g. Douban's music to book).
+
+    Validation categories are drawn from the other eligible categories as usual; when none is
+    left, every method runs with its default setting (the same, zero, tuning budget for all).
+
+    Raises:
+        UnknownCategoryError: a test category is not in the store.
+        DataError: a test category is not eligible, or nothing is left to train on.
+    """
+    test = sorted(config.test_categories or ())
+    for name in test:
+        catalog.require_category(name)
+        if name not in categories:
+            raise DataError(
+                f"test category {name!r} is not eligible (see PROTOCOL.md §2 step 1: "
+                f"{config.min_users} users with more positives than the shots, more items than k)"
+            )
+    rest = [c for c in categories if c not in test]
+    n_val = round(len(rest) * config.validation_share) if len(rest) > 1 else 0
+    pick = np.random.default_rng(derived_seed(config.seed, "validation-fixed"))
+    validation = sorted(rest[i] for i in pick.permutation(len(rest))[:n_val])
+    train = sorted(c for c in catalog.categories if c not in test and c not in validation)
+    if not train:
+        raise DataError("no training category left besides the test categories")
+    return Fold(0, train, validation, test)
+
+
 def evaluate(
     catalog: Catalog,
     train_config: TrainConfig,
@@ -178,7 +206,11 @@ def evaluate(
             )
     categories = eligible_at[shots_list[0]]  # the smallest shot count admits the most
     say(f"{len(categories)} eligible categories of {len(catalog.categories)}: {categories}")
-    folds = make_folds(categories, catalog.categories, config)
+    folds = (
+        [fixed_fold(categories, catalog, config)]
+        if config.test_categories
+        else make_folds(categories, catalog.categories, config)
+    )
     if config.quick:
         folds = folds[:1]
     result = Result(folds=folds)
@@ -199,7 +231,11 @@ def evaluate(
         )
         validation = _validation_launches(catalog, train_config, fold)
         context = fit_context(
-            catalog, train_config, fold.train, quick=config.quick, validate=validation.score
+            catalog,
+            train_config,
+            fold.train,
+            quick=config.quick,
+            validate=validation.score if validation.launches else None,
         )
         visible = sorted(fold.train + fold.validation)
         cases = [
@@ -239,9 +275,11 @@ class _Validation:
     def score(self, method: Method) -> float:
         values = []
         for launch, _, relevant, exclude in self.launches:
-            scores = method.scores(launch)
+            scores, relevant_p, exclude_p = random_tie_order(
+                0, launch.name, method.scores(launch), relevant, exclude
+            )
             values.append(
-                ranking_metrics(scores, relevant, (VALIDATION_K,), exclude=exclude)[
+                ranking_metrics(scores, relevant_p, (VALIDATION_K,), exclude=exclude_p)[
                     ("ndcg", VALIDATION_K)
                 ]
             )
@@ -329,7 +367,8 @@ def _tune(
     result: Result,
 ) -> Method:
     """Fit every setting of the method's grid; keep the best on validation NDCG@10."""
-    grid = cls.grid[:1] if config.quick else cls.grid
+    # quick runs, and folds without a validation category, use every method's default setting
+    grid = cls.grid[:1] if config.quick or not validation.launches else cls.grid
     best: tuple[float, Method] | None = None
     for setting in grid:
         torch.manual_seed(derived_seed(config.seed, f"{cls.name}-{fold.index}"))
@@ -360,12 +399,31 @@ def _score(
             f"{type(method).__name__}.scores returned shape {tuple(scores.shape)} for "
             f"{case.launch.name!r}; expected (users, items) = {tuple(case.relevant.shape)}"
         )
-    values = ranking_metrics(scores, case.relevant, config.ks, exclude=case.exclude)
+    scores, relevant, exclude = random_tie_order(
+        config.seed, case.full.name, scores, case.relevant, case.exclude
+    )
+    values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
     tops = {
-        k: len(np.unique(rank_top_k(scores, k, exclude=case.exclude).numpy())) / case.full.n_items
+        k: len(np.unique(rank_top_k(scores, k, exclude=exclude).numpy())) / case.full.n_items
         for k in config.ks
     }
     return values, tops
+
+
+def random_tie_order(
+    seed: int, key: str, scores: torch.Tensor, *masks: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Permute the item columns by a seeded random order before ranking.
+
+    The metrics break ties by the lower column index. Item indices follow the data's ids, and
+    ids often encode popularity (MovieLens and Douban number well-known items first), so a method
+    that returns equal scores (popularity at zero shots, a model that cannot tell items apart)
+    would be rewarded for the id order. A seeded permutation makes ties random but reproducible;
+    the metrics are otherwise invariant to it.
+    """
+    generator = torch.Generator().manual_seed(derived_seed(seed, f"ties:{key}"))
+    order = torch.randperm(scores.shape[-1], generator=generator)
+    return (scores[..., order], *(mask[..., order] for mask in masks))
 
 
 def _records(

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from metarec.errors import DataError
+from metarec.evaluation.harness import random_tie_order
 from metarec.evaluation.metrics import rank_top_k, ranking_metrics
 from metarec.evaluation.stats import bootstrap_ci
 from metarec.pipeline import (
@@ -106,13 +107,19 @@ def evaluate_holdout(
                 )
             relevant, exclude = evaluation_masks(category, split, users)
             for method in methods:
-                scores = method.scores(category, split, users)
-                values = ranking_metrics(scores, relevant, ks, exclude=exclude)
+                scores, relevant_p, exclude_p = random_tie_order(
+                    model.config.seed,
+                    name,
+                    method.scores(category, split, users),
+                    relevant,
+                    exclude,
+                )
+                values = ranking_metrics(scores, relevant_p, ks, exclude=exclude_p)
                 for (metric, k), per_user in values.items():
                     pooled.setdefault((method.name, metric, k), []).append(per_user)
                     records.append(_record(method, n_shots, name, metric, k, per_user, n_resamples))
                 for k in ks:
-                    top = rank_top_k(scores, k, exclude=exclude)
+                    top = rank_top_k(scores, k, exclude=exclude_p)
                     share = len(np.unique(top.numpy())) / category.n_items
                     records.append(
                         {

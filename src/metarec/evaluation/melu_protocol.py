@@ -412,10 +412,9 @@ class PooledRatings(RatingMAML):
     def meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
         """``()`` mean over tasks of the MSE of all their rows, without adaptation."""
         s, q = tasks.support, tasks.query
-        rows = Batch(
-            torch.cat([s.x, q.x], 1), torch.cat([s.y, q.y], 1), torch.cat([s.mask, q.mask], 1)
-        )
-        return torch.func.vmap(rating_loss, in_dims=(None, 0))(params, rows).mean()
+        x, y, mask = (torch.cat(pair, dim=1) for pair in ((s.x, q.x), (s.y, q.y), (s.mask, q.mask)))
+        per_row = F.mse_loss(score(params, x), y, reduction="none")  # (T, n_s + n_q)
+        return ((per_row * mask).sum(1) / mask.sum(1).clamp_min(1.0)).mean()
 
 
 def _loss_and_grad(
@@ -492,7 +491,7 @@ class BiasReference:
             residual = task.support_ratings - features.mu
             residual = residual - self._item_bias(features, task.support_items)
             b_user = float(residual.sum() / (len(residual) + self.user_damping))
-        return features.mu + b_query + b_user
+        return np.full(len(task.query_items), features.mu + b_user) + b_query
 
     def _item_bias(self, features: RatingFeatures, items: np.ndarray) -> np.ndarray | float:
         if not self.use_item:
@@ -532,8 +531,8 @@ def melu_config(*, seed: int = 0, quick: bool = False) -> TrainConfig:
     return TrainConfig(
         seed=seed,
         features=FeatureConfig(
-            max_vocab_per_field=512,
-            oov_buckets=32,
+            max_vocab_per_field=128,
+            oov_buckets=16,
             categorical_fields=("authors", "publisher"),
             extra_fields=("year_id",),
             numeric_fields=(),

@@ -16,6 +16,7 @@ Fallbacks (documented in the README, and named in every :class:`Recommendation`)
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from metarec.meta import Params
 from metarec.models.scorer import score
 from metarec.pipeline import Catalog, MetaModel, derived_seed, load_model
 from metarec.serving.artifacts import read_artifact, slugify, update_artifact
+from metarec.serving.retrieval import UserInputs
 from metarec.tasks import (
     CategoryData,
     Split,
@@ -107,13 +109,28 @@ class Recommender:
         store: the open store with the categories' items and interactions.
     """
 
-    def __init__(self, model: MetaModel, model_dir: Path, store: Store) -> None:
+    def __init__(
+        self,
+        model: MetaModel,
+        model_dir: Path,
+        store: Store,
+        *,
+        catalog: Catalog | None = None,
+        item_x: torch.Tensor | None = None,
+    ) -> None:
+        """Bind ``model`` to ``store``.
+
+        Args:
+            catalog: the store's catalogue, when the caller has just loaded it (else loaded here).
+            item_x: (n_items, d) the catalogue's item features under ``model.space``, when the
+                caller already has them (else encoded here).
+        """
         self.model = model
         self.model_dir = model_dir
         self.store = store
-        self.catalog = Catalog.load(store, model.config)
+        self.catalog = catalog if catalog is not None else Catalog.load(store, model.config)
         self.space: FeatureSpace = model.space
-        self._item_x = self.catalog.item_features(self.space)
+        self._item_x = item_x if item_x is not None else self.catalog.item_features(self.space)
         self._profile_x = torch.cat([self._item_x, model.factors_for(self.catalog.items)], dim=1)
         self._profile_cache: dict[str, ProfileTable] = {}
         self._adapted: dict[str, Adaptation] = self._read_adaptations()
@@ -123,6 +140,61 @@ class Recommender:
     def open(cls, model_dir: str | Path, store: Store) -> Recommender:
         """Load and verify the model folder, then bind it to ``store``."""
         return cls(load_model(model_dir), Path(model_dir), store)
+
+    def with_catalog(self, catalog: Catalog, *, changed_items: Iterable[str] = ()) -> Recommender:
+        """The same model over a newer catalogue of the same store (after writes to it).
+
+        Item features are re-encoded only for items that are new (the store appends items) or
+        named in ``changed_items``; everything else is reused, so a refresh after a launch or a
+        batch of events does not re-encode a large catalogue.
+
+        Args:
+            catalog: the store's catalogue, loaded after the writes.
+            changed_items: external ids of items whose attributes may have changed.
+        """
+        old_ids = self.catalog.items["item_id"].to_numpy()
+        new_ids = catalog.items["item_id"].to_numpy()
+        n_old = len(old_ids)
+        if len(new_ids) < n_old or not np.array_equal(new_ids[:n_old], old_ids):
+            return Recommender(self.model, self.model_dir, self.store, catalog=catalog)
+        redo = np.flatnonzero(np.isin(new_ids[:n_old], list(set(changed_items))))
+        redo = np.concatenate([redo, np.arange(n_old, len(new_ids))])
+        item_x = self._item_x
+        if len(redo):
+            item_x = torch.cat([item_x, item_x.new_zeros(len(new_ids) - n_old, item_x.shape[1])])
+            item_x[torch.from_numpy(redo)] = self.space.encode(catalog.items.iloc[redo])
+        return Recommender(self.model, self.model_dir, self.store, catalog=catalog, item_x=item_x)
+
+    def for_model(self, model: MetaModel, model_dir: str | Path) -> Recommender:
+        """Another model bound to the same catalogue (a hot swap).
+
+        When both models represent items the same way (equal feature spaces and collaborative
+        factors), the encoded items and the per-category data are shared, not recomputed: those
+        do not depend on the scorer's parameters.
+        """
+        same = self.shares_features_with(model)
+        same_positives = model.config.feedback == self.model.config.feedback
+        other = Recommender(
+            model,
+            Path(model_dir),
+            self.store,
+            catalog=self.catalog if same_positives else None,
+            item_x=self._item_x if model.space.to_json() == self.space.to_json() else None,
+        )
+        if same:
+            other._profile_cache = dict(self._profile_cache)
+            other._categories = dict(self._categories)
+        return other
+
+    def shares_features_with(self, model: MetaModel) -> bool:
+        """Whether ``model`` encodes items and profiles exactly as this recommender's model."""
+        return (
+            model.space.to_json() == self.space.to_json()
+            and model.factor_item_ids == self.model.factor_item_ids
+            and torch.equal(model.factors, self.model.factors)
+            and model.config.feedback == self.model.config.feedback
+            and model.config.seed == self.model.config.seed
+        )
 
     def _read_adaptations(self) -> dict[str, Adaptation]:
         artifact = read_artifact(self.model_dir)
@@ -144,6 +216,16 @@ class Recommender:
                 params=artifact.tensors[name.removesuffix(".safetensors")],
             )
         return out
+
+    def category(
+        self, name: str, as_of: int | None = None
+    ) -> tuple[CategoryData, SupportState]:
+        """The category's data and support state at ``as_of`` (everything so far when None).
+
+        Raises:
+            UnknownCategoryError, DataError: see the module docstring.
+        """
+        return self._category(name, as_of)
 
     def _category(self, name: str, as_of: int | None) -> tuple[CategoryData, SupportState]:
         """The category as it was at ``as_of`` (every interaction so far when None)."""
@@ -276,32 +358,56 @@ class Recommender:
         user_idx: int,
         seen: np.ndarray,
     ) -> torch.Tensor:
-        position = data.user_position(user_idx)
-        d = data.profile.shape[1]
-        user = torch.tensor([user_idx])
-        if position is None:  # no history in this category yet: profile from elsewhere only
-            profile, n_other = self._profiles_without(data.name).without(
-                user, torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
-            )
-            support_sum, support_n = torch.zeros(1, d), torch.zeros(1)
-        else:
-            profile, n_other = data.profile[[position]], data.n_other[[position]]
-            support_sum, support_n = state.user_sum[[position]], state.user_n[[position]]
-            mine = data.pos_user == position
-            seen[data.pos_item[mine]] = True
-            if self.model.config.tasks.kind == "user":
-                # users-as-tasks models adapt once more, on this user's own interactions
-                params = self._adapt_to_user(data, state, params, mine)
+        user, params = self.personalise(data, state, params, user_idx)
+        seen[user.seen.numpy()] = True
         rows = candidate_rows_for(
             data,
             state,
-            profile=profile,
-            n_other=n_other,
-            support_sum=support_sum,
-            support_n=support_n,
+            profile=user.profile[None],
+            n_other=user.n_other[None],
+            support_sum=user.support_sum[None],
+            support_n=user.support_n[None],
         )
         with torch.no_grad():
             return score(params, rows)[0]
+
+    def personalise(
+        self, data: CategoryData, state: SupportState, params: Params, user_idx: int
+    ) -> tuple[UserInputs, Params]:
+        """What the scorer knows about a known user here, and the params to score them with.
+
+        Args:
+            data, state: the category (from :meth:`category`).
+            params: the category's params (adapted, or the meta-initialisation).
+            user_idx: a user of the store (any: one with no history here is profiled from their
+                other categories only).
+
+        Returns:
+            The user's inputs, and ``params`` (adapted once more on the user's own interactions
+            here when the model treats users as tasks).
+        """
+        position = data.user_position(user_idx)
+        d = data.profile.shape[1]
+        if position is None:  # no history in this category yet: profile from elsewhere only
+            profile, n_other = self._profiles_without(data.name).without(
+                torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
+            )
+            user = UserInputs(
+                profile[0], n_other[0], torch.zeros(d), torch.zeros(()), torch.zeros(0).long()
+            )
+            return user, params
+        mine = data.pos_user == position
+        user = UserInputs(
+            data.profile[position],
+            data.n_other[position],
+            state.user_sum[position],
+            state.user_n[position],
+            torch.from_numpy(np.unique(data.pos_item[mine])),
+        )
+        if self.model.config.tasks.kind == "user":
+            # users-as-tasks models adapt once more, on this user's own interactions
+            params = self._adapt_to_user(data, state, params, mine)
+        return user, params
 
     def _adapt_to_user(
         self, data: CategoryData, state: SupportState, params: Params, mine: np.ndarray
