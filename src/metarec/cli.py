@@ -219,7 +219,10 @@ def evaluate(
         item_ids=catalog.items["item_id"],
     )
     header, rows = main_table(result.records)
-    table = Table(*header, title="NDCG@10 on sealed categories (pooled users, 95% CI)")
+    table = Table(title="NDCG@10 on sealed categories (pooled users, 95% CI)")
+    table.add_column(header[0], no_wrap=True)
+    for name in header[1:]:
+        table.add_column(name)
     for row in rows:
         table.add_row(*row)
     console.print(table)

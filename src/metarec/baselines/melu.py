@@ -25,7 +25,8 @@ MeLU's per-field embeddings.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import copy
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -33,19 +34,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.baselines.base import Family, FitContext, Launch
-from metarec.baselines.pretrain import QUICK_STEPS, prior_bias
+from metarec.baselines.pretrain import prior_bias, training_steps, validate_every
 from metarec.config import MetaConfig, TrainConfig
 from metarec.errors import ConfigError, NotAdaptedError
 from metarec.meta import MAML, Batch, Params, adapt, meta_train, stack_batches
 from metarec.models.scorer import score
-from metarec.pipeline import derived_seed
+from metarec.pipeline import MetaModel, derived_seed
 from metarec.tasks import (
     CategoryData,
     Split,
     SupportState,
     TaskSampler,
     candidate_rows,
-    split_launch,
     support_batch,
     support_state,
 )
@@ -139,21 +139,22 @@ class MeLU:
         self.lr_scale = lr_scale
         self.step_scale = step_scale
         self.frozen_layers = frozen_layers
-        self._params: Params | None = None
-        self._config: TrainConfig | None = None
+        self.params: Params | None = None
+        self.features: MetaModel | None = None
 
     def learner(self, config: TrainConfig) -> LocalUpdate:
         """The local-update learner with the run's inner budget, second order."""
-        return LocalUpdate(
-            config.meta.model_copy(update={"first_order": False}), self.frozen_layers
-        )
+        meta = config.meta.model_copy(update={"first_order": False})
+        return LocalUpdate(meta, self.frozen_layers)
 
     def fit(self, context: FitContext) -> None:
-        """Meta-train over users of the training categories (one user in one category a task)."""
+        """Meta-train over users of the training categories (one user in one category a task).
+
+        With validation categories (``FitContext.validate``) the checkpoint with the best
+        validation NDCG@10 is kept, as for metarec's own method.
+        """
         config = context.config
-        steps = max(1, round(config.meta.meta_steps * self.step_scale))
-        if context.quick:
-            steps = min(steps, QUICK_STEPS)
+        steps = training_steps(context, self.step_scale)
         meta = config.meta.model_copy(
             update={"meta_steps": steps, "outer_lr": config.meta.outer_lr * self.lr_scale}
         )
@@ -161,20 +162,44 @@ class MeLU:
             list(context.train_data.values()), config.tasks.model_copy(update={"kind": "user"})
         )
         generator = torch.Generator().manual_seed(derived_seed(context.seed, self.name))
-        start = prior_bias(context.features.params, config.tasks.negatives)
-        self._params, _ = meta_train(
-            start, self.learner(config), sampler, meta, generator=generator, progress=False
+        check = context.validate
+        validate = None
+        if check is not None:
+
+            def validate(candidate: Params) -> float:
+                return check(self.with_params(candidate, context.features))
+
+        self.params, _ = meta_train(
+            prior_bias(context.features.params, config.tasks.negatives),
+            self.learner(config),
+            sampler,
+            meta,
+            generator=generator,
+            validate=validate,
+            validate_every=validate_every(steps),
+            progress=False,
         )
-        self._config = config
+        self.features = context.features
+
+    def with_params(self, params: Params, features: MetaModel) -> Self:
+        """A copy of this method that scores with ``params`` (checkpoint validation)."""
+        other = copy.copy(self)
+        other.params, other.features = params, features
+        return other
 
     def scores(self, launch: Launch) -> Tensor:
-        """(len(launch.users), n_items) scores, each user adapted on their own support."""
-        if self._params is None or self._config is None:
+        """(len(launch.users), n_items) scores, each user adapted on their own support.
+
+        Raises:
+            NotAdaptedError: called before :meth:`fit`.
+        """
+        if self.params is None or self.features is None:
             raise NotAdaptedError(f"{self.name} was asked to score before fit(); call fit first")
-        category = launch.category
-        split = split_launch(category)
+        category = launch.category_for(self.features)
+        split = launch.split
         state = support_state(category, split)
-        generator = torch.Generator().manual_seed(derived_seed(self._config.seed, launch.name))
+        seed = self.features.config.seed
+        generator = torch.Generator().manual_seed(derived_seed(seed, launch.name))
         users = launch.positions
         chunk = max(1, _SCORE_CHUNK_ROWS // max(1, category.n_items))
         parts = [
@@ -191,11 +216,12 @@ class MeLU:
         users: np.ndarray,
         generator: torch.Generator,
     ) -> Tensor:
-        assert self._params is not None and self._config is not None
+        assert self.params is not None and self.features is not None
+        config = self.features.config
         rows = candidate_rows(category, state, torch.as_tensor(users, dtype=torch.long))
         if not split.support[np.isin(category.pos_user, users)].any():
             with torch.no_grad():
-                return score(self._params, rows)  # no support: nothing to adapt on
+                return score(self.params, rows)  # no support: nothing to adapt on
         supports = [
             support_batch(
                 category,
@@ -203,14 +229,14 @@ class MeLU:
                 Split(
                     split.support & (category.pos_user == user), split.query, split.eligible, None
                 ),
-                n_negatives=self._config.tasks.negatives,
+                n_negatives=config.tasks.negatives,
                 generator=generator,
             )
             for user in users
         ]
         stacked = stack_batches(supports)
-        learner = self.learner(self._config)
-        params = self._params
+        learner = self.learner(config)
+        params = self.params
 
         def adapt_one(x: Tensor, y: Tensor, mask: Tensor) -> Params:
             return learner.adapt(params, Batch(x, y, mask))

@@ -242,7 +242,9 @@ def _is_none(value: Any) -> bool:
 
 
 def _shots_label(value: Any) -> str:
-    return "launch window" if _is_none(value) else f"{int(value)} shots"
+    if _is_none(value):
+        return "launch window"
+    return f"{int(value)} shot" + ("" if int(value) == 1 else "s")
 
 
 def render_report(
