@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[serve,baselines,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[serve,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -66,7 +66,12 @@ def test_fit_and_scores_are_deterministic_for_a_seed(known_store: Path) -> None:
     first, second = EMCDR(mapping="mlp"), EMCDR(mapping="mlp")
     first.fit(fold.context)
     second.fit(fold.context)
-    assert torch.equal(first.scores(launch), second.scores(launch))
+    scores = first.scores(launch)
+    assert torch.equal(scores, second.scores(launch))
+    # the second launch of a fold reuses the mapped users: same result, and other shots work
+    assert torch.equal(first.scores(launch), scores)
+    other, _ = fold.launch(1)
+    assert torch.equal(first.scores(other), second.scores(other))
 
 
 def test_scores_are_blind_to_the_query(known_store: Path) -> None:

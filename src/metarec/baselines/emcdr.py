@@ -12,9 +12,11 @@ for all of them. Choices, kept simple:
   using only their positives in ``c`` (zero preference on ``c``'s other items); their *source*
   factors for ``c`` are the same solve using only their positives *outside* ``c``. Separate MFs
   per category would each live in an arbitrary rotation, and no single mapping could serve them.
-- **Mapping.** Fitted on every (training category, user) pair with at least
-  :data:`MIN_TARGET_POSITIVES` positives in ``c`` and one outside: ridge regression (``linear``)
-  or the paper's one-hidden-layer MLP of ``2 f`` tanh units (``mlp``), squared error.
+- **Mapping.** Fitted on (training category, user) pairs with at least
+  :data:`MIN_TARGET_POSITIVES` positives in ``c`` and one outside (at most
+  :data:`MAX_EXAMPLES_PER_CATEGORY` users per category, sampled with the run's seed): ridge
+  regression (``linear``) or the paper's one-hidden-layer MLP of ``2 f`` tanh units (``mlp``),
+  squared error.
 - **Launch.** Each user's source factors come from their visible history (the same solve); the
   mapping turns them into new-category factors; each new item is folded in from its support
   users' mapped factors (:func:`metarec.baselines.mf.solve_rows`, as for ALS). Score = mapped
@@ -27,6 +29,7 @@ about taste *inside* one category (for instance that it is narrower).
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -44,12 +47,17 @@ from metarec.baselines.mf import (
     with_tie_break,
 )
 from metarec.errors import NotAdaptedError
+from metarec.pipeline import derived_seed
 
 Mapping = Literal["linear", "mlp"]
 
 MIN_TARGET_POSITIVES = 2
 """Positives a user needs inside a training category to be a mapping example there: a target
 solved from one positive is mostly that item's factor, which is noise."""
+
+MAX_EXAMPLES_PER_CATEGORY = 1000
+"""Users sampled (seeded) per training category: a 32-dimensional map needs a few thousand
+examples, while solving every user of every category costs the whole history once per category."""
 
 _RIDGE = 1.0  # ridge penalty of the linear mapping (examples number in the thousands)
 _MLP_STEPS, _QUICK_MLP_STEPS, _MLP_BATCH, _MLP_LR, _MLP_WEIGHT_DECAY = 500, 50, 512, 0.01, 1e-4
@@ -89,6 +97,7 @@ class EMCDR:
         self.item_factors: np.ndarray | None = None  # (n_items, f), zero outside training
         self.map_params: dict[str, torch.Tensor] = {}
         self.seed = 0
+        self._cache: tuple[tuple[object, ...], np.ndarray, float] | None = None
 
     def fit(self, context: FitContext) -> None:
         """ALS on the training categories, then the mapping on their (source, target) pairs."""
@@ -107,6 +116,7 @@ class EMCDR:
         steps = _QUICK_MLP_STEPS if context.quick else _MLP_STEPS
         self.map_params = fit_mapping(source, target, self.mapping, steps, generator)
         self.item_factors = items
+        self._cache = None
 
     def _examples(
         self,
@@ -127,6 +137,9 @@ class EMCDR:
             users = np.flatnonzero((n_here >= MIN_TARGET_POSITIVES) & (rest.getnnz(axis=1) > 0))
             if len(users) == 0:
                 continue
+            if len(users) > MAX_EXAMPLES_PER_CATEGORY:
+                rng = np.random.default_rng(derived_seed(context.seed, f"emcdr:{name}"))
+                users = np.sort(rng.choice(users, MAX_EXAMPLES_PER_CATEGORY, replace=False))
             gram_here = inside_items.T @ inside_items
             sources.append(
                 solve_rows(rest.tocsr()[users], items, self.regularization, gram=gram - gram_here)
@@ -147,8 +160,27 @@ class EMCDR:
         """
         if self.item_factors is None:
             raise NotAdaptedError("emcdr: call fit(context) before scores(launch)")
+        mapped, penalty = self._mapped_users(launch)
+        items = solve_rows(support_confidence(launch, self.alpha), mapped, penalty)
+        dots = torch.from_numpy(mapped[launch.users] @ items.T)
+        return with_tie_break(dots, launch, self.seed)
+
+    def _mapped_users(self, launch: Launch) -> tuple[np.ndarray, float]:
+        """(n_users, f) every user's mapped factors, and the fold-in penalty that goes with them.
+
+        The same for every launch over the same visible history (every shot count and category
+        of a fold), so the last one is cached, keyed by a checksum of that history.
+        """
+        assert self.item_factors is not None
         catalog = launch.catalog
         history = catalog.positives_in(launch.visible)
+        key = (
+            tuple(sorted(launch.visible)),
+            zlib.crc32(history["user_idx"].to_numpy(dtype=np.int64).tobytes()),
+            zlib.crc32(history["item_idx"].to_numpy(dtype=np.int64).tobytes()),
+        )
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1], self._cache[2]
         confidence = positive_matrix(history, len(catalog.users), len(catalog.items)) * self.alpha
         source = solve_rows(confidence, self.item_factors, self.regularization)
         known = source.any(axis=1)  # users with visible history on trained items
@@ -158,11 +190,8 @@ class EMCDR:
         # The penalty follows the mapped factors' scale, so a mapping that only rescales users
         # leaves the scores as they were (the identity mapping gives ALS with fold-in).
         scale = float((mapped**2).sum() / max(float((source**2).sum()), 1e-12))
-        items = solve_rows(
-            support_confidence(launch, self.alpha), mapped, self.regularization * scale
-        )
-        dots = torch.from_numpy(mapped[launch.users] @ items.T)
-        return with_tie_break(dots, launch, self.seed)
+        self._cache = (key, mapped, self.regularization * scale)
+        return mapped, self.regularization * scale
 
 
 def fit_mapping(

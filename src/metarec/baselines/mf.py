@@ -80,24 +80,24 @@ def solve_rows(
     Returns:
         (n_rows, f) float64 factors.
     """
-    y = np.asarray(factors, dtype=np.float64)
+    y = torch.as_tensor(np.asarray(factors, dtype=np.float64))
     f = y.shape[1]
-    g = y.T @ y if gram is None else np.asarray(gram, dtype=np.float64)
-    base = g + regularization * np.eye(f)
-    out = np.zeros((confidence.shape[0], f))
+    g = y.T @ y if gram is None else torch.as_tensor(np.asarray(gram, dtype=np.float64))
+    base = g + regularization * torch.eye(f, dtype=torch.float64)
+    out = torch.zeros((confidence.shape[0], f), dtype=torch.float64)
     counts = np.diff(confidence.indptr)
     for rows in _row_batches(counts, f):
-        width = int(counts[rows].max())
-        offsets = np.arange(width)
+        offsets = np.arange(counts[rows].max())
         valid = offsets[None, :] < counts[rows][:, None]
         entry = np.where(valid, confidence.indptr[rows][:, None] + offsets[None, :], 0)
-        c = np.where(valid, confidence.data[entry], 0.0)
-        yr = y[confidence.indices[entry]]  # (b, width, f); padding rows are masked by c
-        weighted = yr * np.where(valid, c - 1.0, 0.0)[..., None]
-        a = base + weighted.transpose(0, 2, 1) @ yr  # batched matmul: BLAS, unlike einsum
-        rhs = (c[:, None, :] @ yr)[:, 0]
-        out[rows] = np.linalg.solve(a, rhs[..., None])[..., 0]
-    return out
+        c = torch.from_numpy(np.where(valid, confidence.data[entry], 0.0).astype(np.float64))
+        yr = y[torch.from_numpy(confidence.indices[entry].astype(np.int64))]  # (b, width, f)
+        # padding entries have c = 0: they add nothing to either side
+        weighted = yr * torch.where(c > 0, c - 1.0, 0.0)[..., None]
+        a = base + torch.bmm(weighted.transpose(1, 2), yr)
+        rhs = torch.bmm(c[:, None, :], yr)[:, 0]
+        out[torch.from_numpy(rows)] = torch.linalg.solve(a, rhs)
+    return out.numpy()
 
 
 def _row_batches(counts: np.ndarray, width_cost: int) -> Iterator[np.ndarray]:

@@ -11,6 +11,9 @@ from typing import Any, ClassVar
 import torch
 
 from metarec.baselines.base import Family, FitContext, Launch, Method
+from metarec.baselines.content_knn import ContentKNN
+from metarec.baselines.emcdr import EMCDR
+from metarec.baselines.mf import ALS, BPR
 from metarec.baselines.simple import Popularity, Random
 from metarec.errors import ConfigError
 from metarec.pipeline import MetaModel, category_scores, train_on
@@ -79,7 +82,7 @@ class _Scored:
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls  # type: ignore[misc]
-    for cls in (MetarecMAML, Popularity, Random)
+    for cls in (MetarecMAML, Random, Popularity, ContentKNN, ALS, BPR, EMCDR)
 }
 
 
