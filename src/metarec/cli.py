@@ -71,7 +71,7 @@ def ingest(
         str,
         typer.Option(
             "--format",
-            help="table, recbole, movielens, douban, goodreads, amazon-pairs or auto.",
+            help="table, recbole, movielens, douban, goodreads, amazon-pairs, dbook or auto.",
         ),
     ] = "auto",
     skip_bad_rows: Annotated[
@@ -131,23 +131,35 @@ def train(
         bool | None, typer.Option("--first-order/--second-order", help="MAML order.")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    algorithm: Annotated[
+        str | None,
+        typer.Option(
+            "--algorithm",
+            help="Meta-learning algorithm (meta.algorithm): maml, fomaml, meta_sgd, reptile, "
+            "anil or melu_local (docs/META.md).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Meta-train on the store's categories and write the model folder."""
-    from metarec.config import load_config
+    from pydantic import ValidationError
+
+    from metarec.config import MetaConfig, load_config
     from metarec.data.store import Store
+    from metarec.errors import ConfigError
     from metarec.pipeline import save_model
     from metarec.pipeline import train as run
 
     resolved = load_config(config, seed=seed)
-    meta = {"meta_steps": steps, "first_order": first_order}
+    options = {"meta_steps": steps, "first_order": first_order, "algorithm": algorithm}
+    try:  # validated (model_copy would not be), so an unknown algorithm names the valid ones
+        meta = MetaConfig.model_validate(
+            {**resolved.meta.model_dump(), **{k: v for k, v in options.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training option:\n{exc}") from exc
     resolved = resolved.model_copy(
-        update={
-            "hold_out": tuple(hold_out) if hold_out else resolved.hold_out,
-            "meta": resolved.meta.model_copy(
-                update={k: v for k, v in meta.items() if v is not None}
-            ),
-        }
+        update={"hold_out": tuple(hold_out) if hold_out else resolved.hold_out, "meta": meta}
     )
     with Store.open(store, read_only=True) as opened:
         model = run(opened, resolved, progress=not quiet)
@@ -167,7 +179,11 @@ def evaluate(
     store: StoreOption,
     out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
     protocol: Annotated[
-        str, typer.Option(help="loco (leave categories out) or launch (launch window).")
+        str,
+        typer.Option(
+            help="loco (leave categories out), launch (launch window), or melu (DBook's "
+            "shipped user splits, ranking within each user's query items: not full ranking)."
+        ),
     ] = "loco",
     methods: Annotated[str, typer.Option(help="Comma-separated method names, or all.")] = "all",
     shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = "0,1,3,5,10",
@@ -206,6 +222,9 @@ def evaluate(
         ks=tuple(int(k) for k in ks.split(",")),
         min_users=min_users,
     )
+    if eval_config.protocol == "melu":
+        _evaluate_melu(store, out, eval_config, started)
+        return
     with Store.open(store, read_only=True) as opened:
         catalog = Catalog.load(opened, train_config)
     result = run(catalog, train_config, eval_config, log=console.print)
@@ -233,6 +252,27 @@ def evaluate(
                 f"{c['method']} vs {c['baseline']} at {c['shots']} shots: {change} "
                 f"(p = {c['p_value']:.2g}, {c['n_users']} users)"
             )
+    console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
+
+
+def _evaluate_melu(store: Path, out: Path, eval_config: Any, started: float) -> None:
+    """The MeLU-line protocol on DBook (docs/MELU_PROTOCOL.md): its own records and table."""
+    import time
+
+    from metarec.evaluation.melu_protocol import evaluate_melu, melu_table
+
+    records = evaluate_melu(
+        store, methods=eval_config.methods, seed=eval_config.seed, quick=eval_config.quick
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"records": records}, indent=1, sort_keys=True))
+    table = melu_table(records)
+    (out / "report.md").write_text(
+        "# MeLU-line protocol on DBook (within each user's query items, NOT full ranking)\n\n"
+        + table
+        + "\n"
+    )
+    console.print(table)
     console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
 
 
@@ -311,6 +351,89 @@ def demo(
     from metarec.demo import run_demo
 
     run_demo(workdir, seed=seed, steps=steps, console=console)
+
+
+@command
+def serve(
+    model: ModelOption,
+    store: StoreOption,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the bearer token of the write and admin endpoints."),
+    ] = None,
+    readapt_every: Annotated[
+        int, typer.Option(help="Re-adapt an adapted category after this many new events (0: off).")
+    ] = 0,
+    torch_threads: Annotated[
+        int | None, typer.Option(help="Threads per torch operation (default: torch's choice).")
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve MODEL over HTTP: launch categories, take events, adapt, recommend (docs/SERVING.md).
+
+    One process, one worker: it owns STORE read-write. The token comes from --token-file or the
+    METAREC_TOKEN environment variable.
+    """
+    import os
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from metarec.errors import ConfigError
+    from metarec.serving.app import create_app
+    from metarec.serving.service import Service
+    from metarec.serving.settings import ServeSettings
+
+    if token_file is not None:
+        if not token_file.is_file():
+            raise ConfigError(f"token file {token_file} does not exist")
+        token = token_file.read_text().strip()
+    else:
+        token = os.environ.get("METAREC_TOKEN", "")
+    if not token:
+        raise ConfigError(
+            "the write and admin endpoints need a token: pass --token-file FILE (a file holding "
+            "a secret of 8 or more characters) or set METAREC_TOKEN"
+        )
+    try:
+        settings = ServeSettings(
+            model_dir=model,
+            store_path=store,
+            token=token,
+            host=host,
+            port=port,
+            readapt_every=readapt_every,
+        )
+    except ValidationError as exc:
+        # the message names the field; the token's value is never echoed (SecretStr)
+        raise ConfigError(
+            f"invalid serve settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        ) from exc
+    if torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    service = Service.open(settings)  # a locked store or a damaged model fails here, exit 2
+    try:
+        err_console.print(
+            f"serving {model} (version {service.model_version}) on http://{host}:{port} "
+            f"(store {store}); docs at /docs",
+            highlight=False,
+        )
+        uvicorn.run(
+            create_app(settings, service=service),
+            host=host,
+            port=port,
+            workers=1,
+            access_log=access_log,
+            log_level="info" if access_log else "warning",
+        )
+    finally:
+        service.close()
 
 
 def main() -> None:

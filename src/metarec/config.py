@@ -73,16 +73,24 @@ class ModelConfig(_Frozen):
 
 
 class MetaConfig(_Frozen):
-    """Meta-learning: the inner loop (adaptation) and the outer loop (meta-training)."""
+    """Meta-learning: the inner loop (adaptation) and the outer loop (meta-training).
 
-    algorithm: Literal["maml"] = "maml"
+    ``algorithm`` lists exactly the keys of :data:`metarec.meta.ALGORITHMS`; the fields after
+    ``weight_decay`` are read by one algorithm each, or choose how training is computed.
+    """
+
+    algorithm: Literal["maml", "fomaml", "meta_sgd", "reptile", "anil", "melu_local"] = "maml"
     first_order: bool = False
     inner_steps: int = Field(default=5, ge=0)
-    inner_lr: float = Field(default=0.1, gt=0)
-    outer_lr: float = Field(default=3e-3, gt=0)
+    inner_lr: float = Field(default=0.1, gt=0)  # Meta-SGD: the initial value of every learned rate
+    outer_lr: float = Field(default=3e-3, gt=0)  # Reptile: its outer step (Adam follows it)
     meta_batch_size: int = Field(default=16, ge=1)
     meta_steps: int = Field(default=300, ge=1)
     weight_decay: float = Field(default=0.0, ge=0)
+    anil_head_layers: int = Field(default=1, ge=1)  # ANIL: trailing scorer layers that adapt
+    melu_frozen_layers: int = Field(default=1, ge=1)  # MeLU: leading layers fixed in the inner loop
+    batching: Literal["bmm", "vmap"] = "bmm"  # training: hand-batched matmuls, or vmap(adapt)
+    compile: bool = False  # training: torch.compile the meta-gradient (minutes of compile)
 
 
 class TrainConfig(_Frozen):
@@ -128,7 +136,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
 class EvalConfig(_Frozen):
     """The benchmark run (PROTOCOL.md §2 and §3); see :mod:`metarec.evaluation.harness`."""
 
-    protocol: Literal["loco", "launch"] = "loco"
+    protocol: Literal["loco", "launch", "melu"] = "loco"  # melu: DBook's shipped user splits
     methods: tuple[str, ...] | None = None  # None: every registered method
     shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     folds: int = Field(default=5, ge=2)

@@ -178,7 +178,15 @@ def test_amazon_pairs_fixture(tmp_path: Path) -> None:
 
 
 def test_every_format_is_in_the_registry() -> None:
-    assert set(ADAPTERS) == {"table", "recbole", "movielens", "douban", "goodreads", "amazon-pairs"}
+    assert set(ADAPTERS) == {
+        "table",
+        "recbole",
+        "movielens",
+        "douban",
+        "goodreads",
+        "amazon-pairs",
+        "dbook",
+    }
 
 
 def test_a_wrong_format_names_the_missing_file(tmp_path: Path) -> None:

@@ -682,8 +682,9 @@ def detect_format(sources: Sequence[Path]) -> str:
 
     Rules, first match wins: a ``*.inter`` file: ``recbole``; ``ratings.csv`` with
     ``movies.csv``: ``movielens``; a ``*_ratings.dat`` file: ``douban``; a
-    ``goodreads_interactions_<genre>`` JSON file: ``goodreads``; a folder with ``train.txt``
-    (or folders of them): ``amazon-pairs``; an ``interactions.*`` table: ``table``.
+    ``goodreads_interactions_<genre>`` JSON file: ``goodreads``; ``meta_training.json`` next to
+    ``meta_training_y.json``: ``dbook``; a folder with ``train.txt`` (or folders of them):
+    ``amazon-pairs``; an ``interactions.*`` table: ``table``.
 
     Raises:
         DataError: no rule matches; the message lists the formats and how to name one.
@@ -698,6 +699,8 @@ def detect_format(sources: Sequence[Path]) -> str:
         return "douban"
     if any(_goodreads_genre(p) for p in paths):
         return "goodreads"
+    if {"meta_training.json", "meta_training_y.json"} <= names:
+        return "dbook"
     if any(_pair_folders(source) for source in sources):
         return "amazon-pairs"
     if any(_table_role(p) == "interactions" for p in paths):
