@@ -369,8 +369,12 @@ def serve(
         int, typer.Option(help="Re-adapt an adapted category after this many new events (0: off).")
     ] = 0,
     torch_threads: Annotated[
-        int | None, typer.Option(help="Threads per torch operation (default: torch's choice).")
-    ] = None,
+        int,
+        typer.Option(
+            help="Threads per torch operation; requests already run in parallel, and more "
+            "threads per operation make small operations wait on each other."
+        ),
+    ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve MODEL over HTTP: launch categories, take events, adapt, recommend (docs/SERVING.md).
@@ -381,7 +385,7 @@ def serve(
     import os
 
     import uvicorn
-    from pydantic import ValidationError
+    from pydantic import SecretStr, ValidationError
 
     from metarec.errors import ConfigError
     from metarec.serving.app import create_app
@@ -403,7 +407,7 @@ def serve(
         settings = ServeSettings(
             model_dir=model,
             store_path=store,
-            token=token,
+            token=SecretStr(token),
             host=host,
             port=port,
             readapt_every=readapt_every,
@@ -413,10 +417,9 @@ def serve(
         raise ConfigError(
             f"invalid serve settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
         ) from exc
-    if torch_threads is not None:
-        import torch
+    import torch
 
-        torch.set_num_threads(torch_threads)
+    torch.set_num_threads(torch_threads)
     service = Service.open(settings)  # a locked store or a damaged model fails here, exit 2
     try:
         err_console.print(

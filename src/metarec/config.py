@@ -143,6 +143,7 @@ class EvalConfig(_Frozen):
     test_categories: tuple[str, ...] | None = None  # one fixed fold instead of rotating folds
     seed: int = 0
     quick: bool = False  # one fold, short training, first grid setting only
+    tuning_budget: int = Field(default=3, ge=1)  # settings tried per method, the same for all
     ks: tuple[int, ...] = (5, 10, 20)
     min_users: int = Field(default=20, ge=1)
     validation_share: float = Field(default=0.2, gt=0, lt=1)

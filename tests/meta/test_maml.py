@@ -10,15 +10,13 @@ from torch import Tensor
 
 import metarec.meta.maml
 from metarec.config import MetaConfig, ModelConfig
-from metarec.errors import ConfigError, DataError
+from metarec.errors import DataError
 from metarec.meta import (
-    ALGORITHMS,
     MAML,
     Batch,
     Params,
     TaskBatch,
     adapt,
-    build_learner,
     stack_tasks,
     task_loss,
 )
@@ -147,25 +145,6 @@ def test_meta_gradient_is_detached_and_keyed_like_params() -> None:
 def test_docstring_example_runs() -> None:
     result = doctest.testmod(metarec.meta.maml, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
-
-
-@pytest.mark.parametrize("name", sorted(ALGORITHMS))
-def test_registry_contract(name: str) -> None:
-    config = MetaConfig(algorithm=name, inner_steps=1, inner_lr=1e-2)  # type: ignore[arg-type]
-    learner = build_learner(config)
-    assert isinstance(learner, ALGORITHMS[name])
-    assert MetaConfig.model_validate_json(config.model_dump_json()) == config
-    params, (support, _) = _params(), _tasks([(10, 4)])[0]
-    frozen = {k: v.clone() for k, v in params.items()}
-    adapted = learner.adapt(params, support)
-    assert all(torch.equal(params[k], frozen[k]) for k in params)
-    assert task_loss(adapted, support) <= task_loss(params, support)
-
-
-def test_unknown_algorithm_is_refused_with_the_choices() -> None:
-    config = MetaConfig.model_construct(algorithm="reptile")  # bypasses the Literal on purpose
-    with pytest.raises(ConfigError, match="maml"):
-        build_learner(config)
 
 
 def test_stack_tasks_pads_with_masked_zeros() -> None:

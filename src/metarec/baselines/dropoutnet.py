@@ -23,18 +23,20 @@ squared error between the scores the generator implies and the warm model's,
 ``mean_u,i (u . g(x_i, c_i) - u . v_i)^2`` over a sample of the category's users, so directions
 that users' profiles do not use cost nothing. At launch, ``score(u, i) = u . g(x_i, c_i)``.
 
-Choices: the user side is the fixed profile (no user tower; users without history elsewhere
-get zero scores, i.e. the index order); items without positives in training keep their zero
+Choices: the user side is the fixed profile (no user tower; a user without history elsewhere
+scores every item 0, so their list is the tie-break, launch popularity, as in
+:mod:`metarec.baselines.mf`); items without positives in training keep their zero
 factors as targets; the number of steps is this method's own (``steps``), not the meta budget,
 since it fine-tunes nothing at launch.
 """
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
-from functools import cache
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -42,13 +44,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.baselines.base import Family, FitContext, Launch
+from metarec.baselines.mf import with_tie_break
+from metarec.baselines.pretrain import validate_every
 from metarec.errors import DataError, NotAdaptedError
 from metarec.meta import Params
-from metarec.pipeline import derived_seed
-from metarec.tasks import CategoryData, SupportState, split_k_shot, split_launch, support_state
+from metarec.pipeline import MetaModel, derived_seed
+from metarec.tasks import CategoryData, SupportState, split_k_shot, support_state
 
 QUICK_STEPS = 60
-"""Adam steps under ``FitContext.quick`` (smoke runs)."""
+"""Adam steps under ``FitContext.quick`` (smoke runs; each is one small regression)."""
 
 _USERS_PER_STEP = 256  # users whose profiles weigh the score-matching loss in one step
 
@@ -78,7 +82,9 @@ def init_generator(sizes: list[int], generator: torch.Generator) -> Params:
     for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         bound = 1.0 / math.sqrt(fan_in)
         for name, shape in (("weight", (fan_out, fan_in)), ("bias", (fan_out,))):
-            params[f"layers.{i}.{name}"] = (2.0 * torch.rand(shape, generator=generator) - 1.0) * bound
+            params[f"layers.{i}.{name}"] = (
+                2.0 * torch.rand(shape, generator=generator) - 1.0
+            ) * bound
     return params
 
 
@@ -91,6 +97,65 @@ def generate(params: Params, content: Tensor, evidence: Tensor) -> Tensor:
         if i < n_layers - 1:
             h = F.relu(h)
     return h
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training category seen as at a k-shot launch.
+
+    Attributes:
+        content: (n_items, d) item features.
+        evidence: (n_items, r + 2) support evidence of the k-shot split (see :func:`item_inputs`).
+        target: (n_items, r) the items' collaborative factors (the warm model).
+        users: (n_users, r) the category's users' profiles from the other categories.
+    """
+
+    content: Tensor
+    evidence: Tensor
+    target: Tensor
+    users: Tensor
+
+
+def training_examples(context: FitContext) -> list[Example]:
+    """Every training category at every shot count of ``config.tasks.train_shots``.
+
+    Raises:
+        DataError: no training item has collaborative factors (nothing to learn to generate).
+    """
+    examples = []
+    for category in context.train_data.values():
+        if category.n_users == 0:
+            continue  # no user to weigh the loss (a category without positives)
+        items = context.catalog.items.iloc[category.item_idx]
+        target = context.features.factors_for(items)
+        users = user_vectors(category, np.arange(category.n_users))
+        for shots in context.config.tasks.train_shots:
+            state = support_state(category, split_k_shot(category, shots))
+            content, evidence = item_inputs(category, state)
+            examples.append(Example(content, evidence, target, users))
+    if not any(bool(e.target.abs().sum() > 0) for e in examples):
+        raise DataError(
+            "dropoutnet found no training item with collaborative factors; the training "
+            "categories need positives and features.cf_rank > 0"
+        )
+    return examples
+
+
+def matching_loss(made: Tensor, target: Tensor, users: Tensor) -> Tensor:
+    """DropoutNet's objective: ``mean_{u, i} (u . made_i - u . target_i)^2``.
+
+    Matching the warm model's *scores* rather than its vectors leaves free the directions no
+    user's profile uses.
+
+    Args:
+        made: (n_items, r) generated item vectors.
+        target: (n_items, r) the warm model's item vectors.
+        users: (b, r) user profiles.
+
+    Returns:
+        ``()`` the mean squared score error.
+    """
+    return ((made - target) @ users.T).pow(2).mean()
 
 
 class DropoutNet:
@@ -119,68 +184,64 @@ class DropoutNet:
         self.hidden = hidden
         self.lr = lr
         self.steps = steps
-        self._params: Params | None = None
+        self.params: Params | None = None
+        self.features: MetaModel | None = None
 
     def fit(self, context: FitContext) -> None:
         """Train the generator on the training categories' items.
 
+        With validation categories (``FitContext.validate``) the checkpoint with the best
+        validation NDCG@10 is kept.
+
         Raises:
             DataError: no training category has an item with a collaborative vector.
         """
-        config = context.config
         generator = torch.Generator().manual_seed(derived_seed(context.seed, self.name))
-        options = [
-            (category, shots)
-            for category in context.train_data.values()
-            for shots in config.tasks.train_shots
-            if category.n_users > 0 and category.n_items > 0
-        ]
-        targets = {
-            c.name: context.features.factors_for(
-                context.catalog.items.iloc[c.item_idx]
-            )
-            for c, _ in options
-        }
-        if not options or not any(bool(t.abs().sum() > 0) for t in targets.values()):
-            raise DataError(
-                "dropoutnet found no training item with collaborative factors; the training "
-                "categories need positives (and features.cf_rank > 0)"
-            )
+        examples = training_examples(context)
         r = context.features.factors.shape[1]
-        d = options[0][0].item_x.shape[1]
-        params = {
-            k: v.requires_grad_(True)
-            for k, v in init_generator([d + r + 2, self.hidden, r], generator).items()
-        }
+        d = examples[0].content.shape[1]
+        sizes = [d + r + 2, self.hidden, r]
+        params = {k: v.requires_grad_(True) for k, v in init_generator(sizes, generator).items()}
         optimizer = torch.optim.Adam(params.values(), lr=self.lr)
-
-        @cache
-        def inputs(option: int) -> tuple[Tensor, Tensor]:
-            category, shots = options[option]
-            return item_inputs(category, support_state(category, split_k_shot(category, shots)))
-
         steps = min(self.steps, QUICK_STEPS) if context.quick else self.steps
-        for _ in range(steps):
-            option = int(torch.randint(len(options), (1,), generator=generator))
-            category = options[option][0]
-            content, evidence = inputs(option)
-            keep = torch.rand((category.n_items, 1), generator=generator) >= self.dropout
-            users = torch.randperm(category.n_users, generator=generator)[:_USERS_PER_STEP]
-            u = user_vectors(category, users)
-            made = generate(params, content, evidence * keep)
-            # DropoutNet's objective: match the warm model's scores u . v_i, not v_i itself
-            loss = ((made - targets[category.name]) @ u.T).pow(2).mean()
+        every = validate_every(steps)
+        best: tuple[float, Params] | None = None
+        for step in range(1, steps + 1):
+            example = examples[int(torch.randint(len(examples), (1,), generator=generator))]
+            # DropoutNet's input dropout: hide the support evidence of some items entirely
+            n_items = example.content.shape[0]
+            keep = torch.rand((n_items, 1), generator=generator) >= self.dropout
+            users = torch.randperm(example.users.shape[0], generator=generator)[:_USERS_PER_STEP]
+            made = generate(params, example.content, example.evidence * keep)
+            loss = matching_loss(made, example.target, example.users[users])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        self._params = {k: v.detach() for k, v in params.items()}
+            if context.validate is not None and (step % every == 0 or step == steps):
+                snapshot = {k: v.detach().clone() for k, v in params.items()}
+                score = context.validate(self.with_params(snapshot, context.features))
+                if best is None or score > best[0]:
+                    best = (score, snapshot)
+        self.features = context.features
+        self.params = best[1] if best else {k: v.detach() for k, v in params.items()}
+
+    def with_params(self, params: Params, features: MetaModel) -> Self:
+        """A copy of this method that scores with ``params`` (checkpoint validation)."""
+        other = copy.copy(self)
+        other.params, other.features = params, features
+        return other
 
     def scores(self, launch: Launch) -> Tensor:
-        """(len(launch.users), n_items) ``u . g(x_i, c_i)``."""
-        if self._params is None:
+        """(len(launch.users), n_items) ``u . g(x_i, c_i)``, ties ordered by launch popularity.
+
+        Raises:
+            NotAdaptedError: called before :meth:`fit`.
+        """
+        if self.params is None or self.features is None:
             raise NotAdaptedError(f"{self.name} was asked to score before fit(); call fit first")
-        category = launch.category
-        content, evidence = item_inputs(category, support_state(category, split_launch(category)))
+        category = launch.category_for(self.features)
+        content, evidence = item_inputs(category, support_state(category, launch.split))
         with torch.no_grad():
-            items = generate(self._params, content, evidence)
-            return user_vectors(category, launch.positions) @ items.T
+            items = generate(self.params, content, evidence)
+            scores = user_vectors(category, launch.positions) @ items.T
+        return with_tie_break(scores, launch, self.features.config.seed)

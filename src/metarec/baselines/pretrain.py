@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from metarec.baselines.base import Family, FitContext, Launch
+from metarec.config import TrainConfig
 from metarec.errors import NotAdaptedError
 from metarec.meta import Batch, Params, TaskBatch, meta_train, task_loss
 from metarec.pipeline import MetaModel, category_scores, derived_seed
@@ -163,17 +164,26 @@ class Pretrain:
 
     def fit(self, context: FitContext) -> None:
         """Pretrain on the fold's training categories (the model keeps the fold's features)."""
+        model = replace(context.features, config=self.config_for(context))
         check = context.validate
-        validate = None
+        validate: Callable[[Params], float] | None = None
         if check is not None:
 
             def validate(candidate: Params) -> float:
-                return check(self.with_model(replace(context.features, params=candidate)))
+                return check(self.with_model(replace(model, params=candidate)))
 
         params = pretrain(
             context, lr_scale=self.lr_scale, step_scale=self.step_scale, validate=validate
         )
-        self.model = replace(context.features, params=params)
+        self.model = replace(model, params=params)
+
+    @staticmethod
+    def config_for(context: FitContext) -> TrainConfig:
+        """The fold's config with plain MAML's inner loop: whatever algorithm the run
+        meta-trains, fine-tuning is :func:`metarec.meta.adapt` on every layer, at the run's
+        ``inner_steps`` and ``inner_lr``."""
+        meta = context.config.meta.model_copy(update={"algorithm": "maml"})
+        return context.config.model_copy(update={"meta": meta})
 
     def with_model(self, model: MetaModel) -> Self:
         """A copy of this method that scores with ``model`` (checkpoint validation)."""

@@ -369,6 +369,7 @@ def _tune(
     """Fit every setting of the method's grid; keep the best on validation NDCG@10."""
     # quick runs, and folds without a validation category, use every method's default setting
     grid = cls.grid[:1] if config.quick or not validation.launches else cls.grid
+    grid = grid[: config.tuning_budget]  # the same budget for every method
     best: tuple[float, Method] | None = None
     for setting in grid:
         torch.manual_seed(derived_seed(config.seed, f"{cls.name}-{fold.index}"))

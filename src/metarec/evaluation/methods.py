@@ -12,8 +12,11 @@ import torch
 
 from metarec.baselines.base import Family, FitContext, Launch, Method
 from metarec.baselines.content_knn import ContentKNN
+from metarec.baselines.dropoutnet import DropoutNet
 from metarec.baselines.emcdr import EMCDR
+from metarec.baselines.melu import MeLU
 from metarec.baselines.mf import ALS, BPR
+from metarec.baselines.pretrain import Pretrain, PretrainFinetune
 from metarec.baselines.simple import Popularity, Random
 from metarec.errors import ConfigError
 from metarec.pipeline import MetaModel, category_scores, train_on
@@ -36,7 +39,7 @@ class MetarecMAML:
         self.model: MetaModel | None = None
 
     def fit(self, context: FitContext) -> None:
-        meta = context.config.meta.model_copy(update=self.meta_overrides)
+        meta = context.config.meta.model_copy(update={"algorithm": "maml", **self.meta_overrides})
         if context.quick:
             meta = meta.model_copy(update={"meta_steps": min(meta.meta_steps, 40)})
         config = context.config.model_copy(update={"meta": meta})
@@ -82,7 +85,19 @@ class _Scored:
 
 METHODS: dict[str, type[Method]] = {
     cls.name: cls  # type: ignore[misc]
-    for cls in (MetarecMAML, Random, Popularity, ContentKNN, ALS, BPR, EMCDR)
+    for cls in (
+        MetarecMAML,
+        Random,
+        Popularity,
+        ContentKNN,
+        ALS,
+        BPR,
+        EMCDR,
+        Pretrain,
+        PretrainFinetune,
+        MeLU,
+        DropoutNet,
+    )
 }
 
 

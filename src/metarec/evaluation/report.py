@@ -318,7 +318,14 @@ def render_report(
         for _, r in per_category.sort_values(["category", "shots", "method"]).iterrows()
     ]
     lines += _markdown_table(["category", "shots", "method", "NDCG@10", "users"], cat_rows)
-    lines += ["", "## Tuning on validation categories (every setting tried)", ""]
+    lines += [
+        "",
+        "## Tuning on validation categories (every setting tried)",
+        "",
+        f"Each method tries at most {config.tuning_budget} settings of its grid (the same budget "
+        "for all) and keeps the best validation NDCG@10; quick runs use the first setting.",
+        "",
+    ]
     lines += _markdown_table(
         ["method", "fold", "setting", "validation NDCG@10"],
         [

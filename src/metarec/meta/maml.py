@@ -1,7 +1,8 @@
-"""MAML: the meta-learner protocol, the algorithm, and its registry.
+"""MAML and FOMAML, the meta-learner protocol, and the base the other algorithms extend.
 
 Finn, Abbeel and Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
-ICML 2017 (https://arxiv.org/abs/1703.03400).
+ICML 2017 (https://arxiv.org/abs/1703.03400). The registry of every algorithm is
+:data:`metarec.meta.registry.ALGORITHMS`.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import torch
 from torch import Tensor
 
 from metarec.config import MetaConfig
-from metarec.errors import ConfigError
+from metarec.meta import batched
 from metarec.meta.batch import Batch, Params, TaskBatch
-from metarec.meta.inner import adapt, task_loss
+from metarec.meta.compiled import CompiledGradient
+from metarec.meta.inner import task_loss
+from metarec.meta.spec import InnerLoop, adapt_with, scorer_params
 
 
 class MetaLearner(Protocol):
@@ -41,13 +44,19 @@ class MAML:
     (Hessian-vector products included); first order (FOMAML, ``config.first_order``) detaches
     the inner gradients, which is about twice as fast and often nearly as good.
 
-    All T tasks of a :class:`TaskBatch` adapt at once under ``torch.func.vmap`` (params shared,
-    batches mapped over their leading dim); the meta-gradient differentiates that whole
-    computation, inner ``torch.func.grad`` calls included.
+    All T tasks of a :class:`TaskBatch` adapt at once: hand-batched matmuls by default
+    (``config.batching == "bmm"``, :mod:`metarec.meta.batched`), or ``torch.func.vmap`` over
+    the single inner loop (``"vmap"``); both give the same meta-gradient. ``config.compile``
+    compiles the pure ``torch.func`` form instead (faster per step after a long compile).
+
+    The other algorithms subclass this one and change only :meth:`inner_loop` (what adapts,
+    at which rate), :meth:`init_params` (extra meta-parameters) or :meth:`meta_gradient`. A
+    subclass that overrides :meth:`adapt` itself trains through ``vmap`` (the ``bmm`` path
+    cannot see inside an arbitrary ``adapt``).
 
     Args:
-        config: ``inner_steps``, ``inner_lr`` and ``first_order`` are read here; the outer-loop
-            fields belong to :func:`metarec.meta.trainer.meta_train`.
+        config: ``inner_steps``, ``inner_lr``, ``first_order``, ``batching`` and ``compile``
+            are read here; the outer-loop fields belong to :func:`metarec.meta.meta_train`.
 
     Example:
         >>> import torch
@@ -71,16 +80,29 @@ class MAML:
 
     def __init__(self, config: MetaConfig) -> None:
         self.config = config
+        self._compiled: CompiledGradient | None = None
+
+    def init_params(self, params: Params) -> Params:
+        """The meta-parameters training starts from: ``params`` plus this algorithm's own.
+
+        MAML has none (a shallow copy); Meta-SGD adds its learned inner rates. Call it once on
+        freshly initialised scorer params, before :func:`~metarec.meta.meta_train`.
+        """
+        return dict(params)
+
+    def inner_loop(self, params: Params) -> InnerLoop:
+        """The inner loop to run from ``params``: here the configured steps, rate and order."""
+        c = self.config
+        return InnerLoop(steps=c.inner_steps, lr=c.inner_lr, first_order=c.first_order)
 
     def adapt(self, params: Params, support: Batch) -> Params:
-        """Adapt to one task's support rows with the configured inner loop."""
-        return adapt(
-            params,
-            support,
-            steps=self.config.inner_steps,
-            lr=self.config.inner_lr,
-            first_order=self.config.first_order,
-        )
+        """Adapt to one task's support rows (``x: (n, d_in)``) with the configured inner loop.
+
+        Returns:
+            The keys of ``params``: adapted scorer entries, extra meta-parameters unchanged.
+        """
+        loop = self.inner_loop(params)
+        return {**params, **adapt_with(loop, scorer_params(params), support)}
 
     def meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
         """Mean over tasks of the query loss after adaptation; differentiable in ``params``.
@@ -93,12 +115,11 @@ class MAML:
             ``()`` the mean of the T per-task query losses (each task weighs the same,
             whatever its number of rows).
         """
-        s, q = tasks.support, tasks.query
-        # Batch's fields go in as separate tensors so that vmap maps each over its task dim.
-        per_task = torch.func.vmap(self._query_loss, in_dims=(None, 0, 0, 0, 0, 0, 0))(
-            params, s.x, s.y, s.mask, q.x, q.y, q.mask
-        )
-        return per_task.mean()
+        # The bmm path reads inner_loop(); a subclass that overrides adapt() instead would be
+        # silently ignored there, so it gets the vmap path, which calls its adapt().
+        if self.config.batching == "bmm" and type(self).adapt is MAML.adapt:
+            return batched.meta_loss(self.inner_loop(params), scorer_params(params), tasks)
+        return self.vmap_meta_loss(params, tasks)
 
     def meta_gradient(self, params: Params, tasks: TaskBatch) -> tuple[Tensor, Params]:
         """The meta-loss and its gradient with respect to ``params``.
@@ -107,9 +128,12 @@ class MAML:
             ``(loss, grads)``: ``loss`` is ``()``, ``grads`` has the keys and shapes of
             ``params``. Neither carries an autograd graph.
         """
-        # The outer derivative is plain reverse-mode autograd around the torch.func inner loop:
-        # measured 15-25% faster than torch.func.grad_and_value(self.meta_loss), which wraps
-        # every op in one more functorch level (docs/META.md). Both give the same gradient.
+        if self.config.compile:
+            if self._compiled is None:
+                self._compiled = CompiledGradient(self.functional_gradient)
+            return self._compiled(params, tasks)
+        # Plain reverse-mode autograd around the inner loop: measured 15-25% faster than
+        # torch.func.grad_and_value(self.meta_loss), which wraps every op in one more level.
         with torch.enable_grad():
             leaves = {name: p.detach().requires_grad_(True) for name, p in params.items()}
             loss = self.meta_loss(leaves, tasks)
@@ -117,6 +141,21 @@ class MAML:
                 loss, list(leaves.values()), allow_unused=True, materialize_grads=True
             )
         return loss.detach(), dict(zip(leaves, grads, strict=True))
+
+    def functional_gradient(self, params: Params, tasks: TaskBatch) -> tuple[Tensor, Params]:
+        """:meth:`meta_gradient` in pure ``torch.func`` form (what ``config.compile`` compiles:
+        ``torch.compile`` cannot trace ``autograd.grad(create_graph=True)``)."""
+        grads, loss = torch.func.grad_and_value(self.vmap_meta_loss)(params, tasks)
+        return loss, grads
+
+    def vmap_meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
+        """:meth:`meta_loss` by ``torch.func.vmap`` over :meth:`adapt` (the reference path)."""
+        s, q = tasks.support, tasks.query
+        # Batch's fields go in as separate tensors so that vmap maps each over its task dim.
+        per_task = torch.func.vmap(self._query_loss, in_dims=(None, 0, 0, 0, 0, 0, 0))(
+            params, s.x, s.y, s.mask, q.x, q.y, q.mask
+        )
+        return per_task.mean()
 
     def _query_loss(
         self,
@@ -129,23 +168,21 @@ class MAML:
         query_mask: Tensor,
     ) -> Tensor:
         adapted = self.adapt(params, Batch(support_x, support_y, support_mask))
-        return task_loss(adapted, Batch(query_x, query_y, query_mask))
+        return task_loss(scorer_params(adapted), Batch(query_x, query_y, query_mask))
 
 
-ALGORITHMS: dict[str, type[MAML]] = {"maml": MAML}
-"""The registry: ``MetaConfig.algorithm`` is a ``Literal`` of these keys (first order is a flag)."""
+class FOMAML(MAML):
+    """First-order MAML (Finn et al. 2017, section 5.2): :class:`MAML` with ``first_order`` on.
 
+    The registry's ``"fomaml"`` key; ``MAML`` with ``config.first_order=True`` is the same
+    thing. The query gradient at the adapted params is the meta-gradient, as if each inner
+    update were a constant shift.
 
-def build_learner(config: MetaConfig) -> MetaLearner:
-    """The meta-learner named by ``config.algorithm``.
-
-    Raises:
-        ConfigError: the name is not in :data:`ALGORITHMS`.
+    Example:
+        >>> from metarec.config import MetaConfig
+        >>> FOMAML(MetaConfig()).config.first_order
+        True
     """
-    try:
-        cls = ALGORITHMS[config.algorithm]
-    except KeyError:
-        raise ConfigError(
-            f"unknown meta.algorithm {config.algorithm!r}; choose one of {sorted(ALGORITHMS)}"
-        ) from None
-    return cls(config)
+
+    def __init__(self, config: MetaConfig) -> None:
+        super().__init__(config.model_copy(update={"first_order": True}))

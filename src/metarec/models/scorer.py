@@ -70,7 +70,9 @@ def score(params: Params, x: Tensor) -> Tensor:
     Returns:
         ``(...)`` logits (apply a sigmoid for probabilities).
     """
-    n_layers = len(params) // 2
+    # count the layers' weights: params may carry an algorithm's extra meta-parameters
+    # (Meta-SGD's "lr.*" rates) beside the scorer's own
+    n_layers = sum(1 for name in params if name.startswith("layers.") and name.endswith(".weight"))
     h = x
     for i in range(n_layers):
         h = F.linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])

@@ -217,9 +217,7 @@ class Recommender:
             )
         return out
 
-    def category(
-        self, name: str, as_of: int | None = None
-    ) -> tuple[CategoryData, SupportState]:
+    def category(self, name: str, as_of: int | None = None) -> tuple[CategoryData, SupportState]:
         """The category's data and support state at ``as_of`` (everything so far when None).
 
         Raises:

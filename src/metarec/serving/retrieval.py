@@ -2,7 +2,7 @@
 
 Scoring every item with the MLP costs ``n_items x d_in x hidden`` per request (about 40 s and
 10 GB at 1e6 items); a dot product over a precomputed item matrix costs ``n_items x (k + 2)``.
-The second is exact enough to pick a *short list*, and the first is cheap on a short list, so a
+The second is good enough to pick a *short list*, and the first is cheap on a short list, so a
 request does both (DESIGN.md, "Serving").
 
 Why a dot product can rank for the MLP. The scorer's input for user ``u`` and item ``i`` is
@@ -18,14 +18,19 @@ namely ``h1_i = M_u phi_i + c_u``. The rest of the network is piecewise linear (
 linearise it around the category's *reference items* (its most popular ones, where top lists
 live): ``g_u`` is the mean gradient of the score with respect to ``h1`` over those rows, and items
 are ranked by ``phi_i . q_u`` with ``q_u = M_u^T g_u``. The exact MLP then re-ranks the best
-``short_list`` items. On a 20,000-item category of the demo model, recall@10 of a 300-item short
-list against the exact full ranking was 1.0 over 200 users (docs/SERVING.md has the numbers at
-1e4 to 1e6 items).
+``short_list`` items.
 
-The attribute part ``[z, z / |z|]`` is projected onto its top ``rank`` right singular vectors (an
-SVD over the category's items, computed once per category and support state) so that a request
-reads ``n_items x (rank + 2)`` floats; the two popularity columns are kept exactly, because most
-items have no support and a plain SVD would drop the few that do.
+A request must not read all ``2D + 2`` columns of every item (1.8 GB at 1e6 items of the demo
+model), so the attribute part ``[z, z / |z|]`` is projected to ``rank`` columns. Which columns
+matters: the items' own principal directions (plain PCA) can miss the directions the *scores*
+vary along (on a lightly trained model, PCA to 32 columns kept 89% of the items' energy and
+found 11% of the exact top 10). The :class:`Projection` is instead fitted to both sides: with
+``C_q = L L^T`` the second moment of a sample of users' queries and ``G`` the items' Gram matrix,
+it keeps the top ``rank`` eigenvectors ``W`` of ``L^T G L``, the rank-``rank`` approximation of
+``phi . q`` with the least expected squared error; item vectors are ``phi_attr L W``, a query
+becomes ``W^T L^{-1} q_attr``. The two popularity columns are always kept exactly. The Gram
+matrix and reference items depend on the items only (:class:`ItemIndex`); the projection also
+depends on the parameters, so it is refitted when a category is adapted or the model changes.
 """
 
 from __future__ import annotations
@@ -39,15 +44,20 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.errors import ArtifactError
-from metarec.features.rows import N_SCALARS, pair_features
+from metarec.features.rows import N_SCALARS
 from metarec.meta import Params
-from metarec.models.scorer import score
 from metarec.tasks import CategoryData, SupportState
 
-DEFAULT_RANK = 32
-DEFAULT_REFERENCE_ITEMS = 256
-_CHUNK_ROWS = 65_536  # items per chunk while building an index: bounds the temporary memory
+DEFAULT_RANK = 16
+DEFAULT_REFERENCE_ITEMS = 64
+_CHUNK_ROWS = 65_536  # items per chunk over a category: bounds the temporary memory
+_GRAM_SAMPLE = 131_072  # items the Gram matrix is estimated from in larger categories
+_BLOCK_TOP_K_FROM = 262_144  # from this many items, top-k by blocks beats torch.topk (2x at 1e6)
+_BLOCK = 128
 _EPS = 1e-6  # the eps of pair_features' cosine similarities
+# Isotropic share added to the queries' second moment: directions the query sample never used
+# still get some weight, so a user unlike the sample is not ranked on noise.
+_QUERY_RIDGE = 0.05
 
 
 @dataclass(frozen=True)
@@ -76,28 +86,57 @@ class UserInputs:
 
 @dataclass(frozen=True)
 class ItemIndex:
-    """One category's retrieval matrix, built from its items and support state (not from params).
+    """What retrieval needs from a category's items alone (no parameters).
 
     Attributes:
-        vectors: (n_items, rank + 2) float32, contiguous: ``[phi_attr @ basis, log1p(pop),
-            pop / pop_max]`` per item.
-        basis: (2D, rank) orthonormal columns spanning the kept part of ``[z, z / |z|]``.
-        reference: (m,) positions of the reference items the head is linearised at.
-        energy: share of the attribute part's squared norm that the projection keeps (1.0 when
-            ``rank`` covers the whole span, so the dot product is exact before linearisation).
+        gram: (2D, 2D) float64 Gram matrix of the items' attribute features ``[z, z / |z|]``
+            (estimated from a sample of 131,072 items in larger categories).
+        reference: (m,) positions of the reference items the head is linearised at: the most
+            supported ones, ties in random (seeded) order.
+        reference_features: (m, 2D + 2) their linear features.
         fingerprint: what the index was built from (items and support positives), to reuse it
             while neither changes.
     """
 
-    vectors: Tensor
-    basis: Tensor
+    gram: Tensor
     reference: Tensor
-    energy: float
+    reference_features: Tensor
     fingerprint: str
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A category's retrieval matrix for one set of parameters.
+
+    Attributes:
+        vectors: (n_items, rank + 2) float32, contiguous: projected attributes, then
+            ``log1p(pop)`` and ``pop / pop_max``.
+        transform: (rank, 2D) maps a user's attribute query to the projected one.
+    """
+
+    vectors: Tensor
+    transform: Tensor
 
     @property
     def rank(self) -> int:
-        return self.basis.shape[1]
+        return self.transform.shape[0]
+
+
+@dataclass(frozen=True)
+class Query:
+    """A user's linearised score over the linear features ``phi`` (see the module docstring).
+
+    Attributes:
+        attributes: (2D,) weights of ``[z, z / |z|]``.
+        popularity: (2,) weights of ``log1p(pop)`` and ``pop / pop_max``.
+    """
+
+    attributes: Tensor
+    popularity: Tensor
+
+    def project(self, projection: Projection) -> Tensor:
+        """(rank + 2,) the query in the projection's space."""
+        return torch.cat([projection.transform @ self.attributes, self.popularity])
 
 
 def category_fingerprint(category: CategoryData) -> str:
@@ -125,58 +164,108 @@ def linear_features(category: CategoryData, state: SupportState, items: Tensor) 
     )
 
 
+def _chunks(n: int) -> list[slice]:
+    return [slice(start, min(n, start + _CHUNK_ROWS)) for start in range(0, n, _CHUNK_ROWS)]
+
+
+def _positions(chunk: slice) -> Tensor:
+    return torch.arange(chunk.start, chunk.stop)
+
+
 def build_index(
     category: CategoryData,
     state: SupportState,
     *,
-    rank: int = DEFAULT_RANK,
     n_reference: int = DEFAULT_REFERENCE_ITEMS,
     seed: int = 0,
 ) -> ItemIndex:
-    """Build a category's retrieval matrix (two passes over its items, in chunks).
+    """The parameter-free part of a category's retrieval (one pass over its items, in chunks).
 
     Args:
         category: the category's items and positives.
         state: its support state (popularity, supporter profiles).
-        rank: width of the projected attribute part; the span is kept whole when it is narrower.
-        n_reference: reference items to linearise at: the most popular, then random ones.
-        seed: seed of the random reference items and of popularity ties.
-
-    Returns:
-        The index.
+        n_reference: reference items to linearise at.
+        seed: seed of the order of reference items with equal support.
     """
-    n = category.n_items
     width = 2 * category.profile.shape[1]
-    gram = torch.zeros(width, width, dtype=torch.float64)
-    for start in range(0, n, _CHUNK_ROWS):
-        attrs = linear_features(category, state, torch.arange(start, min(n, start + _CHUNK_ROWS)))
-        attrs = attrs[:, :width].double()
-        gram += attrs.T @ attrs
-    eigenvalues, eigenvectors = torch.linalg.eigh(gram)  # ascending
-    eigenvalues, eigenvectors = eigenvalues.flip(0).clamp_min(0), eigenvectors.flip(1)
-    total = float(eigenvalues.sum())
-    # directions with (numerically) no energy carry no item information: drop them
-    useful = int((eigenvalues > max(total, 1e-30) * 1e-9).sum())
-    keep = max(1, min(rank, useful))
-    basis = eigenvectors[:, :keep].float().contiguous()
-    vectors = torch.empty(n, keep + 2)
-    for start in range(0, n, _CHUNK_ROWS):
-        stop = min(n, start + _CHUNK_ROWS)
-        phi = linear_features(category, state, torch.arange(start, stop))
-        vectors[start:stop, :keep] = phi[:, :width] @ basis
-        vectors[start:stop, keep:] = phi[:, width:]
     generator = torch.Generator().manual_seed(seed)
+    # The Gram matrix only steers the projection's directions: a large sample of the items
+    # estimates it well, at a fraction of the cost (it is n x (2D)^2, the largest term at 1e6).
+    n = category.n_items
+    sample = torch.randperm(n, generator=generator)[:_GRAM_SAMPLE].sort().values
+    gram = torch.zeros(width, width, dtype=torch.float64)
+    for chunk in _chunks(len(sample)):
+        attrs = linear_features(category, state, sample[chunk])[:, :width]
+        gram += (attrs.T @ attrs).double()
+    gram *= n / max(1, len(sample))
     # popularity first; the random jitter (< 1) only orders ties, e.g. the many unsupported items
-    jittered = state.pop + torch.rand(n, generator=generator)
-    reference = torch.topk(jittered, min(n, n_reference)).indices
-    energy = float(eigenvalues[:keep].sum()) / total if total > 0 else 1.0
+    jittered = state.pop + torch.rand(category.n_items, generator=generator)
+    reference = torch.topk(jittered, min(category.n_items, n_reference)).indices
     return ItemIndex(
-        vectors=vectors.contiguous(),
-        basis=basis,
+        gram=gram,
         reference=reference,
-        energy=energy,
+        reference_features=linear_features(category, state, reference),
         fingerprint=category_fingerprint(category),
     )
+
+
+def fit_projection(
+    category: CategoryData,
+    state: SupportState,
+    index: ItemIndex,
+    queries: Tensor,
+    *,
+    rank: int = DEFAULT_RANK,
+) -> Projection:
+    """Fit the projection to a sample of queries and write the items' projected vectors.
+
+    Args:
+        category, state: the category (as :func:`build_index` saw it).
+        index: its item index.
+        queries: (m, 2D) attribute queries of a sample of users under the parameters served.
+        rank: projected width (the whole ``2D`` makes the dot product exact).
+
+    Returns:
+        The projection.
+    """
+    width = index.gram.shape[0]
+    q = queries.double()
+    second = q.T @ q / max(1, len(q))
+    second += _QUERY_RIDGE * max(float(second.trace()) / width, 1e-12) * torch.eye(width)
+    values, vectors = torch.linalg.eigh(second)
+    values = values.clamp_min(float(values.max()) * 1e-12)
+    lift = vectors * values.sqrt()  # L: C_q = L L^T
+    unlift = (vectors / values.sqrt()).T  # L^-1
+    _, directions = torch.linalg.eigh(lift.T @ index.gram @ lift)
+    keep = directions.flip(1)[:, : min(rank, width)]  # W: the top eigenvectors
+    item_side = (lift @ keep).float()  # (2D, rank)
+    return Projection(
+        vectors=_project_items(category, state, item_side),
+        transform=(keep.T @ unlift).float().contiguous(),
+    )
+
+
+def _project_items(category: CategoryData, state: SupportState, item_side: Tensor) -> Tensor:
+    """(n_items, rank + 2) ``[phi_attr @ item_side, log1p(pop), pop / pop_max]``.
+
+    Computed without materialising ``phi``: with ``z = [x, cf]`` and ``phi_attr = [z, z / |z|]``,
+    ``phi_attr @ B = z @ B_top + (z @ B_bottom) / |z|``, and ``z @ B = x @ B_x + cf @ B_cf``.
+    """
+    d_all = category.profile.shape[1]
+    d_attr = category.item_x.shape[1]
+    rank = item_side.shape[1]
+    both = torch.cat([item_side[:d_all], item_side[d_all:]], dim=1)  # (D, 2 rank)
+    out = torch.empty(category.n_items, rank + 2)
+    pop = state.pop
+    for chunk in _chunks(category.n_items):
+        x = category.item_x[chunk]
+        cf = state.item_cf_sum[chunk] / pop[chunk].clamp_min(1.0)[:, None]
+        norm = (x.square().sum(1) + cf.square().sum(1)).sqrt().clamp_min(_EPS)
+        projected = x @ both[:d_attr] + cf @ both[d_attr:]
+        out[chunk, :rank] = projected[:, :rank] + projected[:, rank:] / norm[:, None]
+        out[chunk, rank] = torch.log1p(pop[chunk])
+        out[chunk, rank + 1] = pop[chunk] / state.pop_max.clamp_min(1.0)
+    return out
 
 
 def head_gradient(params: Params, h1: Tensor) -> Tensor:
@@ -208,52 +297,75 @@ def head_gradient(params: Params, h1: Tensor) -> Tensor:
     return delta.mean(dim=0)
 
 
-def _user_rows(
-    category: CategoryData, state: SupportState, user: UserInputs, items: Tensor
-) -> Tensor:
-    """(m, d_in) exact scorer rows of ``items`` for ``user`` (the same as candidate_rows_for)."""
-    return pair_features(
-        state.item_repr(category, items),
-        user.profile,
-        user.support_profile,
-        state.pop[items],
-        state.pop_max,
-        user.n_other,
-        user.support_n,
-    )
+@dataclass(frozen=True)
+class FirstLayer:
+    """The scorer's first layer for one user, as a map of the item's linear features:
+    ``h1 = phi @ weight.T + bias`` equals the first layer applied to the user's rows.
+
+    Attributes:
+        weight: (h, 2D + 2) ``M_u``.
+        bias: (h,) ``c_u``.
+    """
+
+    weight: Tensor
+    bias: Tensor
 
 
-def query_vector(
-    params: Params,
-    category: CategoryData,
-    state: SupportState,
-    index: ItemIndex,
-    user: UserInputs,
-) -> Tensor:
-    """The user's query in the index's space: ``index.vectors @ query`` ranks the items.
+def first_layer(params: Params, user: UserInputs) -> FirstLayer:
+    """Fold the user into the first layer (see the module docstring).
 
-    Returns:
-        (rank + 2,) query.
+    Computing ``h1`` this way is exact (the same sums in another order) and several times
+    cheaper than building the scorer's rows: no per-row products or cosines.
 
     Raises:
         ArtifactError: the params do not read rows of this feature width.
     """
-    d = category.profile.shape[1]
+    d = user.profile.shape[0]
     weight, bias = params["layers.0.weight"], params["layers.0.bias"]
     if weight.shape[1] != 3 * d + N_SCALARS:
         raise ArtifactError(
             f"the model's first layer reads {weight.shape[1]} inputs, but this store's items give "
             f"{3 * d + N_SCALARS}; the model was trained on other features: retrain it"
         )
-    rows = _user_rows(category, state, user, index.reference)
-    g = head_gradient(params, F.linear(rows, weight, bias))
-    w_item, w_profile, w_support = weight[:, :d], weight[:, d : 2 * d], weight[:, 2 * d : 3 * d]
-    w_scalars = weight[:, 3 * d :].T @ g  # (N_SCALARS,): log1p(pop), pop share, cos p, cos s
     profile, support = user.profile, user.support_profile
-    q_item = w_item.T @ g + profile * (w_profile.T @ g) + support * (w_support.T @ g)
-    q_unit = w_scalars[2] * _unit(profile) + w_scalars[3] * _unit(support)
-    q_attr = torch.cat([q_item, q_unit]) @ index.basis
-    return torch.cat([q_attr, w_scalars[:2]])
+    w_scalars = weight[:, 3 * d :]  # log1p(pop), pop share, cos p, cos s, log1p(n_other), ...
+    w_item = weight[:, :d] + weight[:, d : 2 * d] * profile + weight[:, 2 * d : 3 * d] * support
+    w_unit = w_scalars[:, 2:3] * _unit(profile) + w_scalars[:, 3:4] * _unit(support)
+    constant = (
+        bias
+        + w_scalars[:, 4] * torch.log1p(user.n_other)
+        + w_scalars[:, 5] * torch.log1p(user.support_n)
+    )
+    return FirstLayer(torch.cat([w_item, w_unit, w_scalars[:, :2]], dim=1), constant)
+
+
+def head(params: Params, h1: Tensor) -> Tensor:
+    """The scorer after its first layer: ``(m, h)`` pre-activations to ``(m,)`` scores."""
+    n_layers = len(params) // 2
+    if n_layers == 1:
+        return h1.squeeze(-1)
+    out = F.relu(h1)
+    for i in range(1, n_layers):
+        out = F.linear(out, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
+        if i < n_layers - 1:
+            out = F.relu(out)
+    return out.squeeze(-1)
+
+
+def user_query(params: Params, index: ItemIndex, user: UserInputs) -> Query:
+    """The user's linearised score: ``phi_i . q`` ranks the category's items.
+
+    Raises:
+        ArtifactError: the params do not read rows of this feature width.
+    """
+    layer = first_layer(params, user)
+    return _query(params, index, layer)
+
+
+def _query(params: Params, index: ItemIndex, layer: FirstLayer) -> Query:
+    h1 = F.linear(index.reference_features, layer.weight, layer.bias)
+    q = layer.weight.T @ head_gradient(params, h1)
+    return Query(q[:-2], q[-2:])
 
 
 def _unit(vector: Tensor) -> Tensor:
@@ -265,6 +377,7 @@ def rank_top_k(
     category: CategoryData,
     state: SupportState,
     index: ItemIndex | None,
+    projection: Projection | None,
     user: UserInputs,
     k: int,
     *,
@@ -278,7 +391,9 @@ def rank_top_k(
     Args:
         params: scorer parameters (adapted, or the meta-initialisation).
         category, state: the category and its support state.
-        index: its retrieval index (None: score every item exactly).
+        index, projection: its retrieval index and a projection (None: score every item).
+            A projection fitted for other parameters still works (less precisely): the exact
+            re-rank uses ``params``.
         user: the user's inputs; ``user.seen`` items are never returned.
         k: how many items (fewer when the category has fewer candidates).
         short_list: how many retrieved items the exact MLP re-ranks (at least ``k``).
@@ -294,16 +409,36 @@ def rank_top_k(
     if k <= 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     with torch.no_grad():
-        if index is None or n_allowed <= max(short_list, k):
+        layer = first_layer(params, user)
+        if index is None or projection is None or n_allowed <= max(short_list, k):
             candidates = torch.nonzero(allowed).squeeze(1)
         else:
-            query = query_vector(params, category, state, index, user)
-            approx = index.vectors @ query
+            query = _query(params, index, layer).project(projection)
+            approx = projection.vectors @ query
             approx[user.seen] = -torch.inf
-            candidates = torch.topk(approx, max(short_list, k)).indices
-        exact = score(params, _user_rows(category, state, user, candidates))
+            candidates = top_k_positions(approx, max(short_list, k))
+        phi = linear_features(category, state, candidates)
+        exact = head(params, F.linear(phi, layer.weight, layer.bias))
         top = torch.topk(exact, k)
     return candidates[top.indices], top.values
+
+
+def top_k_positions(values: Tensor, k: int) -> Tensor:
+    """Positions of the ``k`` largest values (in no particular order).
+
+    From 262,144 values on, by blocks: the k largest values lie in the k blocks of 128 with the
+    largest maxima (any other block's values are below k values already), so one pass of block
+    maxima and two small top-k replace one large top-k.
+    """
+    n = len(values)
+    if n < _BLOCK_TOP_K_FROM or k * _BLOCK >= n:
+        return torch.topk(values, k).indices
+    whole = n - n % _BLOCK
+    maxima = values[:whole].view(-1, _BLOCK).amax(dim=1)
+    blocks = torch.topk(maxima, k).indices
+    candidates = (blocks[:, None] * _BLOCK + torch.arange(_BLOCK)).reshape(-1)
+    candidates = torch.cat([candidates, torch.arange(whole, n)])  # the ragged tail, if any
+    return candidates[torch.topk(values[candidates], k).indices]
 
 
 def recall_at_k(retrieved: Tensor, exact_top: Tensor) -> float:

@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
 Text = Annotated[str, StringConstraints(max_length=10_000)]
-CategoryPath = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)]
+CategoryPath = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)
+]
 
 
 class _Body(BaseModel):

@@ -1,0 +1,483 @@
+"""Serving benchmark: latency and throughput of `metarec serve` at 1e4, 1e5 and 1e6 items.
+
+What it does (bounded: a fixed number of requests per catalogue, a fixed concurrency, a
+duration cap; it stops by itself, in about 5 minutes on 2 cores):
+
+1. simulate the bookstore, ingest it, meta-train a small model A (or reuse ``--model`` and
+   ``--store``), and write model B: A's features with perturbed parameters (a retrained head);
+2. add one synthetic category per size to a copy of the store: items resampled from the
+   bookstore's with new ids, and 600 users x 5 support events drawn from a long tail;
+3. in process: open the service, adapt the three categories, time ``Service.recommend`` for
+   known and unknown users, and measure recall@10 of the served top 10 against the exact full
+   ranking (every item scored by the MLP);
+4. over HTTP: start `metarec serve` on 127.0.0.1, drive ``GET /recommend`` from keep-alive
+   connections (a minimal asyncio HTTP/1.1 client, so that the load generator spends as little
+   of the 2 cores as possible), then repeat the 1e5 run while the model is hot-swapped 20 times
+   (B, A, B, ...). Any non-200 answer (swaps included) or broken connection is a failure.
+
+The last line printed is one JSON object::
+
+    {"failed_requests": n, "swaps": s, "http_p99_ms": {"1e4": a, "1e5": b, "1e6": c},
+     "inproc_p99_ms": {"1e4": d, "1e5": e, "1e6": f}, "rps_1e5": r}
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_serve.py [--workdir /tmp/bench-serve] [--sizes 1e4,1e5,1e6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import pandas as pd
+import torch
+
+from metarec.config import load_config
+from metarec.data import Store, ingest
+from metarec.data.ingest import ingest_frames
+from metarec.data.simulate import simulate
+from metarec.pipeline import load_model, save_model, train
+from metarec.serving.retrieval import first_layer, head, linear_features
+from metarec.serving.service import Service
+from metarec.serving.settings import ServeSettings
+
+TOKEN = "bench-serve-token"
+SUPPORT_USERS, SUPPORT_PER_USER = 600, 5
+UNKNOWN_SHARE = 0.05  # share of requests from users the store has never seen (fallback path)
+
+
+def label(n: int) -> str:
+    return f"1e{len(str(n)) - 1}"
+
+
+def category_of(n: int) -> str:
+    return f"Bench > Items {label(n)}"
+
+
+# ---- 1. data and models ------------------------------------------------------------------------
+
+
+def prepare_models(workdir: Path, steps: int) -> tuple[Path, Path, Path]:
+    """Simulate, ingest, train model A; write model B. Returns (store, model A, model B)."""
+    data, store, model_a = workdir / "data", workdir / "base.duckdb", workdir / "model-a"
+    if not store.exists():
+        simulate(data, seed=0)
+        ingest(data, store, fmt="table")
+    if not (model_a / "manifest.json").exists():
+        config = load_config(data / "metarec.toml", seed=0)
+        config = config.model_copy(
+            update={"meta": config.meta.model_copy(update={"meta_steps": steps})}
+        )
+        with Store.open(store, read_only=True) as opened:
+            save_model(train(opened, config, progress=False, validate_every=steps), model_a)
+    model = load_model(model_a)
+    generator = torch.Generator().manual_seed(1)
+    params = {
+        k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in model.params.items()
+    }
+    model_b = save_model(dataclasses.replace(model, params=params), workdir / "model-b")
+    return store, model_a, model_b
+
+
+def add_categories(store: Path, sizes: list[int], seed: int = 0) -> None:
+    """One synthetic category per size: resampled items, long-tailed support events."""
+    rng = np.random.default_rng(seed)
+    with Store.open(store) as opened:
+        base = opened.items()
+        users = opened.users()["user_id"].to_numpy()
+        frames, events = [], []
+        for n in sizes:
+            source = base.sample(n, replace=True, random_state=seed).reset_index(drop=True)
+            ids = np.char.add(f"b{label(n)}-", np.arange(n).astype(str))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "item_id": ids,
+                        "category": category_of(n),
+                        "title": source["title"],
+                        "authors": source["authors"],
+                        "publisher": source["publisher"],
+                        "brand": source["brand"],
+                        "year": source["year"] + rng.integers(-3, 4, n),
+                        "price": source["price"] * rng.uniform(0.8, 1.2, n),
+                    }
+                )
+            )
+            weights = 1.0 / np.arange(1, n + 1) ** 0.8
+            weights /= weights.sum()
+            for user in rng.choice(users, SUPPORT_USERS, replace=False):
+                for item in rng.choice(n, SUPPORT_PER_USER, replace=False, p=weights):
+                    events.append((user, ids[item], 1_800_000_000 + len(events), "order"))
+        ingest_frames(
+            pd.DataFrame(events, columns=["user_id", "item_id", "timestamp", "event"]),
+            opened,
+            items=pd.concat(frames, ignore_index=True),
+        )
+
+
+def request_users(store_users: np.ndarray, count: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    users = rng.choice(store_users, count).astype(object)
+    unknown = rng.random(count) < UNKNOWN_SHARE
+    users[unknown] = [f"nobody-{i}" for i in range(int(unknown.sum()))]
+    return [str(u) for u in users]
+
+
+# ---- 3. in process -------------------------------------------------------------------------------
+
+
+def in_process(settings: ServeSettings, sizes: list[int], requests: dict[int, int]) -> dict:
+    service = Service.open(settings)
+    service.start()
+    try:
+        for n in sizes:
+            started = time.perf_counter()
+            service.submit_adapt(category_of(n)).future.result(timeout=600)
+            print(f"adapted {category_of(n)} in {time.perf_counter() - started:.1f} s", flush=True)
+        users = np.array(list(service.snapshot.users))
+        out = {}
+        for n in sizes:
+            category = category_of(n)
+            names = request_users(users, requests[n], seed=n)
+            for name in names[:20]:  # warm-up
+                service.recommend(name, category, 10)
+            latencies = []
+            for name in names:
+                started = time.perf_counter()
+                service.recommend(name, category, 10)
+                latencies.append(time.perf_counter() - started)
+            recall = short_list_recall(service, category, users, 20 if n <= 100_000 else 10)
+            out[n] = {**percentiles(latencies), "recall_at_10": recall}
+            print(f"in-process {label(n)}: {out[n]} {load_average()}", flush=True)
+        return out
+    finally:
+        service.close()
+
+
+def short_list_recall(service: Service, category: str, users: np.ndarray, count: int) -> float:
+    """Mean recall@10 of the served top 10 against the exact full ranking (every item scored
+    by the MLP: the library's rows up to 1e5 items; beyond, the first layer folded with the user,
+    which equals them to 1e-5 (tests/serving/test_retrieval.py) and fits in memory)."""
+    snapshot = service.snapshot
+    recommender = snapshot.recommender
+    adaptation = recommender.adaptation(category)
+    assert adaptation is not None
+    view = snapshot.views[(category, adaptation.as_of)]
+    rng = np.random.default_rng(7)
+    recalls = []
+    for name in rng.choice(users, count, replace=False):
+        served = service.recommend(str(name), category, 10)
+        user_idx = snapshot.users[str(name)]
+        user, params = recommender.personalise(view.data, view.state, adaptation.params, user_idx)
+        if view.data.n_items <= 100_000:
+            seen = np.zeros(view.data.n_items, dtype=bool)
+            exact = recommender._user_scores(view.data, view.state, params, user_idx, seen)
+        else:
+            exact = folded_scores(view, params, user)
+        exact[user.seen] = -torch.inf
+        top = set(view.item_ids[torch.topk(exact, 10).indices.numpy()].tolist())
+        recalls.append(len(top & {item.item_id for item in served.items}) / 10)
+    return float(np.mean(recalls))
+
+
+def folded_scores(view, params, user) -> torch.Tensor:
+    """(n_items,) exact scores of every item, in chunks, through the folded first layer."""
+    layer = first_layer(params, user)
+    out = torch.empty(view.data.n_items)
+    for start in range(0, view.data.n_items, 65_536):
+        items = torch.arange(start, min(view.data.n_items, start + 65_536))
+        phi = linear_features(view.data, view.state, items)
+        out[items] = head(params, torch.nn.functional.linear(phi, layer.weight, layer.bias))
+    return out
+
+
+def percentiles(latencies: list[float]) -> dict[str, float]:
+    ms = np.asarray(latencies) * 1000
+    return {
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p95_ms": round(float(np.percentile(ms, 95)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "n": len(latencies),
+    }
+
+
+# ---- 4. over HTTP --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(settings: ServeSettings, workdir: Path, torch_threads: int) -> subprocess.Popen:
+    token = workdir / "token"
+    token.write_text(TOKEN)
+    command = [
+        sys.executable,
+        "-c",
+        "from metarec.cli import main; main()",
+        "serve",
+        "--model",
+        str(settings.model_dir),
+        "--store",
+        str(settings.store_path),
+        "--port",
+        str(settings.port),
+        "--token-file",
+        str(token),
+    ]
+    command += ["--torch-threads", str(torch_threads)]
+    log = (workdir / "server.log").open("w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600
+    url = f"http://127.0.0.1:{settings.port}"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the server exited: {(workdir / 'server.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    process.kill()
+    raise SystemExit("the server did not become ready in 600 s")
+
+
+async def load(
+    port: int,
+    category: str,
+    users: list[str],
+    concurrency: int,
+    max_seconds: float,
+    until: threading.Thread | None = None,
+) -> dict:
+    """Send one GET /recommend per user over ``concurrency`` keep-alive connections; with
+    ``until``, keep cycling through the users while that thread runs (within ``max_seconds``)."""
+    cat = quote(category)
+    queue = iter(users) if until is None else _while_alive(users, until)
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + max_seconds
+
+    async def connection() -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            for user in queue:
+                if time.monotonic() > deadline:
+                    return
+                request = (
+                    f"GET /recommend?user_id={quote(user)}&category={cat}&k=10 HTTP/1.1\r\n"
+                    "Host: bench\r\n\r\n"
+                ).encode()
+                started = time.perf_counter()
+                try:
+                    writer.write(request)
+                    status = await asyncio.wait_for(read_response(reader), 30)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                    failures += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                latencies.append(time.perf_counter() - started)
+                if status != 200:
+                    failures += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return {
+        **percentiles(latencies),
+        "failed": failures,
+        "rps": round(len(latencies) / elapsed, 1),
+        "seconds": round(elapsed, 2),
+    }
+
+
+def _while_alive(users: list[str], thread: threading.Thread) -> Iterator[str]:
+    for n, user in enumerate(itertools.cycle(users)):
+        if n >= len(users) and not thread.is_alive():
+            return
+        yield user
+
+
+def load_average() -> str:
+    return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+async def read_response(reader: asyncio.StreamReader) -> int:
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b""):
+            break
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    await reader.readexactly(length)
+    return status
+
+
+def swap_models(url: str, models: list[Path], count: int, done: list[dict]) -> None:
+    """POST /admin/model ``count`` times, alternating ``models``; records each outcome."""
+    with httpx.Client(base_url=url, timeout=600) as http:
+        for path in itertools.islice(itertools.cycle(models), count):
+            started = time.perf_counter()
+            response = http.post(
+                "/admin/model",
+                json={"path": str(path)},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            done.append({"status": response.status_code, "seconds": time.perf_counter() - started})
+            time.sleep(0.2)
+
+
+def over_http(
+    settings: ServeSettings,
+    workdir: Path,
+    sizes: list[int],
+    requests: dict[int, int],
+    concurrency: int,
+    max_seconds: float,
+    swaps: int,
+    model_b: Path,
+    torch_threads: int,
+) -> tuple[dict, list[dict]]:
+    started = time.perf_counter()
+    process = start_server(settings, workdir, torch_threads)
+    print(f"server ready in {time.perf_counter() - started:.1f} s", flush=True)
+    url = f"http://127.0.0.1:{settings.port}"
+    users = json.loads((workdir / "users.json").read_text())
+    results: dict[str, dict] = {}
+    swapped: list[dict] = []
+    try:
+        for n in sizes:
+            names = request_users(np.array(users), requests[n], seed=n + 1)
+            asyncio.run(load(settings.port, category_of(n), names[:50], 4, 30))  # warm-up
+            results[label(n)] = asyncio.run(
+                load(settings.port, category_of(n), names, concurrency, max_seconds)
+            )
+            print(f"http {label(n)}: {results[label(n)]} {load_average()}", flush=True)
+        # the same load on the middle catalogue, with `swaps` hot swaps (B, A, B, ...) during it
+        n = 100_000 if 100_000 in sizes else sizes[len(sizes) // 2]
+        names = request_users(np.array(users), requests[n], seed=n + 2)
+        swapper = threading.Thread(
+            target=swap_models, args=(url, [model_b, settings.model_dir], swaps, swapped)
+        )
+        swapper.start()
+        results["swaps"] = asyncio.run(
+            load(settings.port, category_of(n), names, concurrency, max_seconds, until=swapper)
+        )
+        swapper.join()
+        results["swaps"]["items"] = label(n)
+        print(f"http {label(n)} with {len(swapped)} swaps: {results['swaps']}", flush=True)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    return results, swapped
+
+
+# ---- main ----------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-serve"))
+    parser.add_argument("--sizes", default="1e4,1e5,1e6")
+    parser.add_argument("--steps", type=int, default=100, help="meta-training steps of model A")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", default="3000,6000,400", help="HTTP requests per size")
+    parser.add_argument("--inproc-requests", default="2000,2000,200")
+    parser.add_argument("--max-seconds", type=float, default=40.0, help="cap per HTTP run")
+    parser.add_argument("--swaps", type=int, default=20)
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per op")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.torch_threads)  # as the server does (metarec serve)
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    http_requests = dict(zip(sizes, map(int, args.requests.split(",")), strict=False))
+    inproc_requests = dict(zip(sizes, map(int, args.inproc_requests.split(",")), strict=False))
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    begun = time.perf_counter()
+
+    base, model_a, model_b = prepare_models(workdir, args.steps)
+    store = workdir / "bench.duckdb"
+    shutil.copy(base, store)
+    add_categories(store, sizes)
+    with Store.open(store, read_only=True) as opened:
+        (workdir / "users.json").write_text(json.dumps(opened.users()["user_id"].tolist()))
+    print(f"data and models ready in {time.perf_counter() - begun:.0f} s", flush=True)
+
+    settings = ServeSettings(
+        model_dir=model_a, store_path=store, token=TOKEN, port=free_port(), max_in_flight=1024
+    )
+    inproc = in_process(settings, sizes, inproc_requests)
+    http, swapped = over_http(
+        settings,
+        workdir,
+        sizes,
+        http_requests,
+        args.concurrency,
+        args.max_seconds,
+        args.swaps,
+        model_b,
+        args.torch_threads,
+    )
+
+    print(f"\ntotal {time.perf_counter() - begun:.0f} s; {os.cpu_count()} CPUs; {load_average()}")
+    print("| items | in-process p50 / p95 / p99 ms | recall@10 | HTTP p50 / p95 / p99 ms | req/s |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        a, b = inproc[n], http[label(n)]
+        recall = f"{a['recall_at_10']:.3f}"
+        print(
+            f"| {label(n)} | {a['p50_ms']} / {a['p95_ms']} / {a['p99_ms']} | {recall} | "
+            f"{b['p50_ms']} / {b['p95_ms']} / {b['p99_ms']} | {b['rps']} |"
+        )
+    during = http["swaps"]
+    print(
+        f"| {during['items']} during {len(swapped)} swaps | | | {during['p50_ms']} / "
+        f"{during['p95_ms']} / {during['p99_ms']} | {during['rps']} |"
+    )
+    swap_seconds = [round(s["seconds"], 2) for s in swapped]
+    print(f"swaps: statuses {[s['status'] for s in swapped]}, seconds {swap_seconds}")
+    failed = sum(r["failed"] for r in http.values()) + sum(s["status"] != 200 for s in swapped)
+    summary = {
+        "failed_requests": failed,
+        "swaps": sum(s["status"] == 200 for s in swapped),
+        "http_p99_ms": {label(n): http[label(n)]["p99_ms"] for n in sizes},
+        "inproc_p99_ms": {label(n): inproc[n]["p99_ms"] for n in sizes},
+        "rps_1e5": http.get("1e5", {}).get("rps"),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,398 @@
+"""The HTTP app: a factory over a :class:`~metarec.serving.service.Service` (no module state).
+
+``create_app(settings)`` builds a FastAPI app whose lifespan opens the service (store, model,
+worker) and closes it; ``create_app(settings, service=...)`` serves a service the caller opened
+and will close (what `metarec serve` does, so that a damaged model or a locked store fails before
+the server listens). Endpoints, status codes and the curl session: docs/SERVING.md.
+
+Pure ASGI middleware (cheaper than ``BaseHTTPMiddleware`` on every request) enforces the body
+limit (413) and the in-flight limit (503 + ``Retry-After``) and records request metrics. Library
+errors map to status codes in one handler (:data:`ERROR_STATUS`).
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, and
+# the ``k`` bound refers to the factory's ``settings``, which a string annotation cannot see.
+import asyncio
+import functools
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException
+
+from metarec.errors import (
+    ArtifactError,
+    BadRowsError,
+    ConfigError,
+    DataError,
+    MetarecError,
+    NotAdaptedError,
+    StoreError,
+    UnknownCategoryError,
+    UnknownUserError,
+)
+from metarec.serving import schemas
+from metarec.serving.service import EventsRejectedError, Service, ServiceBusyError
+from metarec.serving.settings import ServeSettings
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# The first class in a raised error's MRO found here decides the status.
+ERROR_STATUS: dict[type[MetarecError], int] = {
+    ServiceBusyError: 503,
+    BadRowsError: 422,
+    UnknownCategoryError: 404,
+    UnknownUserError: 404,
+    NotAdaptedError: 409,
+    ArtifactError: 422,
+    StoreError: 503,
+    ConfigError: 422,
+    DataError: 422,
+    MetarecError: 400,
+}
+_JSON = "application/json"
+_EXEMPT = ("/health/", "/metrics")  # answered even when the service is saturated
+
+
+def create_app(settings: ServeSettings, *, service: Service | None = None) -> FastAPI:
+    """Build the HTTP app.
+
+    Args:
+        settings: the service settings (token, limits, paths).
+        service: an opened service to serve (started here, closed by the caller); None opens
+            one from ``settings`` when the app starts and closes it when the app stops.
+
+    Returns:
+        The FastAPI app (run it with one uvicorn worker: the process owns the store).
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        opened: Service = (
+            service
+            if service is not None
+            else await anyio.to_thread.run_sync(Service.open, settings)
+        )
+        opened.start()
+        app.state.compute = anyio.CapacityLimiter(settings.compute_threads)
+        app.state.service = opened
+        try:
+            yield
+        finally:
+            app.state.service = None
+            if service is None:
+                await anyio.to_thread.run_sync(opened.close)
+
+    app = FastAPI(
+        title="metarec",
+        summary="Launch a category, adapt it from its first events, serve top-K.",
+        lifespan=lifespan,
+        responses={
+            401: {"model": schemas.Error, "description": "missing bearer token"},
+            403: {"model": schemas.Error, "description": "wrong bearer token"},
+            413: {"model": schemas.Error, "description": "request body too large"},
+            503: {"model": schemas.Error, "description": "saturated: retry after Retry-After"},
+        },
+    )
+    app.state.service = None
+    app.add_middleware(_Guard, settings=settings)
+    _add_error_handlers(app, settings)
+    authorised = [Depends(_token_checker(settings))]
+
+    @app.get("/recommend", response_model=schemas.Recommendation, tags=["read"])
+    async def recommend(
+        request: Request,
+        user_id: Annotated[str, Query(min_length=1, max_length=256)],
+        category: Annotated[str, Query(min_length=1, max_length=512)],
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
+    ) -> Response:
+        """Top-k items of a category for a user (fallback named when not personalised)."""
+        service = _service(request)
+        result = await anyio.to_thread.run_sync(
+            functools.partial(service.recommend, user_id, category, k),
+            limiter=request.app.state.compute,
+        )
+        return Response(result.model_dump_json(), media_type=_JSON)
+
+    @app.post(
+        "/events", response_model=schemas.EventsResponse, dependencies=authorised, tags=["write"]
+    )
+    async def post_events(
+        request: Request,
+        body: schemas.EventsRequest,
+        skip_bad_rows: bool = False,
+    ) -> schemas.EventsResponse:
+        """Store a batch of events; acknowledged means committed. Re-sending never duplicates."""
+        service = _service(request)
+        return await anyio.to_thread.run_sync(
+            functools.partial(service.post_events, body.events, skip_bad_rows=skip_bad_rows)
+        )
+
+    @app.post(
+        "/categories",
+        response_model=schemas.LaunchResponse,
+        status_code=201,
+        dependencies=authorised,
+        tags=["write"],
+    )
+    async def launch(request: Request, body: schemas.LaunchRequest) -> schemas.LaunchResponse:
+        """Launch a category with its items (re-posting the same items changes nothing)."""
+        service = _service(request)
+        return await anyio.to_thread.run_sync(service.launch, body)
+
+    @app.get("/categories/{category:path}", response_model=schemas.CategoryStatus, tags=["read"])
+    async def category_status(request: Request, category: str) -> schemas.CategoryStatus:
+        """Size, support so far, adaptation version and latest adaptation job."""
+        return _service(request).category_status(category)
+
+    @app.post(
+        "/categories/{category:path}/adapt",
+        response_model=schemas.JobInfo,
+        status_code=202,
+        dependencies=authorised,
+        tags=["write"],
+    )
+    async def adapt(request: Request, category: str) -> schemas.JobInfo:
+        """Adapt the category from its events so far, in the background (poll its status)."""
+        return _service(request).submit_adapt(category).info()
+
+    @app.get("/jobs/{job_id}", response_model=schemas.JobInfo, tags=["read"])
+    async def job(request: Request, job_id: str) -> schemas.JobInfo:
+        """A background job's state."""
+        found = _service(request).job(job_id)
+        if found is None:
+            raise HTTPException(404, f"no job {job_id!r} (finished jobs are kept for a while)")
+        return found.info()
+
+    @app.post(
+        "/admin/model",
+        response_model=schemas.ModelSwapResponse,
+        dependencies=authorised,
+        tags=["admin"],
+    )
+    async def swap_model(
+        request: Request, body: schemas.ModelSwapRequest
+    ) -> schemas.ModelSwapResponse:
+        """Hot-swap the meta-model: verified, loaded and smoke-tested aside, then swapped."""
+        job = _service(request).submit_swap(body.path)
+        try:
+            result = await asyncio.wait_for(
+                asyncio.wrap_future(job.future), settings.job_timeout_seconds
+            )
+        except TimeoutError as exc:
+            raise HTTPException(
+                504, f"the swap is still running ({job.job_id}); GET /jobs/{job.job_id}"
+            ) from exc
+        assert isinstance(result, schemas.ModelSwapResponse)
+        return result
+
+    @app.get("/health/live", response_model=schemas.Health, tags=["health"])
+    async def live() -> schemas.Health:
+        """The process answers."""
+        return schemas.Health(status="live")
+
+    @app.get(
+        "/health/ready",
+        response_model=schemas.Health,
+        responses={503: {"model": schemas.Health}},
+        tags=["health"],
+    )
+    async def ready(request: Request) -> Response:
+        """Ready to serve: the model is loaded and the background worker runs."""
+        service: Service | None = request.app.state.service
+        if service is None or not service.ready:
+            body = schemas.Health(status="starting" if service is None else "stopping")
+            return Response(body.model_dump_json(), status_code=503, media_type=_JSON)
+        body = schemas.Health(
+            status="ready",
+            model_version=service.model_version,
+            data_version=service.snapshot.data_version,
+        )
+        return Response(body.model_dump_json(), media_type=_JSON)
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (text format)."""
+        return Response(
+            generate_latest(_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
+
+    return app
+
+
+def _service(request: Request) -> Service:
+    service: Service | None = request.app.state.service
+    if service is None:
+        raise ServiceBusyError("the service is starting; retry in a moment")
+    return service
+
+
+def _token_checker(settings: ServeSettings) -> Callable[..., None]:
+    bearer = HTTPBearer(auto_error=False)
+    expected = settings.token.get_secret_value().encode()
+
+    def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
+        if credentials is None:
+            raise HTTPException(
+                401,
+                "this endpoint needs the service's token: send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        # constant-time comparison; the token itself is never logged or echoed
+        if not hmac.compare_digest(credentials.credentials.encode(), expected):
+            raise HTTPException(403, "wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
+    retry_after = {"Retry-After": str(settings.retry_after_seconds)}
+
+    @app.exception_handler(MetarecError)
+    async def library_error(request: Request, exc: MetarecError) -> Response:
+        status = next(ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS)
+        body = schemas.Error(error=type(exc).__name__, detail=str(exc))
+        if isinstance(exc, EventsRejectedError):
+            body = body.model_copy(update={"rejected": exc.rows})
+        headers = retry_after if status == 503 else None
+        return Response(body.model_dump_json(), status, headers=headers, media_type=_JSON)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # Summarised without the offending values: they may be NaN, which JSON cannot carry.
+        problems = [
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        shown = "; ".join(problems[:10]) + (
+            f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+        )
+        body = schemas.Error(error="RequestValidationError", detail=shown)
+        return Response(body.model_dump_json(), 422, media_type=_JSON)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        body = schemas.Error(error=HTTPStatus(exc.status_code).phrase, detail=str(exc.detail))
+        return Response(body.model_dump_json(), exc.status_code, exc.headers, media_type=_JSON)
+
+
+class _Guard:
+    """Body limit (413), in-flight limit (503 + Retry-After) and request metrics, as plain ASGI.
+
+    A body is read completely (up to the limit) before the app sees it, so an oversize body is
+    refused before any handler runs, whether or not the client sent Content-Length.
+    """
+
+    def __init__(
+        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, settings: ServeSettings
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        service: Service | None = scope["app"].state.service
+        exempt = scope["path"].startswith(_EXEMPT)
+        if not exempt and self.in_flight >= self.settings.max_in_flight:
+            if service is not None:
+                service.metrics.busy.labels("in_flight").inc()
+            await _reply(
+                send,
+                503,
+                ServiceBusyError.__name__,
+                f"{self.in_flight} requests in flight (the limit); retry in a moment",
+                [(b"retry-after", str(self.settings.retry_after_seconds).encode())],
+            )
+            return
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            body = await self._read_body(scope, receive, send)
+            if body is None:
+                return
+            receive = _replay(body, receive)
+        status = 500
+
+        async def tracked(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.in_flight += 1
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            self.in_flight -= 1
+            if service is not None:
+                route = getattr(scope.get("route"), "path", "unmatched")
+                service.metrics.latency.labels(route).observe(time.perf_counter() - started)
+                service.metrics.requests.labels(route, scope["method"], str(status)).inc()
+
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None after answering 413 (or when the client went away)."""
+        limit = self.settings.max_body_bytes
+        declared = dict(scope["headers"]).get(b"content-length")
+        too_large = f"request body over {limit} bytes; send smaller batches"
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _reply(send, 413, "PayloadTooLarge", too_large, [(b"connection", b"close")])
+            return None
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            if len(body) > limit:
+                await _reply(send, 413, "PayloadTooLarge", too_large, [(b"connection", b"close")])
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the already-read body, then the client's later messages."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _reply(
+    send: Send, status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    payload = json.dumps({"error": error, "detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", _JSON.encode()),
+                (b"content-length", str(len(payload)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
