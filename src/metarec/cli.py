@@ -426,6 +426,7 @@ def serve(
             f"serving {model} (version {service.model_version}) on http://{host}:{port} "
             f"(store {store}); docs at /docs",
             highlight=False,
+            soft_wrap=True,
         )
         uvicorn.run(
             create_app(settings, service=service),

@@ -44,12 +44,8 @@ def service_of(client: TestClient) -> Service:
 
 def store_rows(client: TestClient) -> tuple[int, int, int]:
     """(interactions, items, users) in the live store."""
-    connection = service_of(client).store.connection
-    row = connection.execute(
-        "SELECT (SELECT count(*) FROM interactions), (SELECT count(*) FROM items), "
-        "(SELECT count(*) FROM users)"
-    ).fetchall()[0]
-    return int(row[0]), int(row[1]), int(row[2])
+    stats = service_of(client).with_store(lambda store: store.stats())
+    return stats["n_interactions"], stats["n_items"], stats["n_users"]
 
 
 def event(n: int, user: str = "u1", item: str = "c7-i3", **extra: object) -> dict[str, object]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+import pytest
 from tests.serving.test_service import TOKEN, copy_store
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -169,3 +170,29 @@ def test_acknowledged_events_survive_kill_9(
     assert total == distinct  # none twice
     # the batch in flight at the kill is all there or not at all (one transaction)
     assert total - before in (len(acked_ids), len(acked_ids) + len(in_flight))
+
+
+def test_serve_refuses_to_start_without_a_token_or_with_a_damaged_model(
+    known_store: Path, known_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+
+    runner = CliRunner()
+    store = copy_store(known_store, tmp_path)
+    command = ["serve", "--model", str(known_model_dir), "--store", str(store)]
+    monkeypatch.delenv("METAREC_TOKEN", raising=False)
+    no_token = runner.invoke(app, command)
+    assert no_token.exit_code == 2 and "--token-file" in no_token.output
+
+    monkeypatch.setenv("METAREC_TOKEN", "short")
+    short = runner.invoke(app, command)
+    assert short.exit_code == 2 and "token" in short.output and "short" not in short.output
+
+    monkeypatch.setenv("METAREC_TOKEN", TOKEN)
+    (known_model_dir / "params.safetensors").write_bytes(b"damaged")
+    damaged = runner.invoke(app, command)
+    assert damaged.exit_code == 2 and "params.safetensors" in damaged.output
+    with duckdb.connect(str(store)) as connection:  # the refused start released the store
+        assert connection.execute("SELECT count(*) FROM items").fetchall()[0][0] > 0

@@ -57,9 +57,13 @@ def events(pairs: list[tuple[str, str]], prefix: str = "e") -> list[schemas.Even
 
 
 def count_interactions(service: Service) -> int:
-    return int(
-        service.store.connection.execute("SELECT count(*) FROM interactions").fetchall()[0][0]
-    )
+    return service.with_store(lambda store: store.stats()["n_interactions"])
+
+
+def library_recommend(service: Service, user: str, category: str, k: int):
+    """The library's answer on the service's data (it reads the store: under the store lock)."""
+    recommender = service.snapshot.recommender
+    return service.with_store(lambda _: recommender.recommend(user, category, k))
 
 
 @pytest.fixture()
@@ -78,14 +82,14 @@ def test_rankings_equal_the_library(service: Service) -> None:
     adaptation = service.submit_adapt(KNOWN_HELD_OUT).future.result(timeout=60)
     assert adaptation.version == 1
     served = service.recommend("u0", KNOWN_HELD_OUT, 5)
-    library = service.snapshot.recommender.recommend("u0", KNOWN_HELD_OUT, 5)
+    library = library_recommend(service, "u0", KNOWN_HELD_OUT, 5)
     assert served.fallback is None and served.adaptation_version == 1
     assert served.model_version == library.model_version
     assert np.allclose([i.score for i in served.items], [i.score for i in library.items], atol=1e-5)
     assert [i.score for i in served.items] != [i.score for i in zero_shot.items]
 
     unknown = service.recommend("never-seen", KNOWN_HELD_OUT, 3)
-    library_unknown = service.snapshot.recommender.recommend("never-seen", KNOWN_HELD_OUT, 3)
+    library_unknown = library_recommend(service, "never-seen", KNOWN_HELD_OUT, 3)
     assert unknown.fallback == "popularity"
     assert [i.score for i in unknown.items] == [i.score for i in library_unknown.items]
     ranked = [(int(i.item_id.split("-i")[1]), i.score) for i in unknown.items]
@@ -174,11 +178,10 @@ def test_launch_then_serve_a_large_category_with_retrieval(
         service.submit_adapt(category).future.result(timeout=120)
         view = service.snapshot.view((category, None), lambda key: pytest.fail("not prebuilt"))
         assert view.index is not None
-        library = service.snapshot.recommender
         recalls = []
         for user in range(0, 40, 2):
             served = [i.score for i in service.recommend(f"u{user}", category, 10).items]
-            exact = [i.score for i in library.recommend(f"u{user}", category, 10).items]
+            exact = [i.score for i in library_recommend(service, f"u{user}", category, 10).items]
             # many items tie (same attributes, no support): count by score, not by id
             recalls.append(np.mean(np.array(served) >= exact[-1] - 1e-5))
         assert np.mean(recalls) >= 0.95, recalls

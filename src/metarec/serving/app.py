@@ -269,7 +269,9 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
         if isinstance(exc, EventsRejectedError):
             body = body.model_copy(update={"rejected": exc.rows})
         headers = retry_after if status == 503 else None
-        return Response(body.model_dump_json(), status, headers=headers, media_type=_JSON)
+        return Response(
+            body.model_dump_json(exclude_none=True), status, headers=headers, media_type=_JSON
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -282,12 +284,14 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
             f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
         )
         body = schemas.Error(error="RequestValidationError", detail=shown)
-        return Response(body.model_dump_json(), 422, media_type=_JSON)
+        return Response(body.model_dump_json(exclude_none=True), 422, media_type=_JSON)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
         body = schemas.Error(error=HTTPStatus(exc.status_code).phrase, detail=str(exc.detail))
-        return Response(body.model_dump_json(), exc.status_code, exc.headers, media_type=_JSON)
+        return Response(
+            body.model_dump_json(exclude_none=True), exc.status_code, exc.headers, media_type=_JSON
+        )
 
 
 class _Guard:

@@ -117,6 +117,7 @@ class Recommender:
         *,
         catalog: Catalog | None = None,
         item_x: torch.Tensor | None = None,
+        profile_x: torch.Tensor | None = None,
     ) -> None:
         """Bind ``model`` to ``store``.
 
@@ -124,6 +125,8 @@ class Recommender:
             catalog: the store's catalogue, when the caller has just loaded it (else loaded here).
             item_x: (n_items, d) the catalogue's item features under ``model.space``, when the
                 caller already has them (else encoded here).
+            profile_x: (n_items, d + r) ``item_x`` with the model's collaborative factors, when
+                the caller already has them (else built here).
         """
         self.model = model
         self.model_dir = model_dir
@@ -131,7 +134,9 @@ class Recommender:
         self.catalog = catalog if catalog is not None else Catalog.load(store, model.config)
         self.space: FeatureSpace = model.space
         self._item_x = item_x if item_x is not None else self.catalog.item_features(self.space)
-        self._profile_x = torch.cat([self._item_x, model.factors_for(self.catalog.items)], dim=1)
+        if profile_x is None:
+            profile_x = torch.cat([self._item_x, model.factors_for(self.catalog.items)], dim=1)
+        self._profile_x = profile_x
         self._profile_cache: dict[str, ProfileTable] = {}
         self._adapted: dict[str, Adaptation] = self._read_adaptations()
         self._categories: dict[tuple[str, int | None], tuple[CategoryData, SupportState]] = {}
@@ -152,6 +157,15 @@ class Recommender:
             catalog: the store's catalogue, loaded after the writes.
             changed_items: external ids of items whose attributes may have changed.
         """
+        if catalog.items is self.catalog.items and not changed_items:  # the same items table
+            return Recommender(
+                self.model,
+                self.model_dir,
+                self.store,
+                catalog=catalog,
+                item_x=self._item_x,
+                profile_x=self._profile_x,
+            )
         old_ids = self.catalog.items["item_id"].to_numpy()
         new_ids = catalog.items["item_id"].to_numpy()
         n_old = len(old_ids)
@@ -180,6 +194,7 @@ class Recommender:
             self.store,
             catalog=self.catalog if same_positives else None,
             item_x=self._item_x if model.space.to_json() == self.space.to_json() else None,
+            profile_x=self._profile_x if same else None,
         )
         if same:
             other._profile_cache = dict(self._profile_cache)
