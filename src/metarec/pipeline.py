@@ -482,7 +482,7 @@ def train_on(
     generator = torch.Generator().manual_seed(config.seed)
     model = prepare_model(catalog, config, splits, generator)
     # algorithms may add meta-parameters of their own (Meta-SGD: one learned rate per weight)
-    params = model.learner.init_params(model.params)
+    params = build_learner(config.meta).init_params(model.params)
     model.params = params
     train_data = catalog.category_data(splits["train"], model, visible=splits["train"])
     # Validation users' profiles may look at the training categories only (sealed like a launch).

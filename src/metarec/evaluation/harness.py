@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,7 +184,7 @@ def evaluate(
             "the launch protocol needs a timestamp on every interaction and this store has "
             "interactions without one; use --protocol loco"
         )
-    shots_list: list[int | None] = sorted(config.shots) if config.protocol == "loco" else [None]
+    shots_list: list[int | None] = [*sorted(config.shots)] if config.protocol == "loco" else [None]
     # PROTOCOL.md §2 step 1, per shot count: min_users users with more than `shots` positives,
     # and more items than the largest k plus the shots (so every user keeps enough candidates).
     eligible_at = {
@@ -431,7 +431,7 @@ def _records(
     per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]],
     tops: dict[tuple[str, int | None, str, int], float],
     n_users: dict[tuple[str, int | None, str], int],
-    families: dict[str, str],
+    families: Mapping[str, str],
     config: EvalConfig,
 ) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
@@ -514,7 +514,7 @@ def _record(
 
 def _comparisons(
     per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]],
-    families: dict[str, str],
+    families: Mapping[str, str],
     shots_list: Sequence[int | None],
 ) -> list[dict[str, Any]]:
     """Paired Wilcoxon tests on NDCG@10 of every method against the best baseline, per shots."""

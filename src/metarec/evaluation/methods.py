@@ -69,8 +69,9 @@ class MetarecMAML:
 class _Scored:
     """A meta-model seen as a method (for validation during training)."""
 
-    name = "metarec-maml"
-    family: Family = "metarec"
+    name: ClassVar[str] = "metarec-maml"
+    family: ClassVar[Family] = "metarec"
+    grid: ClassVar[list[dict[str, Any]]] = [{}]
 
     def __init__(self, model: MetaModel) -> None:
         self.model = model
@@ -84,7 +85,7 @@ class _Scored:
 
 
 METHODS: dict[str, type[Method]] = {
-    cls.name: cls  # type: ignore[misc]
+    cls.name: cls
     for cls in (
         MetarecMAML,
         Random,
