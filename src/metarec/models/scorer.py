@@ -27,6 +27,15 @@ def layer_sizes(d_in: int, config: ModelConfig) -> list[int]:
     return [d_in, *config.hidden, 1]
 
 
+def layer_count(params: Params) -> int:
+    """Number of linear layers in ``params``.
+
+    Counted from the ``layers.{i}.weight`` keys, not ``len(params)``: params may carry an
+    algorithm's own meta-parameters beside the scorer's (Meta-SGD's ``lr.*`` rates).
+    """
+    return sum(1 for name in params if name.startswith("layers.") and name.endswith(".weight"))
+
+
 def init_params(
     d_in: int,
     config: ModelConfig,
@@ -70,9 +79,7 @@ def score(params: Params, x: Tensor) -> Tensor:
     Returns:
         ``(...)`` logits (apply a sigmoid for probabilities).
     """
-    # count the layers' weights: params may carry an algorithm's extra meta-parameters
-    # (Meta-SGD's "lr.*" rates) beside the scorer's own
-    n_layers = sum(1 for name in params if name.startswith("layers.") and name.endswith(".weight"))
+    n_layers = layer_count(params)
     h = x
     for i in range(n_layers):
         h = F.linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])

@@ -46,6 +46,7 @@ from torch import Tensor
 from metarec.errors import ArtifactError
 from metarec.features.rows import N_SCALARS
 from metarec.meta import Params
+from metarec.models.scorer import layer_count
 from metarec.tasks import CategoryData, SupportState
 
 DEFAULT_RANK = 16
@@ -281,7 +282,7 @@ def head_gradient(params: Params, h1: Tensor) -> Tensor:
     Returns:
         (h,) the mean gradient over the m rows.
     """
-    n_layers = len(params) // 2
+    n_layers = layer_count(params)
     if n_layers == 1:  # no hidden layer: the score is h1 itself
         return torch.ones(h1.shape[1])
     pre = [h1]
@@ -341,7 +342,7 @@ def first_layer(params: Params, user: UserInputs) -> FirstLayer:
 
 def head(params: Params, h1: Tensor) -> Tensor:
     """The scorer after its first layer: ``(m, h)`` pre-activations to ``(m,)`` scores."""
-    n_layers = len(params) // 2
+    n_layers = layer_count(params)
     if n_layers == 1:
         return h1.squeeze(-1)
     out = F.relu(h1)
