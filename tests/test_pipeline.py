@@ -115,3 +115,25 @@ def test_users_as_tasks_train_evaluate_and_serve(known_store: Path, tmp_path: Pa
         recommender = Recommender.open(save_model(model, tmp_path / "model"), store)
         recommender.adapt(KNOWN_HELD_OUT)
         assert len(recommender.recommend("u0", KNOWN_HELD_OUT, k=5).items) == 5
+
+
+def test_folded_candidate_scores_equal_the_row_path(
+    known_store: Path, known_model: MetaModel
+) -> None:
+    """The fast ranking path equals the scorer applied to built rows (training's inputs)."""
+    from metarec.models.scorer import score
+    from metarec.pipeline import candidate_scores
+    from metarec.tasks import candidate_rows
+
+    with Store.open(known_store, read_only=True) as store:
+        catalog = Catalog.load(store, known_model.config)
+    category = catalog.category_data([KNOWN_HELD_OUT], known_model, visible=catalog.categories)[
+        KNOWN_HELD_OUT
+    ]
+    for shots in (0, 1, 3):
+        split = split_k_shot(category, shots)
+        state = support_state(category, split)
+        users = torch.arange(category.n_users)
+        expected = score(known_model.params, candidate_rows(category, state, users))
+        got = candidate_scores(known_model.params, category, state, users)
+        assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)

@@ -36,7 +36,7 @@ from metarec.evaluation.metrics import ranking_metrics
 from metarec.features import FeatureSpace, ProfileTable, input_dim, positives
 from metarec.features.cf import item_factors
 from metarec.meta import Batch, MetaLearner, Params, build_learner, meta_train, stack_batches
-from metarec.models.scorer import init_params, score
+from metarec.models.scorer import init_params, layer_count, score
 from metarec.tasks import (
     CategoryData,
     Split,
@@ -312,10 +312,68 @@ def category_scores(
     users_t = torch.as_tensor(users, dtype=torch.long)
     with torch.no_grad():
         out = [
-            score(adapted, candidate_rows(category, state, users_t[i : i + chunk]))
+            candidate_scores(adapted, category, state, users_t[i : i + chunk])
             for i in range(0, len(users_t), chunk)
         ]
     return torch.cat(out) if out else torch.zeros((0, category.n_items))
+
+
+def candidate_scores(
+    params: Params, category: CategoryData, state: SupportState, users: torch.Tensor
+) -> torch.Tensor:
+    """``score(params, candidate_rows(category, state, users))`` without building the rows.
+
+    The first layer is linear in the item's representation ``z`` for a fixed user, so each user
+    folds into it once (``W_z + W_p * p_u + W_s * s_u``) and meets every item in one batched
+    matmul; only the six scalar features are formed per (user, item). Same sums in another order:
+    equal to the row-building path up to float rounding (tested), several times cheaper in time
+    and memory (no ``(users, items, 3D + 6)`` tensor).
+
+    Args:
+        users: (b,) user positions in ``category``.
+
+    Returns:
+        (b, n_items) scores.
+    """
+    z = state.item_repr(category, torch.arange(category.n_items))  # (n, D)
+    d = z.shape[1]
+    weight, bias = params["layers.0.weight"], params["layers.0.bias"]  # (h, 3D + 6), (h,)
+    profile = category.profile[users]  # (b, D)
+    support_n = state.user_n[users]
+    support = state.user_sum[users] / support_n.clamp_min(1.0)[:, None]
+    folded = (
+        weight[None, :, :d]
+        + weight[None, :, d : 2 * d] * profile[:, None, :]
+        + weight[None, :, 2 * d : 3 * d] * support[:, None, :]
+    )  # (b, h, D)
+    h1 = torch.einsum("bhd,nd->bnh", folded, z)
+    w = weight[:, 3 * d :]  # the N_SCALARS columns, in pair_features' order
+    eps = 1e-6
+    z_unit = z / z.norm(dim=1).clamp_min(eps)[:, None]
+    cos_p = (profile / profile.norm(dim=1).clamp_min(eps)[:, None]) @ z_unit.T  # (b, n)
+    cos_s = (support / support.norm(dim=1).clamp_min(eps)[:, None]) @ z_unit.T
+    item_terms = torch.outer(torch.log1p(state.pop), w[:, 0]) + torch.outer(
+        state.pop / state.pop_max.clamp_min(1.0), w[:, 1]
+    )  # (n, h)
+    user_terms = (
+        torch.outer(torch.log1p(category.n_other[users]), w[:, 4])
+        + torch.outer(torch.log1p(support_n), w[:, 5])
+        + bias
+    )  # (b, h)
+    h1 = (
+        h1
+        + cos_p[..., None] * w[:, 2]
+        + cos_s[..., None] * w[:, 3]
+        + item_terms[None]
+        + user_terms[:, None]
+    )
+    n_layers = layer_count(params)
+    out = h1
+    for i in range(1, n_layers):
+        out = torch.nn.functional.linear(
+            torch.relu(out), params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]
+        )
+    return out.squeeze(-1)
 
 
 def _per_user_scores(
