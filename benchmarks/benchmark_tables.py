@@ -33,7 +33,8 @@ def render(run: Path) -> str:
         f"Source `{config['source']}`, protocol {ev['protocol']}, folds {ev['folds']}"
         + (f" (fixed test {ev['test_categories']})" if ev.get("test_categories") else "")
         + (", quick" if ev["quick"] else "")
-        + f", seed {ev['seed']}. Time in the methods (fitting and scoring): {sum(timings.values()):.0f} s "
+        + f", seed {ev['seed']}. Time in the methods (fitting and scoring): "
+        + f"{sum(timings.values()):.0f} s "
         + "("
         + ", ".join(f"{m} {s:.0f} s" for m, s in timings.items())
         + ")."
