@@ -342,12 +342,13 @@ class Recommender:
         seen = np.zeros(data.n_items, dtype=bool)
         if user_idx is None:
             fallback = "popularity"  # unknown user: nothing personal to go on
-            scores = state.pop - 1e-6 * torch.arange(data.n_items) / max(1, data.n_items)
+            scores = state.pop.clone()
         else:
             scores = self._user_scores(data, state, adaptation.params, user_idx, seen)
         scores = torch.where(torch.as_tensor(seen), torch.tensor(-torch.inf), scores)
         n = min(k, int((~seen).sum()))
-        top = torch.topk(scores, n).indices.numpy()
+        # a stable sort: equal scores (popularity's ties) in item order, as the service ranks
+        top = torch.sort(scores, descending=True, stable=True).indices[:n].numpy()
         items = self.catalog.items.iloc[data.item_idx[top]]
         return Recommendation(
             user_id=user_id,
