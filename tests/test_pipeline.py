@@ -137,3 +137,50 @@ def test_folded_candidate_scores_equal_the_row_path(
         expected = score(known_model.params, candidate_rows(category, state, users))
         got = candidate_scores(known_model.params, category, state, users)
         assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_users_as_tasks_rank_like_adapted_rows(known_store: Path, known_model: MetaModel) -> None:
+    """Per-user adaptation ranks through the folded path exactly as the scorer ranks each
+    user's adapted params on built rows."""
+    from dataclasses import replace
+
+    from metarec.meta import Batch, stack_batches
+    from metarec.models.scorer import score
+    from metarec.pipeline import category_scores, derived_seed
+    from metarec.tasks import Split, candidate_rows
+
+    config = known_model.config.model_copy(
+        update={"tasks": known_model.config.tasks.model_copy(update={"kind": "user"})}
+    )
+    model = replace(known_model, config=config)
+    with Store.open(known_store, read_only=True) as store:
+        catalog = Catalog.load(store, config)
+    category = catalog.category_data([KNOWN_HELD_OUT], model, visible=catalog.categories)[
+        KNOWN_HELD_OUT
+    ]
+    split = split_k_shot(category, 3)
+    users = np.flatnonzero(split.eligible)[:12]
+    got = category_scores(model, category, split, users)
+
+    state = support_state(category, split)
+    generator = torch.Generator().manual_seed(derived_seed(config.seed, category.name))
+    supports = [
+        support_batch(
+            category,
+            state,
+            Split(split.support & (category.pos_user == u), split.query, split.eligible, None),
+            n_negatives=config.tasks.negatives,
+            generator=generator,
+        )
+        for u in users
+    ]
+    stacked = stack_batches(supports)
+    rows = candidate_rows(category, state, torch.as_tensor(users))
+    for i in range(len(users)):
+        adapted = model.learner.adapt(
+            model.params, Batch(stacked.x[i], stacked.y[i], stacked.mask[i])
+        )
+        expected = score({k: v.detach() for k, v in adapted.items()}, rows[i])
+        assert torch.allclose(got[i], expected, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(expected, score(model.params, rows[i]))  # it did adapt
+    assert not torch.allclose(got[0], got[1])  # users really differ

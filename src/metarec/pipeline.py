@@ -36,14 +36,13 @@ from metarec.evaluation.metrics import ranking_metrics
 from metarec.features import FeatureSpace, ProfileTable, input_dim, positives
 from metarec.features.cf import item_factors
 from metarec.meta import Batch, MetaLearner, Params, build_learner, meta_train, stack_batches
-from metarec.models.scorer import init_params, layer_count, score
+from metarec.models.scorer import init_params, layer_count
 from metarec.tasks import (
     CategoryData,
     Split,
     SupportState,
     TaskSampler,
     build_categories,
-    candidate_rows,
     eligible_count,
     split_k_shot,
     support_batch,
@@ -405,9 +404,12 @@ def _per_user_scores(
 
     adapted = torch.func.vmap(adapt_one)(stacked.x, stacked.y, stacked.mask)
     adapted = {k: v.detach() for k, v in adapted.items()}
-    rows = candidate_rows(category, state, torch.as_tensor(users, dtype=torch.long))
-    with torch.no_grad():
-        return torch.func.vmap(score)(adapted, rows)
+
+    def rank_one(params: Params, user: torch.Tensor) -> torch.Tensor:
+        return candidate_scores(params, category, state, user[None])[0]
+
+    with torch.no_grad():  # each user's own params meet only their own folded first layer
+        return torch.func.vmap(rank_one)(adapted, torch.as_tensor(users, dtype=torch.long))
 
 
 def popularity_scores(

@@ -199,3 +199,21 @@ def test_scores_before_fit_are_refused(known_store: Path) -> None:
     launch, _ = known_fold(known_store).launch(1)
     with pytest.raises(NotAdaptedError, match="fit"):
         PretrainFinetune().scores(launch)
+
+
+def test_variants_share_one_pretraining_run(known_store: Path) -> None:
+    """The fine-tuned variant re-scores the zero-shot variant's checkpoints instead of training
+    again, and selects exactly what training on its own would have."""
+    context = known_fold(known_store).context
+    shared = replace(context, quick=True)  # a fresh context: an empty memo
+    assert not shared.memo
+    Pretrain().fit(shared)
+    checkpoints = shared.memo[("pretrain", 1.0, 1.0)]
+    assert len(checkpoints) == 4  # quick: 40 steps, validated every 10
+    together, alone = PretrainFinetune(), PretrainFinetune()
+    together.fit(shared)
+    assert list(shared.memo) == [("pretrain", 1.0, 1.0)]  # nothing trained a second time
+    alone.fit(replace(context, quick=True))
+    assert together.model is not None and alone.model is not None
+    for name, value in alone.model.params.items():
+        assert torch.equal(value, together.model.params[name])

@@ -47,6 +47,8 @@ class FitContext:
         seed: the run's seed.
         validate: scores a method on the fold's validation categories (mean NDCG@10, higher is
             better); methods may call it for model selection (early stopping), nothing else.
+        memo: results that depend on the fold alone, shared by the methods fitted on it (e.g.
+            the pooled-pretraining trajectory both pretraining variants select from).
     """
 
     catalog: Catalog
@@ -57,6 +59,8 @@ class FitContext:
     quick: bool
     seed: int
     validate: Callable[[Method], float] | None = None
+    # not an init field: dataclasses.replace gives the changed context an empty memo
+    memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False)
 
 
 @dataclass(frozen=True)

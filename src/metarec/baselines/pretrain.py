@@ -103,18 +103,37 @@ def pretrain(
     """Pooled supervised training of the scorer on the fold's training categories.
 
     Adam with metarec's outer-loop settings (``meta_batch_size`` tasks per step, ``outer_lr``,
-    ``weight_decay``), the learning rate and the number of steps scaled as asked.
+    ``weight_decay``), the learning rate and the number of steps scaled as asked. The run is
+    the same whatever ``validate`` says (validation draws no training randomness), so its
+    checkpoints are kept in ``context.memo`` and the second variant only re-scores them.
 
     Args:
         context: the fold (its ``features.params`` are the initialisation metarec starts from).
         lr_scale: Adam learning rate as a multiple of ``config.meta.outer_lr``.
         step_scale: steps as a multiple of ``config.meta.meta_steps`` (each pooled step is
             cheaper than a meta-step, so a larger multiple is still a fair budget).
-        validate: scores candidate params (higher is better); the best checkpoint wins.
+        validate: scores candidate params (higher is better); the best checkpoint wins, the
+            earliest among equals, as :func:`metarec.meta.meta_train` selects.
 
     Returns:
         The trained params (detached).
     """
+    checkpoints = _checkpoints(context, lr_scale, step_scale)
+    if validate is None:
+        return checkpoints[-1]
+    best, best_score = checkpoints[-1], -math.inf
+    for candidate in checkpoints:
+        score = float(validate(candidate))
+        if score > best_score:
+            best, best_score = candidate, score
+    return best
+
+
+def _checkpoints(context: FitContext, lr_scale: float, step_scale: float) -> list[Params]:
+    """The params at every validation step of one pretraining run, the last step's last."""
+    key = ("pretrain", lr_scale, step_scale)
+    if key in context.memo:
+        return context.memo[key]
     config = context.config
     steps = training_steps(context, step_scale)
     meta = config.meta.model_copy(
@@ -122,17 +141,24 @@ def pretrain(
     )
     sampler = TaskSampler(list(context.train_data.values()), config.tasks)
     generator = torch.Generator().manual_seed(derived_seed(context.seed, "pretrain"))
-    params, _ = meta_train(
+    checkpoints: list[Params] = []
+
+    def keep(candidate: Params) -> float:
+        checkpoints.append(candidate)
+        return 0.0
+
+    meta_train(
         prior_bias(context.features.params, config.tasks.negatives),
         PooledObjective(),
         sampler,
         meta,
         generator=generator,
-        validate=validate,
+        validate=keep,
         validate_every=validate_every(steps),
         progress=False,
     )
-    return params
+    context.memo[key] = checkpoints
+    return checkpoints
 
 
 class Pretrain:
