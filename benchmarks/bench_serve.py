@@ -199,12 +199,12 @@ def short_list_recall(service: Service, category: str, users: np.ndarray, count:
 
 def folded_scores(view, params, user) -> torch.Tensor:
     """(n_items,) exact scores of every item, in chunks, through the folded first layer."""
-    layer = first_layer(params, user)
+    layer = first_layer(params, user, view.state.item_unit_sum.shape[1])
     out = torch.empty(view.data.n_items)
     for start in range(0, view.data.n_items, 65_536):
         items = torch.arange(start, min(view.data.n_items, start + 65_536))
         phi = linear_features(view.data, view.state, items)
-        out[items] = head(params, torch.nn.functional.linear(phi, layer.weight, layer.bias))
+        out[items] = head(params, layer.h1(phi, view.state.item_unit_sum[items]))
     return out
 
 

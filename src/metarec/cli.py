@@ -120,7 +120,10 @@ def categories(store: StoreOption) -> None:
 
 @command
 def train(
-    store: StoreOption,
+    store: Annotated[
+        Path,
+        typer.Option("--store", help="DuckDB store file, or a folder written by `metarec export`."),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
     config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
     hold_out: Annotated[
@@ -140,16 +143,45 @@ def train(
         ),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for resumable checkpoints (docs/SCALING.md)."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Meta-steps between checkpoints.", min=1)
+    ] = 50,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run checkpointed in --checkpoint-dir.")
+    ] = False,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            help="Share each meta-batch across the ranks torchrun started: "
+            "`torchrun --nproc-per-node 2 -m metarec.cli train ... --distributed`."
+        ),
+    ] = False,
 ) -> None:
     """Meta-train on the store's categories and write the model folder."""
+    import os
+
     from pydantic import ValidationError
 
     from metarec.config import MetaConfig, load_config
+    from metarec.data.export import open_export
     from metarec.data.store import Store
     from metarec.errors import ConfigError
+    from metarec.meta.checkpoint import Checkpointing
+    from metarec.meta.distributed import World
     from metarec.pipeline import save_model
     from metarec.pipeline import train as run
 
+    if checkpoint_dir is None and resume:
+        raise ConfigError("--resume needs --checkpoint-dir, the folder of the run to continue")
+    if not distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"launched on {os.environ['WORLD_SIZE']} ranks without --distributed: every rank "
+            f"would train alone and write {out}; add --distributed"
+        )
     resolved = load_config(config, seed=seed)
     options = {"meta_steps": steps, "first_order": first_order, "algorithm": algorithm}
     try:  # validated (model_copy would not be), so an unknown algorithm names the valid ones
@@ -161,8 +193,22 @@ def train(
     resolved = resolved.model_copy(
         update={"hold_out": tuple(hold_out) if hold_out else resolved.hold_out, "meta": meta}
     )
-    with Store.open(store, read_only=True) as opened:
-        model = run(opened, resolved, progress=not quiet)
+    checkpoint = (
+        None
+        if checkpoint_dir is None
+        else Checkpointing(checkpoint_dir, every=checkpoint_every, resume=resume)
+    )
+    with World.from_torchrun() if distributed else World() as world:
+        # An export is read per category: the sealed categories' interactions are never opened.
+        opened = (
+            open_export(store, exclude=resolved.hold_out)
+            if store.is_dir()
+            else Store.open(store, read_only=True)
+        )
+        with opened:
+            model = run(opened, resolved, progress=not quiet, checkpoint=checkpoint, world=world)
+        if not world.is_main:
+            return  # rank 0 writes the model and reports
     save_model(model, out)
     last = model.history[-1] if model.history else {}
     val = [h["val"] for h in model.history if "val" in h]
@@ -171,7 +217,20 @@ def train(
         f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out; "
         f"final meta-loss {last.get('loss', float('nan')):.4f}"
         + (f", best validation NDCG@10 {max(val):.4f}" if val else "")
+        + (f"; {world.size} ranks" if world.size > 1 else "")
     )
+
+
+@command
+def export(
+    store: StoreOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist).")],
+) -> None:
+    """Write the store as Parquet partitioned by category, for training elsewhere or at scale."""
+    from metarec.data.export import export_store
+
+    summary = export_store(store, out)
+    console.print(f"[green]wrote[/] {out}: {summary}")
 
 
 @command
@@ -443,3 +502,7 @@ def serve(
 def main() -> None:
     """Entry point of the ``metarec`` script."""
     app()
+
+
+if __name__ == "__main__":  # `python -m metarec.cli`, as `torchrun -m metarec.cli` runs it
+    main()

@@ -50,6 +50,12 @@ class FeatureConfig(_Frozen):
     cf_rank: int = Field(
         default=32, ge=0
     )  # collaborative factors from the visible categories (0: off)
+    cf_power: float = -1.0  # singular-value exponent of the factors; -1 whitens (features/cf.py)
+    # Text features (features/text.py): titles, descriptions and category names embedded with
+    # all-MiniLM-L6-v2 (pip extra `text`), cached in the store, PCA-projected to text_dim.
+    text: bool = False
+    text_model: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+    text_dim: int = Field(default=16, ge=1)  # PCA components fitted on the training items
 
 
 class TaskConfig(_Frozen):
@@ -70,6 +76,20 @@ class ModelConfig(_Frozen):
     """The scorer: a three-layer MLP head over user, item and interaction features."""
 
     hidden: tuple[int, ...] = (64, 32)
+    # Category-conditioned initialisation (models/conditioning.py): "film" modulates every
+    # hidden unit of the meta-initialisation by a scale and shift computed from the category's
+    # features before any interaction; film_hidden is the width of that hypernetwork.
+    condition: Literal["none", "film"] = "none"
+    film_hidden: int = Field(default=32, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.condition == "film" and not self.hidden:
+            raise ValueError(
+                "model.condition = 'film' modulates hidden units and model.hidden is empty; "
+                "add a hidden layer or set model.condition = 'none'"
+            )
+        return self
 
 
 class MetaConfig(_Frozen):

@@ -15,6 +15,10 @@ class ConfigError(MetarecError):
     """A configuration value is invalid (unknown key, out of range, wrong type)."""
 
 
+class MissingExtraError(ConfigError):
+    """An optional feature is switched on but the pip extra it needs is not installed."""
+
+
 class DataError(MetarecError):
     """Input data breaks the table format or the protocol's requirements."""
 
@@ -53,3 +57,7 @@ class ArtifactError(MetarecError):
 
 class TrainingDivergedError(MetarecError):
     """The meta-loss became NaN or infinite (learning rates too high, or bad feature values)."""
+
+
+class CheckpointError(MetarecError):
+    """A training checkpoint is missing, damaged, or belongs to another run (config or data)."""

@@ -35,7 +35,11 @@ from metarec.errors import DataError, UnknownCategoryError
 from metarec.evaluation.metrics import ranking_metrics
 from metarec.features import FeatureSpace, ProfileTable, input_dim, positives
 from metarec.features.cf import item_factors
+from metarec.features.text import TextEncoder, TextTable, load_text
 from metarec.meta import Batch, MetaLearner, Params, build_learner, meta_train, stack_batches
+from metarec.meta.checkpoint import Checkpointing, run_fingerprint
+from metarec.meta.distributed import World
+from metarec.models.conditioning import initial_params, is_conditioned, with_conditioning
 from metarec.models.scorer import init_params, layer_count
 from metarec.tasks import (
     CategoryData,
@@ -48,6 +52,7 @@ from metarec.tasks import (
     support_batch,
     support_state,
 )
+from metarec.tasks.rows import unit_rows
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
@@ -77,9 +82,28 @@ class Catalog:
     category_sizes: pd.Series
     item_category: np.ndarray = field(repr=False)
     described: frozenset[str] = frozenset()  # categories the store knows, with items or not
+    text: TextTable | None = field(default=None, repr=False)  # with features.text only
 
     @classmethod
-    def load(cls, store: Store, config: TrainConfig) -> Catalog:
+    def load(
+        cls,
+        store: Store,
+        config: TrainConfig,
+        *,
+        text_encoder: TextEncoder | None = None,
+        progress: bool | None = None,
+    ) -> Catalog:
+        """Read the store; with ``features.text``, embed what its text cache lacks.
+
+        Args:
+            store: the store.
+            config: ``feedback`` (what is positive) and ``features.text``.
+            text_encoder: an encoder instead of ``features.text_model`` (tests).
+            progress: progress bar while embedding texts (None: only on a terminal).
+
+        Raises:
+            MissingExtraError: text features are on and the encoder is not installed.
+        """
         items = store.items().sort_values("item_idx").reset_index(drop=True)
         users = store.users().sort_values("user_idx").reset_index(drop=True)
         if not (items["item_idx"].to_numpy() == np.arange(len(items))).all():
@@ -92,6 +116,9 @@ class Catalog:
             category_sizes=items.groupby("category").size(),
             item_category=items["category"].to_numpy(),
             described=frozenset(store.category_descriptions()),
+            text=load_text(store, items, config.features, encoder=text_encoder, progress=progress)
+            if config.features.text
+            else None,
         )
 
     @property
@@ -124,10 +151,20 @@ class Catalog:
         return self.positives.loc[keep]
 
     def item_features(self, space: FeatureSpace) -> torch.Tensor:
-        """(n_items, d) attribute features of every item."""
-        return space.encode(self.items)
+        """(n_items, d) attribute (and, with text features, text) features of every item."""
+        return space.encode(self.items, None if self.text is None else self.text.items)
 
-    def fit_factors(self, categories: Sequence[str], rank: int, seed: int) -> torch.Tensor:
+    def name_features(
+        self, space: FeatureSpace, names: Sequence[str]
+    ) -> dict[str, torch.Tensor] | None:
+        """Category -> (t,) projected text embedding of its name; None without text features."""
+        if space.text is None or self.text is None:
+            return None
+        return {name: space.text.project(self.text.categories[name]) for name in names}
+
+    def fit_factors(
+        self, categories: Sequence[str], rank: int, seed: int, power: float = -1.0
+    ) -> torch.Tensor:
         """(n_items, rank) collaborative factors from the positives of ``categories`` only."""
         pos = self.positives_in(categories)
         return item_factors(
@@ -138,6 +175,7 @@ class Catalog:
             n_items=len(self.items),
             rank=rank,
             seed=seed,
+            power=power,
         )
 
     def profiles(self, profile_x: torch.Tensor, categories: Sequence[str]) -> ProfileTable:
@@ -175,6 +213,7 @@ class Catalog:
             profile_includes=visible,
             seed=model.config.seed,
             extra_users=extra_users,
+            name_x=self.name_features(model.space, names),
         )
 
 
@@ -202,6 +241,16 @@ class MetaModel:
     def learner(self) -> MetaLearner:
         return build_learner(self.config.meta)
 
+    def start_params(self, category: CategoryData) -> Params:
+        """The initialisation ``category`` adapts from (and is ranked by at zero shots):
+        ``params`` conditioned on the category's context for a category-conditioned model
+        (``model.condition = "film"``, :mod:`metarec.models.conditioning`), ``params`` as they
+        are otherwise."""
+        if not is_conditioned(self.params):
+            return self.params
+        with torch.no_grad():
+            return initial_params(self.params, category.context)
+
     def factors_for(self, items: pd.DataFrame) -> torch.Tensor:
         """(len(items), r) factors of ``items`` by external id; zeros for unseen items."""
         out = torch.zeros((len(items), self.factors.shape[1]))
@@ -222,7 +271,10 @@ class MetaModel:
         }
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
-        return {"params": self.params, "factors": {"item_factors": self.factors}}
+        groups = {"params": self.params, "factors": {"item_factors": self.factors}}
+        if self.space.tensors():  # text features' projection
+            groups["features"] = self.space.tensors()
+        return groups
 
     def files(self) -> dict[str, bytes]:
         return {"factor_item_ids.json": json.dumps(self.factor_item_ids).encode()}
@@ -232,7 +284,7 @@ class MetaModel:
         metadata = artifact.metadata
         return cls(
             config=TrainConfig.model_validate(metadata["config"]),
-            space=FeatureSpace.from_json(metadata["features"]),
+            space=FeatureSpace.from_json(metadata["features"], artifact.tensors.get("features")),
             params=dict(artifact.tensors["params"]),
             splits=metadata["splits"],
             factors=artifact.tensors["factors"]["item_factors"],
@@ -285,12 +337,14 @@ def category_scores(
         split: which positives are support.
         users: (b,) user positions in ``category`` to score.
         adapt: False scores with the meta-initialisation (zero inner steps).
-        params: start from these instead of ``model.params`` (e.g. cached adapted params).
+        params: start from these instead of ``model.start_params(category)`` (the
+            meta-initialisation, conditioned on the category for a conditioned model), e.g.
+            cached adapted params.
 
     Returns:
         (b, n_items) scores, higher is better.
     """
-    start = model.params if params is None else params
+    start = model.start_params(category) if params is None else params
     state = support_state(category, split)
     generator = torch.Generator().manual_seed(derived_seed(model.config.seed, category.name))
     tasks = model.config.tasks
@@ -354,6 +408,8 @@ def candidate_scores(
     item_terms = torch.outer(torch.log1p(state.pop), w[:, 0]) + torch.outer(
         state.pop / state.pop_max.clamp_min(1.0), w[:, 1]
     )  # (n, h)
+    cf_unit = unit_rows(profile[:, category.item_x.shape[1] :])
+    affinity = torch.asinh(cf_unit @ state.item_unit_sum.T)  # (b, n)
     user_terms = (
         torch.outer(torch.log1p(category.n_other[users]), w[:, 4])
         + torch.outer(torch.log1p(support_n), w[:, 5])
@@ -363,6 +419,7 @@ def candidate_scores(
         h1
         + cos_p[..., None] * w[:, 2]
         + cos_s[..., None] * w[:, 3]
+        + affinity[..., None] * w[:, 6]
         + item_terms[None]
         + user_terms[:, None]
     )
@@ -464,14 +521,20 @@ def train(
     *,
     progress: bool = True,
     validate_every: int = 50,
+    checkpoint: Checkpointing | None = None,
+    world: World | None = None,
 ) -> MetaModel:
     """Meta-train a model on a store's categories, sealing ``config.hold_out``.
 
     Args:
-        store: an open store.
+        store: an open store, or a Parquet export opened with
+            :func:`metarec.data.export.open_export` (``exclude=config.hold_out`` reads no
+            sealed category's interactions at all).
         config: the training config.
         progress: show progress bars.
         validate_every: meta-steps between validations (NDCG@10 on validation categories).
+        checkpoint: checkpoint folder, cadence and resume flag (see :func:`train_on`).
+        world: the ranks of a distributed run (see :func:`train_on`).
 
     Returns:
         The meta-model whose params scored best on the validation categories (the last ones
@@ -487,6 +550,8 @@ def train(
         split_categories(catalog, config),
         progress=progress,
         validate_every=validate_every,
+        checkpoint=checkpoint,
+        world=world,
     )
 
 
@@ -502,11 +567,15 @@ def prepare_model(
     Raises:
         DataError: no training category has items.
     """
-    train_items = catalog.items.loc[catalog.items["category"].isin(splits["train"])]
+    is_train = catalog.items["category"].isin(splits["train"]).to_numpy(copy=True)
+    train_items = catalog.items.loc[is_train]
     if train_items.empty:
         raise DataError("no meta-training categories left after hold-out; hold out fewer")
-    space = FeatureSpace.fit(train_items, config.features)
-    factors = catalog.fit_factors(splits["train"], config.features.cf_rank, config.seed)
+    text = None if catalog.text is None else catalog.text.items[torch.from_numpy(is_train)]
+    space = FeatureSpace.fit(train_items, config.features, text)
+    factors = catalog.fit_factors(
+        splits["train"], config.features.cf_rank, config.seed, config.features.cf_power
+    )
     known = catalog.items["category"].isin(splits["train"]).to_numpy(copy=True)
     generator = generator or torch.Generator().manual_seed(config.seed)
     params = init_params(
@@ -530,6 +599,8 @@ def train_on(
     progress: bool = True,
     validate_every: int = 50,
     validate: Callable[[MetaModel], float] | None = None,
+    checkpoint: Checkpointing | None = None,
+    world: World | None = None,
 ) -> MetaModel:
     """Meta-train on ``splits["train"]``, selecting params on ``splits["validation"]``.
 
@@ -538,11 +609,22 @@ def train_on(
 
     Only the training categories' positives are used to learn (features, factors, tasks); the
     validation categories are scored with profiles from the training categories only.
+
+    ``checkpoint`` makes the run resumable: its fingerprint is set here from the config (all
+    but ``meta.meta_steps``, so a resumed run may go on longer), ``validate_every`` and the
+    data read (items, users, splits, and the training and validation positives), so resuming with
+    another config or store is refused. With ``world``, every rank runs this function on the
+    same data; rank 0 validates and writes checkpoints (docs/SCALING.md).
     """
     generator = torch.Generator().manual_seed(config.seed)
     model = prepare_model(catalog, config, splits, generator)
     # algorithms may add meta-parameters of their own (Meta-SGD: one learned rate per weight)
     params = build_learner(config.meta).init_params(model.params)
+    # and a category-conditioned model its hypernetwork (own seed: the run's draws are unchanged)
+    film_generator = torch.Generator().manual_seed(derived_seed(config.seed, "film"))
+    params = with_conditioning(
+        params, config.model, model.space.context_dim, generator=film_generator
+    )
     model.params = params
     train_data = catalog.category_data(splits["train"], model, visible=splits["train"])
     # Validation users' profiles may look at the training categories only (sealed like a launch).
@@ -556,6 +638,10 @@ def train_on(
             return validate(candidate_model)
         return validation_ndcg(candidate_model, usable_val, config.tasks.shots)
 
+    if checkpoint is not None:
+        checkpoint = replace(
+            checkpoint, fingerprint=_run_fingerprint(catalog, config, splits, validate_every)
+        )
     best, history = meta_train(
         params,
         model.learner,
@@ -565,10 +651,34 @@ def train_on(
         validate=score_params if (usable_val or validate is not None) else None,
         validate_every=validate_every,
         progress=progress,
+        checkpoint=checkpoint,
+        world=world,
     )
     model.params = best
     model.history = history
     return model
+
+
+def _run_fingerprint(
+    catalog: Catalog, config: TrainConfig, splits: dict[str, list[str]], validate_every: int
+) -> dict[str, str]:
+    """What a checkpoint must match to be resumed: the settings and the data training reads.
+
+    Sealed categories' positives are left out, so a store and its export (which need not hold
+    them) fingerprint the same.
+    """
+    settings = config.model_dump(mode="json")
+    del settings["meta"]["meta_steps"]  # more steps continue the same run
+    read = splits["train"] + splits["validation"]
+    frames = [
+        catalog.items[["item_id", "category"]],
+        catalog.users[["user_id"]],
+        catalog.positives_in(read),
+    ]
+    return {
+        "settings": run_fingerprint({"config": settings, "validate_every": validate_every}, []),
+        "data": run_fingerprint({"splits": splits}, frames),
+    }
 
 
 def save_model(model: MetaModel, folder: str | Path) -> Path:

@@ -98,9 +98,12 @@ def test_training_lowers_the_matching_loss(known_store: Path) -> None:
         ]
         return float(torch.stack(losses).mean())
 
-    # measured: 4.9e-4 predicting zero vectors, 4.4e-4 at initialisation, 3.0e-5 after training
-    # from content alone, 2.1e-5 with the support evidence
-    assert loss(method.params) < 0.2 * min(loss(start), loss(None))
+    # measured with whitened factors (features.cf_power = -1, every taste direction weighs the
+    # same, so content explains less of them than of the old sqrt(s)-scaled ones): 0.102
+    # predicting zero vectors, 0.103 at initialisation, 0.044 after training from content
+    # alone, 0.030 with the support evidence
+    trained, initial, zero = loss(method.params), loss(start), loss(None)
+    assert trained < 0.6 * min(initial, zero), (trained, initial, zero)
     assert loss(method.params, evidence=1.0) < loss(method.params)
 
 

@@ -112,9 +112,31 @@ def test_support_positive_rows_leave_themselves_out() -> None:
     item = torch.tensor([category.pos_item[idx]])
     loo = pair_rows(category, state, user, item, leave_one_out=torch.tensor([True]))
     full = pair_rows(category, state, user, item)
-    # the last scalars: log1p(pop), ..., log1p(n_support); leaving out lowers both by one
-    assert torch.isclose(torch.expm1(full[0, -6]) - torch.expm1(loo[0, -6]), torch.tensor(1.0))
-    assert torch.isclose(torch.expm1(full[0, -1]) - torch.expm1(loo[0, -1]), torch.tensor(1.0))
+    # the last scalars: log1p(pop), ..., log1p(n_support), asinh(affinity); leaving out lowers
+    # the counts by one and the affinity by the user's cosine with themselves (1)
+    assert torch.isclose(torch.expm1(full[0, -7]) - torch.expm1(loo[0, -7]), torch.tensor(1.0))
+    assert torch.isclose(torch.expm1(full[0, -2]) - torch.expm1(loo[0, -2]), torch.tensor(1.0))
+    assert torch.isclose(torch.sinh(full[0, -1]) - torch.sinh(loo[0, -1]), torch.tensor(1.0))
+
+
+def test_affinity_is_the_summed_cosine_to_the_supporters() -> None:
+    """Hand-computed: sum over the item's supporters of cos(cf profile of u, cf profile of v)."""
+    category, _ = _category()
+    split = split_k_shot(category, 2)
+    state = support_state(category, split)
+    d = category.item_x.shape[1]
+    cf = category.profile[:, d:]
+    support_users = category.pos_user[split.support]
+    support_items = category.pos_item[split.support]
+    item = int(np.bincount(support_items).argmax())  # the most supported item
+    supporters = support_users[support_items == item]
+    assert len(supporters) >= 2
+    for user in range(3):
+        expected = sum(
+            torch.nn.functional.cosine_similarity(cf[user], cf[v], dim=0) for v in supporters
+        )
+        row = pair_rows(category, state, torch.tensor([user]), torch.tensor([item]))
+        assert torch.isclose(torch.sinh(row[0, -1]), expected, atol=1e-5)
 
 
 def test_negatives_never_hit_forbidden_pairs() -> None:

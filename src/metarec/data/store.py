@@ -13,7 +13,9 @@ from pathlib import Path
 from types import TracebackType
 
 import duckdb
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from metarec.data.schema import (
     DDL,
@@ -23,6 +25,13 @@ from metarec.data.schema import (
     USERS_DTYPES,
 )
 from metarec.errors import StoreError
+
+TEXT_EMBEDDINGS_DDL = """CREATE TABLE IF NOT EXISTS text_embeddings (
+    kind VARCHAR NOT NULL, key VARCHAR NOT NULL, model VARCHAR NOT NULL,
+    text_hash VARCHAR NOT NULL, embedding FLOAT[] NOT NULL,
+    PRIMARY KEY (kind, key, model, text_hash))"""
+"""The text-embedding cache (:mod:`metarec.features.text`): one row per (kind, key, model,
+sha256 of the text); a changed text gets a new hash, so it is embedded again."""
 
 
 class Store:
@@ -45,16 +54,27 @@ class Store:
         """Open a store file, creating it (with its schema) when ``create`` and it is missing.
 
         Args:
-            path: the DuckDB file.
+            path: the DuckDB file, or a folder written by ``metarec export`` (opened read-only
+                with :func:`metarec.data.export.open_export`, every category's interactions).
             read_only: open without write access (several read-only handles may coexist in
                 one process; no other process may hold the file read-write meanwhile).
             create: create the file and its schema when it does not exist.
 
         Raises:
             StoreError: the file is missing (and ``create`` is False), locked by another process,
-                not a DuckDB file, or not a metarec store.
+                not a DuckDB file, or not a metarec store; a folder opened for writing, or not a
+                valid export.
         """
         path = Path(path)
+        if path.is_dir():  # a Parquet export (`metarec export`): read-only views over its files
+            if not read_only:
+                raise StoreError(
+                    f"{path} is a folder (a Parquet export is read-only); open it with "
+                    "read_only=True, or pass the .duckdb store to write"
+                )
+            from metarec.data.export import open_export
+
+            return open_export(path)
         exists = path.exists()
         if not exists and not create:
             raise StoreError(
@@ -171,6 +191,90 @@ class Store:
             "SELECT user_idx FROM users WHERE user_id = ?", [user_id]
         ).fetchall()
         return int(rows[0][0]) if rows else None
+
+    def text_embeddings(self, kind: str, model: str) -> dict[str, tuple[str, np.ndarray]]:
+        """Cached text embeddings (see :mod:`metarec.features.text`) of one kind and model.
+
+        Args:
+            kind: ``"item"`` (keyed by item_id) or ``"category"`` (keyed by category path).
+            model: the text encoder's name.
+
+        Returns:
+            key -> (sha256 of the embedded text, (dim,) float32 embedding); empty when nothing
+            was cached yet.
+        """
+        if not self._has_table("text_embeddings"):
+            return {}
+        table = self.connection.sql(
+            "SELECT key, text_hash, embedding FROM text_embeddings WHERE kind = ? AND model = ?",
+            params=[kind, model],
+        ).to_arrow_table()
+        if table.num_rows == 0:
+            return {}
+        column = table.column("embedding").combine_chunks()
+        vectors = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+        vectors = vectors.reshape(table.num_rows, -1)
+        keys, hashes = table.column("key").to_pylist(), table.column("text_hash").to_pylist()
+        return {key: (h, vectors[i]) for i, (key, h) in enumerate(zip(keys, hashes, strict=True))}
+
+    def write_text_embeddings(
+        self, kind: str, model: str, keys: list[str], hashes: list[str], vectors: np.ndarray
+    ) -> None:
+        """Cache embeddings, replacing any earlier ones of the same keys and model.
+
+        One transaction: after a failure the cache is exactly as before. The cache table is
+        created on first use (stores made before text features lack it) and checkpointed at
+        once, so no DDL is left in the write-ahead log (DESIGN.md: WAL replay and DDL).
+
+        Args:
+            kind, model: as :meth:`text_embeddings`.
+            keys: (n,) item ids or category paths; hashes: (n,) sha256 of each embedded text.
+            vectors: (n, dim) float32 embeddings.
+
+        Raises:
+            StoreError: the store is read-only.
+        """
+        if self.read_only:
+            raise StoreError(
+                f"store {self.path} is open read-only; open it writable to cache text embeddings"
+            )
+        con = self.connection
+        if not self._has_table("text_embeddings"):
+            con.execute(TEXT_EMBEDDINGS_DDL)
+            con.execute("CHECKPOINT")
+        flat = np.ascontiguousarray(vectors, dtype=np.float32)
+        n, dim = flat.shape
+        offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
+        rows = pa.table(
+            {
+                "kind": pa.array([kind] * n, pa.string()),
+                "key": pa.array(keys, pa.string()),
+                "model": pa.array([model] * n, pa.string()),
+                "text_hash": pa.array(hashes, pa.string()),
+                "embedding": pa.ListArray.from_arrays(offsets, pa.array(flat.reshape(-1))),
+            }
+        )
+        con.register("_text_rows", rows)
+        con.begin()
+        try:
+            con.execute(
+                "DELETE FROM text_embeddings WHERE kind = ? AND model = ? "
+                "AND key IN (SELECT key FROM _text_rows)",
+                [kind, model],
+            )
+            con.execute("INSERT INTO text_embeddings SELECT * FROM _text_rows")
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        finally:
+            con.unregister("_text_rows")
+
+    def _has_table(self, name: str) -> bool:
+        rows = self.connection.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]
+        ).fetchall()
+        return bool(rows[0][0])
 
     def stats(self) -> dict[str, int]:
         """Counts: n_users, n_items, n_interactions, n_categories (categories with items)."""

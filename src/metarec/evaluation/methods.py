@@ -33,6 +33,7 @@ class MetarecMAML:
     name: ClassVar[str] = "metarec-maml"
     family: ClassVar[Family] = "metarec"
     grid: ClassVar[list[dict[str, Any]]] = [{}, {"inner_lr": 0.3}, {"first_order": True}]
+    model_settings: ClassVar[dict[str, Any]] = {}  # ModelConfig fields this method sets
 
     def __init__(self, **meta_overrides: Any) -> None:
         self.meta_overrides = meta_overrides
@@ -42,7 +43,8 @@ class MetarecMAML:
         meta = context.config.meta.model_copy(update={"algorithm": "maml", **self.meta_overrides})
         if context.quick:
             meta = meta.model_copy(update={"meta_steps": min(meta.meta_steps, 40)})
-        config = context.config.model_copy(update={"meta": meta})
+        model = context.config.model.model_copy(update=self.model_settings)
+        config = context.config.model_copy(update={"meta": meta, "model": model})
         splits = {"train": context.train, "validation": [], "hold_out": []}
         validate = None
         if context.validate is not None:
@@ -64,6 +66,19 @@ class MetarecMAML:
         if self.model is None:
             raise ConfigError("fit() must run before scores()")
         return _Scored(self.model).scores(launch)
+
+
+class MetarecFiLM(MetarecMAML):
+    """metarec with a category-conditioned initialisation: :class:`MetarecMAML` whose
+    meta-initialisation is modulated per category by FiLM (``model.condition = "film"``,
+    :mod:`metarec.models.conditioning`; Perez et al. 2018, as in Vuorio et al. 2019) from what
+    is known before any interaction: the category's path, its items' mean attributes and,
+    with ``features.text``, its name's text embedding. At zero shots it ranks with a model of
+    the category's own.
+    """
+
+    name: ClassVar[str] = "metarec-film"
+    model_settings: ClassVar[dict[str, Any]] = {"condition": "film"}
 
 
 class _Scored:
@@ -88,6 +103,7 @@ METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
         MetarecMAML,
+        MetarecFiLM,
         Random,
         Popularity,
         ContentKNN,

@@ -9,6 +9,11 @@ An item becomes a fixed vector ``x_i`` of blocks, one per field:
   one-author book;
 - numeric fields: standardised (``price`` on a log scale), missing values at the mean.
 
+With ``features.text`` on, a last block holds the item's text embedding projected to
+``text_dim`` unit-norm components (:class:`~metarec.features.text.TextProjection`, fitted on the
+meta-training items too); the raw embeddings come from the store's cache
+(:func:`metarec.features.text.load_text`).
+
 Each categorical field keeps its most frequent tokens (``max_vocab_per_field``) as their own
 slots and hashes the rest into ``oov_buckets`` shared slots, so unseen authors or a brand-new leaf
 category still land somewhere the model was trained on. Vocabularies are fitted on the
@@ -20,7 +25,7 @@ from __future__ import annotations
 import json
 import zlib
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +33,8 @@ import pandas as pd
 import torch
 
 from metarec.config import FeatureConfig
+from metarec.errors import ArtifactError, ConfigError
+from metarec.features.text import TextProjection
 
 PATH_SEPARATOR = " > "
 _LOG_FIELDS = frozenset({"price"})
@@ -82,14 +89,34 @@ class FeatureSpace:
 
     vocabs: dict[str, Vocab]  # field name -> vocabulary, "category" first
     numeric: dict[str, tuple[float, float]]  # field name -> (mean, std) after the log transform
+    text: TextProjection | None = None  # text features' projection (features.text), last block
 
     @property
     def dim(self) -> int:
-        return sum(v.size for v in self.vocabs.values()) + len(self.numeric)
+        text = 0 if self.text is None else self.text.dim
+        return sum(v.size for v in self.vocabs.values()) + len(self.numeric) + text
+
+    @property
+    def context_dim(self) -> int:
+        """Width of a category's context (:attr:`metarec.tasks.CategoryData.context`): the
+        mean item features, plus the projected name embedding with text features."""
+        return self.dim + (0 if self.text is None else self.text.dim)
 
     @classmethod
-    def fit(cls, items: pd.DataFrame, config: FeatureConfig) -> FeatureSpace:
-        """Fit vocabularies and numeric statistics on ``items`` (the meta-training items)."""
+    def fit(
+        cls, items: pd.DataFrame, config: FeatureConfig, text: torch.Tensor | None = None
+    ) -> FeatureSpace:
+        """Fit vocabularies and numeric statistics on ``items`` (the meta-training items).
+
+        Args:
+            items: the rows to fit on.
+            config: the feature settings.
+            text: (len(items), E) the items' raw text embeddings; required with
+                ``config.text`` (see :func:`metarec.features.text.load_text`).
+
+        Raises:
+            ConfigError: ``config.text`` is on and no embeddings were given.
+        """
         vocabs: dict[str, Vocab] = {
             "category": Vocab.fit(
                 (category_prefixes(c) for c in items["category"]), 10_000, config.oov_buckets
@@ -105,16 +132,24 @@ class FeatureSpace:
             if np.isfinite(column).any():
                 mean, std = float(np.nanmean(column)), float(np.nanstd(column))
                 numeric[name] = (mean, std if std > 0 else 1.0)
-        return cls(vocabs, numeric)
+        projection = None
+        if config.text:
+            projection = TextProjection.fit(_require_text(text, len(items)), config.text_dim)
+        return cls(vocabs, numeric, projection)
 
-    def encode(self, items: pd.DataFrame) -> torch.Tensor:
+    def encode(self, items: pd.DataFrame, text: torch.Tensor | None = None) -> torch.Tensor:
         """Encode items into features.
 
         Args:
             items: rows of the items table (any subset, any order).
+            text: (len(items), E) their raw text embeddings, same rows; required when the
+                space has text features.
 
         Returns:
             x: (len(items), dim) float32, one row per input row.
+
+        Raises:
+            ConfigError: the space has text features and ``text`` is missing or misaligned.
         """
         n = len(items)
         blocks: list[np.ndarray] = []
@@ -132,28 +167,76 @@ class FeatureSpace:
         for name, (mean, std) in self.numeric.items():
             column = (_numeric(items, name) - mean) / std
             blocks.append(np.nan_to_num(column, nan=0.0).astype(np.float32)[:, None])
+        if self.text is not None:
+            blocks.append(self.text.project(_require_text(text, n).float()).numpy())
         if not blocks:
             return torch.zeros((n, 0))
         return torch.from_numpy(np.concatenate(blocks, axis=1))
 
     def to_json(self) -> dict[str, object]:
-        return {
+        """JSON of everything but the text projection's values (see :meth:`tensors`), which
+        are named by their checksum: equal JSON means an equal space."""
+        out: dict[str, object] = {
             "vocabs": {
                 k: {"tokens": list(v.tokens), "oov_buckets": v.oov_buckets}
                 for k, v in self.vocabs.items()
             },
             "numeric": {k: list(v) for k, v in self.numeric.items()},
         }
+        if self.text is not None:
+            out["text"] = {"dim": self.text.dim, "sha256": self.text.checksum()}
+        return out
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The text projection's tensors (``mean``, ``components``); empty without text."""
+        return {} if self.text is None else self.text.tensors()
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> FeatureSpace:
+    def from_json(
+        cls, data: dict[str, object], tensors: Mapping[str, torch.Tensor] | None = None
+    ) -> FeatureSpace:
+        """Rebuild a space from :meth:`to_json` and, with text features, :meth:`tensors`.
+
+        Raises:
+            ArtifactError: text features without their tensors, or tensors that do not match
+                the checksum the JSON names.
+        """
         vocabs = data["vocabs"]
         numeric = data["numeric"]
         assert isinstance(vocabs, dict) and isinstance(numeric, dict)
+        text = None
+        if "text" in data:
+            text = _text_projection(data["text"], tensors)
         return cls(
             {k: Vocab(tuple(v["tokens"]), int(v["oov_buckets"])) for k, v in vocabs.items()},
             {k: (float(v[0]), float(v[1])) for k, v in numeric.items()},
+            text,
         )
+
+
+def _text_projection(info: object, tensors: Mapping[str, torch.Tensor] | None) -> TextProjection:
+    if not tensors or not isinstance(info, dict):
+        raise ArtifactError(
+            "the feature space uses text features but the model has no text projection "
+            "tensors (features.safetensors); the folder is incomplete: retrain or re-save it"
+        )
+    projection = TextProjection.from_tensors(tensors)
+    if projection.checksum() != info.get("sha256"):
+        raise ArtifactError(
+            "the text projection's tensors do not match the checksum the model's features "
+            "name; the folder mixes files of different models: retrain or re-save it"
+        )
+    return projection
+
+
+def _require_text(text: torch.Tensor | None, n: int) -> torch.Tensor:
+    if text is None or text.shape[0] != n:
+        got = "none" if text is None else f"{text.shape[0]} rows"
+        raise ConfigError(
+            f"features.text is on: pass the {n} items' raw text embeddings (got {got}); "
+            "Catalog.load computes them (metarec.features.text.load_text)"
+        )
+    return text
 
 
 def _field_values(items: pd.DataFrame, name: str) -> list[object]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from metarec.errors import DataError
@@ -56,10 +57,14 @@ class TaskBatch:
     Attributes:
         support: stacked support rows, ``x: (T, n_support, d_in)``.
         query: stacked query rows, ``x: (T, n_query, d_in)``.
+        context: ``(T, d_c)`` each task's category context (what is known about its category
+            before any interaction, :attr:`metarec.tasks.CategoryData.context`), read by
+            category-conditioned models (:mod:`metarec.models.conditioning`); None without.
     """
 
     support: Batch
     query: Batch
+    context: Tensor | None = None
 
     def __post_init__(self) -> None:
         s, q = self.support, self.query
@@ -67,6 +72,12 @@ class TaskBatch:
             raise DataError(
                 f"TaskBatch needs support and query stacked over the same T tasks, got support x "
                 f"{tuple(s.x.shape)} and query x {tuple(q.x.shape)}; build it with stack_tasks"
+            )
+        c = self.context
+        if c is not None and (c.dim() != 2 or c.shape[0] != s.x.shape[0]):
+            raise DataError(
+                f"TaskBatch context must be (T, d_c) with T = {s.x.shape[0]} tasks, got "
+                f"{tuple(c.shape)}; pass one context vector per task to stack_tasks"
             )
 
     @property
@@ -80,24 +91,31 @@ class TaskBatch:
         return Batch(s.x[i], s.y[i], s.mask[i]), Batch(q.x[i], q.y[i], q.mask[i])
 
 
-def stack_tasks(tasks: Sequence[tuple[Batch, Batch]]) -> TaskBatch:
+def stack_tasks(
+    tasks: Sequence[tuple[Batch, Batch]], contexts: Sequence[Tensor] | None = None
+) -> TaskBatch:
     """Pad tasks to the largest support and query sizes among them and stack them.
 
     Args:
         tasks: ``(support, query)`` pairs of single-task batches (``x: (n, d_in)``), all with
             the same ``d_in``, dtype and device.
+        contexts: one ``(d_c,)`` category context per task (see :attr:`TaskBatch.context`).
 
     Returns:
         The stacked tasks; padded rows have ``x = 0``, ``y = 0`` and ``mask = 0``.
 
     Raises:
-        DataError: no tasks, a batch that is already stacked, or feature widths that disagree.
+        DataError: no tasks, a batch that is already stacked, feature widths that disagree, or
+            a number of contexts other than the number of tasks.
     """
     if not tasks:
         raise DataError("stack_tasks got no tasks; sample at least one (support, query) pair")
+    if contexts is not None and len(contexts) != len(tasks):
+        raise DataError(f"stack_tasks got {len(contexts)} contexts for {len(tasks)} tasks")
     return TaskBatch(
         support=_stack([support for support, _ in tasks], "support"),
         query=_stack([query for _, query in tasks], "query"),
+        context=None if contexts is None else torch.stack(list(contexts)),
     )
 
 

@@ -13,7 +13,9 @@ and for meta-training only (``MetaConfig.batching == "bmm"``, the default); eval
 serving adapt through :func:`~.inner.adapt` alone, so what a launch runs is what ``vmap`` would
 train. ``tests/meta/test_batched.py`` holds the two equal in float64, padding included. It
 reads the scorer's form (an MLP, ReLU between layers, masked mean BCE on the logit): a change
-there must change both.
+there must change both. The starting params may be shared by the tasks or differ per task (a
+category-conditioned initialisation, :func:`metarec.models.conditioning.condition`, gives each
+task its own: ``(T, d_out, d_in)`` weights); the matmuls take either.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.meta.batch import Batch, Params, TaskBatch
-from metarec.meta.spec import InnerLoop, check_first_layer, embed, n_layers
+from metarec.meta.spec import InnerLoop, check_first_layer, n_layers
 
 
 def meta_loss(loop: InnerLoop, params: Params, tasks: TaskBatch) -> Tensor:
@@ -33,8 +35,9 @@ def meta_loss(loop: InnerLoop, params: Params, tasks: TaskBatch) -> Tensor:
 
     Args:
         loop: the algorithm's inner loop.
-        params: scorer params (``layers.*``), shared by the tasks; tensors of ``loop.lr``
-            (Meta-SGD's learned rates) get gradients too.
+        params: scorer params (``layers.*``), shared by the tasks (``(d_out, d_in)``) or one
+            per task (``(T, d_out, d_in)``, entry by entry); tensors of ``loop.lr`` (Meta-SGD's
+            learned rates) get gradients too.
         tasks: T padded tasks.
 
     Returns:
@@ -42,7 +45,7 @@ def meta_loss(loop: InnerLoop, params: Params, tasks: TaskBatch) -> Tensor:
     """
     weights, biases = _adapted_layers(loop, params, tasks.support)
     q = tasks.query
-    logit = _forward(embed(params, q.x, loop.first_layer), weights, biases)  # (T, n_query)
+    logit = _forward(_embed(params, q.x, loop.first_layer), weights, biases)  # (T, n_query)
     per_row = F.binary_cross_entropy_with_logits(logit, q.y, reduction="none") * q.mask
     return (per_row.sum(-1) / q.mask.sum(-1).clamp_min(1.0)).mean()
 
@@ -52,7 +55,7 @@ def adapt_tasks(loop: InnerLoop, params: Params, support: Batch) -> Params:
 
     Args:
         loop: the algorithm's inner loop.
-        params: scorer params (``layers.*``).
+        params: scorer params (``layers.*``), shared or per task (see :func:`meta_loss`).
         support: stacked support rows, ``x: (T, n, d_in)``.
 
     Returns:
@@ -61,7 +64,10 @@ def adapt_tasks(loop: InnerLoop, params: Params, support: Batch) -> Params:
     """
     weights, biases = _adapted_layers(loop, params, support)
     t = support.x.shape[0]
-    out = {name: value.expand(t, *value.shape) for name, value in params.items()}
+    out = {
+        name: value if is_per_task(name, value) else value.expand(t, *value.shape)
+        for name, value in params.items()
+    }
     for offset, (w, b) in enumerate(zip(weights, biases, strict=True)):
         i = loop.first_layer + offset
         out[f"layers.{i}.weight"] = w.expand(t, *w.shape[-2:])
@@ -81,7 +87,7 @@ def _adapted_layers(
     weights = [params[f"layers.{i}.weight"] for i in layers]
     biases = [params[f"layers.{i}.bias"] for i in layers]
     rates = [(_rate(loop, f"layers.{i}.weight"), _rate(loop, f"layers.{i}.bias")) for i in layers]
-    h = embed(params, support.x, loop.first_layer)  # the fixed layers run once
+    h = _embed(params, support.x, loop.first_layer)  # the fixed layers run once
     # d(masked mean)/d(row loss): padded rows weigh exactly 0, so their gradients are 0 too
     row_weight = support.mask / support.mask.sum(-1, keepdim=True).clamp_min(1.0)
     # First order: the update's gradient is a constant (no graph at all), fixed layers included.
@@ -126,6 +132,19 @@ def _backward(
         delta = torch.ops.aten.threshold_backward(torch.matmul(delta, weights[i]), inputs[i], 0.0)
         deltas.insert(0, delta)
     return list(zip(deltas, inputs, strict=True))
+
+
+def _embed(params: Params, x: Tensor, first_layer: int) -> Tensor:
+    """:func:`~.spec.embed` for shared or per-task fixed layers: ``(T, n, d_in)`` rows in."""
+    h = x
+    for i in range(first_layer):
+        h = F.relu(_linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
+    return h
+
+
+def is_per_task(name: str, value: Tensor) -> bool:
+    """Whether a scorer entry carries a leading task dim (without: weights 2-D, biases 1-D)."""
+    return value.dim() > (2 if name.endswith(".weight") else 1)
 
 
 def _forward(h: Tensor, weights: list[Tensor], biases: list[Tensor]) -> Tensor:

@@ -45,13 +45,21 @@ class CompiledGradient:
         s = pad_rows(s, _next_power_of_two(s.n_rows))
         q = pad_rows(q, _next_power_of_two(q.n_rows))
         detached = {name: p.detach() for name, p in params.items()}
-        loss, grads = self._compiled(detached, s.x, s.y, s.mask, q.x, q.y, q.mask)
+        loss, grads = self._compiled(detached, s.x, s.y, s.mask, q.x, q.y, q.mask, tasks.context)
         return loss.detach(), {name: g.detach() for name, g in grads.items()}
 
     def _call(
-        self, params: Params, sx: Tensor, sy: Tensor, sm: Tensor, qx: Tensor, qy: Tensor, qm: Tensor
+        self,
+        params: Params,
+        sx: Tensor,
+        sy: Tensor,
+        sm: Tensor,
+        qx: Tensor,
+        qy: Tensor,
+        qm: Tensor,
+        context: Tensor | None,
     ) -> tuple[Tensor, Params]:
-        return self._fn(params, TaskBatch(Batch(sx, sy, sm), Batch(qx, qy, qm)))
+        return self._fn(params, TaskBatch(Batch(sx, sy, sm), Batch(qx, qy, qm), context))
 
 
 def pad_rows(batch: Batch, n: int) -> Batch:

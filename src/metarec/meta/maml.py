@@ -13,11 +13,13 @@ import torch
 from torch import Tensor
 
 from metarec.config import MetaConfig
+from metarec.errors import ConfigError
 from metarec.meta import batched
 from metarec.meta.batch import Batch, Params, TaskBatch
 from metarec.meta.compiled import CompiledGradient
 from metarec.meta.inner import task_loss
 from metarec.meta.spec import InnerLoop, adapt_with, scorer_params
+from metarec.models.conditioning import condition, is_conditioned
 
 
 class MetaLearner(Protocol):
@@ -53,6 +55,13 @@ class MAML:
     at which rate), :meth:`init_params` (extra meta-parameters) or :meth:`meta_gradient`. A
     subclass that overrides :meth:`adapt` itself trains through ``vmap`` (the ``bmm`` path
     cannot see inside an arbitrary ``adapt``).
+
+    Category-conditioned params (``model.condition = "film"``: a ``film.*`` hypernetwork in
+    ``params``, :mod:`metarec.models.conditioning`) start each task from its own
+    initialisation ``condition(params, tasks.context[t])``, in training (both paths) as at
+    launch; the meta-gradient reaches the hypernetwork through every inner update. ``adapt``
+    takes the start as given: callers condition once per category
+    (:func:`metarec.models.conditioning.initial_params`).
 
     Args:
         config: ``inner_steps``, ``inner_lr``, ``first_order``, ``batching`` and ``compile``
@@ -118,7 +127,8 @@ class MAML:
         # The bmm path reads inner_loop(); a subclass that overrides adapt() instead would be
         # silently ignored there, so it gets the vmap path, which calls its adapt().
         if self.config.batching == "bmm" and type(self).adapt is MAML.adapt:
-            return batched.meta_loss(self.inner_loop(params), scorer_params(params), tasks)
+            start = task_starts(params, tasks)  # shared, or (T, ...) per task when conditioned
+            return batched.meta_loss(self.inner_loop(start), scorer_params(start), tasks)
         return self.vmap_meta_loss(params, tasks)
 
     def meta_gradient(self, params: Params, tasks: TaskBatch) -> tuple[Tensor, Params]:
@@ -151,15 +161,18 @@ class MAML:
     def vmap_meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:
         """:meth:`meta_loss` by ``torch.func.vmap`` over :meth:`adapt` (the reference path)."""
         s, q = tasks.support, tasks.query
+        context = task_contexts(params, tasks)
         # Batch's fields go in as separate tensors so that vmap maps each over its task dim.
-        per_task = torch.func.vmap(self._query_loss, in_dims=(None, 0, 0, 0, 0, 0, 0))(
-            params, s.x, s.y, s.mask, q.x, q.y, q.mask
+        in_dims = (None, None if context is None else 0, 0, 0, 0, 0, 0, 0)
+        per_task = torch.func.vmap(self._query_loss, in_dims=in_dims)(
+            params, context, s.x, s.y, s.mask, q.x, q.y, q.mask
         )
         return per_task.mean()
 
     def _query_loss(
         self,
         params: Params,
+        context: Tensor | None,
         support_x: Tensor,
         support_y: Tensor,
         support_mask: Tensor,
@@ -167,8 +180,34 @@ class MAML:
         query_y: Tensor,
         query_mask: Tensor,
     ) -> Tensor:
-        adapted = self.adapt(params, Batch(support_x, support_y, support_mask))
+        start = params if context is None else condition(params, context)
+        adapted = self.adapt(start, Batch(support_x, support_y, support_mask))
         return task_loss(scorer_params(adapted), Batch(query_x, query_y, query_mask))
+
+
+def task_contexts(params: Params, tasks: TaskBatch) -> Tensor | None:
+    """``(T, d_c)`` the contexts to condition on: ``tasks.context`` for conditioned params,
+    None for unconditioned ones (which ignore any context).
+
+    Raises:
+        ConfigError: conditioned params but tasks without contexts.
+    """
+    if not is_conditioned(params):
+        return None
+    if tasks.context is None:
+        raise ConfigError(
+            "the params condition their initialisation on the category (film.* entries) but "
+            "the tasks carry no category context; sample them with TaskSampler, or pass "
+            "contexts= to stack_tasks"
+        )
+    return tasks.context
+
+
+def task_starts(params: Params, tasks: TaskBatch) -> Params:
+    """Where each task's inner loop starts: ``params`` (shared), or for conditioned params
+    ``condition(params, tasks.context)`` (hidden layers ``(T, ...)``, one init per task)."""
+    context = task_contexts(params, tasks)
+    return params if context is None else condition(params, context)
 
 
 class FOMAML(MAML):

@@ -14,8 +14,9 @@ from metarec.errors import ConfigError
 from metarec.meta import batched
 from metarec.meta.batch import Batch, Params, TaskBatch
 from metarec.meta.inner import task_loss
-from metarec.meta.maml import MAML
+from metarec.meta.maml import MAML, task_contexts
 from metarec.meta.spec import InnerLoop, adapt_with, scorer_params
+from metarec.models.conditioning import FILM_PREFIX, condition
 
 
 class Reptile(MAML):
@@ -80,29 +81,61 @@ class Reptile(MAML):
         return self._direction(params, tasks, bmm=False)
 
     def _direction(self, params: Params, tasks: TaskBatch, *, bmm: bool) -> tuple[Tensor, Params]:
-        weights = scorer_params(params)
         loop = self.inner_loop(params)
+        context = task_contexts(params, tasks)
+        # each task's own start: the shared params, or the category-conditioned ones
+        start = scorer_params(params if context is None else condition(params, context))
         adapted = (
-            batched.adapt_tasks(loop, weights, tasks.support)
+            batched.adapt_tasks(loop, start, tasks.support)
             if bmm
-            else _vmap_adapt(loop, weights, tasks.support)
+            else _vmap_adapt(loop, start, tasks.support)
         )
         q = tasks.query
         losses = torch.func.vmap(lambda p, x, y, m: task_loss(p, Batch(x, y, m)))(
             adapted, q.x, q.y, q.mask
         )
         scale = 1.0 / (loop.steps * self.config.inner_lr)
-        direction = {name: (w - adapted[name].mean(0)) * scale for name, w in weights.items()}
+        # mean over tasks of each task's displacement (start - adapted), in gradient units
+        shift = {
+            name: (w - adapted[name]).mean(0) * scale
+            if not batched.is_per_task(name, w)
+            else (w - adapted[name]) * (scale / tasks.n_tasks)
+            for name, w in start.items()
+        }
+        if context is not None:
+            # A conditioned start is a function of the meta-params: the displacement of each
+            # task's start is pulled back through it (chain rule), so every entry, the
+            # hypernetwork's included, moves the way that moves the starts towards the adapted.
+            shift = _pull_back(params, context, shift)
         # Keyed like params: an entry the inner loop does not touch has no displacement.
         return losses.mean(), {
-            name: direction.get(name, torch.zeros_like(p)) for name, p in params.items()
+            name: shift.get(name, torch.zeros_like(p)) for name, p in params.items()
         }
 
 
-def _vmap_adapt(loop: InnerLoop, weights: Params, support: Batch) -> Params:
-    """Every task's adapted params through the single inner loop: ``(T, ...)`` each."""
+def _pull_back(params: Params, context: Tensor, shift: Params) -> Params:
+    """``J^T shift`` for ``J`` the Jacobian of the conditioned starts w.r.t. the meta-params."""
+    inputs = {n: p for n, p in params.items() if n in shift or n.startswith(FILM_PREFIX)}
 
-    def one(x: Tensor, y: Tensor, mask: Tensor) -> Params:
+    def starts(inputs: Params) -> Params:
+        conditioned = condition({**params, **inputs}, context)
+        return {name: conditioned[name] for name in shift}
+
+    vjp = torch.func.vjp(starts, inputs)[1]
+    (grads,) = vjp(shift)
+    return grads
+
+
+def _vmap_adapt(loop: InnerLoop, weights: Params, support: Batch) -> Params:
+    """Every task's adapted params through the single inner loop: ``(T, ...)`` each.
+
+    ``weights`` entries are shared, or per task with a leading ``T`` (a conditioned start).
+    """
+
+    def one(weights: Params, x: Tensor, y: Tensor, mask: Tensor) -> Params:
         return adapt_with(loop, weights, Batch(x, y, mask))
 
-    return torch.func.vmap(one)(support.x, support.y, support.mask)
+    in_dims = {name: 0 if batched.is_per_task(name, w) else None for name, w in weights.items()}
+    return torch.func.vmap(one, in_dims=(in_dims, 0, 0, 0))(
+        weights, support.x, support.y, support.mask
+    )

@@ -176,7 +176,8 @@ class Recommender:
         item_x = self._item_x
         if len(redo):
             item_x = torch.cat([item_x, item_x.new_zeros(len(new_ids) - n_old, item_x.shape[1])])
-            item_x[torch.from_numpy(redo)] = self.space.encode(catalog.items.iloc[redo])
+            text = None if catalog.text is None else catalog.text.items[torch.from_numpy(redo)]
+            item_x[torch.from_numpy(redo)] = self.space.encode(catalog.items.iloc[redo], text)
         return Recommender(self.model, self.model_dir, self.store, catalog=catalog, item_x=item_x)
 
     def for_model(self, model: MetaModel, model_dir: str | Path) -> Recommender:
@@ -259,6 +260,7 @@ class Recommender:
                 [name],
                 profile_includes=(),  # the profiles above never saw this category
                 seed=self.model.config.seed,
+                name_x=self.catalog.name_features(self.space, [name]),
             )[name]
             self._categories[key] = (data, support_state(data, split_launch(data)))
         return self._categories[key]
@@ -295,9 +297,8 @@ class Recommender:
             generator=generator,
         )
         started = time.perf_counter()
-        params = {
-            k: v.detach() for k, v in self.model.learner.adapt(self.model.params, support).items()
-        }
+        start = self.model.start_params(data)  # conditioned on the category when the model is
+        params = {k: v.detach() for k, v in self.model.learner.adapt(start, support).items()}
         seconds = time.perf_counter() - started
         previous = self._adapted.get(category)
         adaptation = Adaptation(

@@ -8,7 +8,7 @@ request does both (DESIGN.md, "Serving").
 Why a dot product can rank for the MLP. The scorer's input for user ``u`` and item ``i`` is
 ``[z_i, p_u * z_i, s_u * z_i, scalars]`` (:func:`metarec.features.rows.pair_features`): ``z_i``
 the item's representation, ``p_u`` the user's profile from other categories, ``s_u`` their
-support profile here, and six scalars of which four depend on the item: ``log1p(pop_i)``,
+support profile here, and seven scalars of which four depend on the item only: ``log1p(pop_i)``,
 ``pop_i / pop_max``, ``cos(p_u, z_i)`` and ``cos(s_u, z_i)``. For a fixed user the first layer is
 therefore *exactly* linear in the item's linear features
 
@@ -19,6 +19,13 @@ linearise it around the category's *reference items* (its most popular ones, whe
 live): ``g_u`` is the mean gradient of the score with respect to ``h1`` over those rows, and items
 are ranked by ``phi_i . q_u`` with ``q_u = M_u^T g_u``. The exact MLP then re-ranks the best
 ``short_list`` items.
+
+One scalar is not linear in item features: the collaborative affinity
+``asinh(c_u . a_i)`` (``c_u`` the user's unit collaborative profile, ``a_i`` the sum of the item's
+supporters' unit profiles; :func:`metarec.features.rows.pair_features`). It enters the first
+layer through one weight column ``w_a``, so it is added exactly: ``h1_i = M_u phi_i + c_u +
+w_a asinh(c_u . a_i)``, and the linearised score gains ``(g_u . w_a) asinh(c_u . a_i)``, one
+``(n_items, r)`` matrix-vector product per request (``a_i`` is zero for unsupported items).
 
 A request must not read all ``2D + 2`` columns of every item (1.8 GB at 1e6 items of the demo
 model), so the attribute part ``[z, z / |z|]`` is projected to ``rank`` columns. Which columns
@@ -95,6 +102,7 @@ class ItemIndex:
         reference: (m,) positions of the reference items the head is linearised at: the most
             supported ones, ties in random (seeded) order.
         reference_features: (m, 2D + 2) their linear features.
+        reference_unit_sum: (m, r) their supporters' summed unit collaborative profiles.
         fingerprint: what the index was built from (items and support positives), to reuse it
             while neither changes.
     """
@@ -102,6 +110,7 @@ class ItemIndex:
     gram: Tensor
     reference: Tensor
     reference_features: Tensor
+    reference_unit_sum: Tensor
     fingerprint: str
 
 
@@ -130,10 +139,12 @@ class Query:
     Attributes:
         attributes: (2D,) weights of ``[z, z / |z|]``.
         popularity: (2,) weights of ``log1p(pop)`` and ``pop / pop_max``.
+        affinity: () weight of the collaborative affinity ``asinh(c_u . a_i)``.
     """
 
     attributes: Tensor
     popularity: Tensor
+    affinity: Tensor
 
     def project(self, projection: Projection) -> Tensor:
         """(rank + 2,) the query in the projection's space."""
@@ -206,6 +217,7 @@ def build_index(
         gram=gram,
         reference=reference,
         reference_features=linear_features(category, state, reference),
+        reference_unit_sum=state.item_unit_sum[reference],
         fingerprint=category_fingerprint(category),
     )
 
@@ -306,17 +318,35 @@ class FirstLayer:
     Attributes:
         weight: (h, 2D + 2) ``M_u``.
         bias: (h,) ``c_u``.
+        affinity_weight: (h,) ``w_a``, the weights of the affinity scalar.
+        cf_unit: (r,) the user's collaborative profile at unit length.
     """
 
     weight: Tensor
     bias: Tensor
+    affinity_weight: Tensor
+    cf_unit: Tensor
+
+    def affinity(self, unit_sum: Tensor) -> Tensor:
+        """(m,) ``asinh(c_u . a_i)`` for items whose supporters' unit profiles sum to
+        ``unit_sum`` (m, r)."""
+        return torch.asinh(unit_sum @ self.cf_unit)
+
+    def h1(self, phi: Tensor, unit_sum: Tensor) -> Tensor:
+        """(m, h) first-layer pre-activations of items with linear features ``phi``."""
+        return F.linear(phi, self.weight, self.bias) + self.affinity(unit_sum)[:, None] * (
+            self.affinity_weight
+        )
 
 
-def first_layer(params: Params, user: UserInputs) -> FirstLayer:
+def first_layer(params: Params, user: UserInputs, cf_dim: int) -> FirstLayer:
     """Fold the user into the first layer (see the module docstring).
 
     Computing ``h1`` this way is exact (the same sums in another order) and several times
     cheaper than building the scorer's rows: no per-row products or cosines.
+
+    Args:
+        cf_dim: ``r``, the collaborative part's width (the last ``r`` entries of a profile).
 
     Raises:
         ArtifactError: the params do not read rows of this feature width.
@@ -337,7 +367,12 @@ def first_layer(params: Params, user: UserInputs) -> FirstLayer:
         + w_scalars[:, 4] * torch.log1p(user.n_other)
         + w_scalars[:, 5] * torch.log1p(user.support_n)
     )
-    return FirstLayer(torch.cat([w_item, w_unit, w_scalars[:, :2]], dim=1), constant)
+    return FirstLayer(
+        torch.cat([w_item, w_unit, w_scalars[:, :2]], dim=1),
+        constant,
+        w_scalars[:, 6],
+        _unit(profile[d - cf_dim :]),
+    )
 
 
 def head(params: Params, h1: Tensor) -> Tensor:
@@ -359,14 +394,14 @@ def user_query(params: Params, index: ItemIndex, user: UserInputs) -> Query:
     Raises:
         ArtifactError: the params do not read rows of this feature width.
     """
-    layer = first_layer(params, user)
+    layer = first_layer(params, user, index.reference_unit_sum.shape[1])
     return _query(params, index, layer)
 
 
 def _query(params: Params, index: ItemIndex, layer: FirstLayer) -> Query:
-    h1 = F.linear(index.reference_features, layer.weight, layer.bias)
-    q = layer.weight.T @ head_gradient(params, h1)
-    return Query(q[:-2], q[-2:])
+    gradient = head_gradient(params, layer.h1(index.reference_features, index.reference_unit_sum))
+    q = layer.weight.T @ gradient
+    return Query(q[:-2], q[-2:], gradient @ layer.affinity_weight)
 
 
 def _unit(vector: Tensor) -> Tensor:
@@ -410,16 +445,17 @@ def rank_top_k(
     if k <= 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     with torch.no_grad():
-        layer = first_layer(params, user)
+        layer = first_layer(params, user, state.item_unit_sum.shape[1])
         if index is None or projection is None or n_allowed <= max(short_list, k):
             candidates = torch.nonzero(allowed).squeeze(1)
         else:
-            query = _query(params, index, layer).project(projection)
-            approx = projection.vectors @ query
+            query = _query(params, index, layer)
+            approx = projection.vectors @ query.project(projection)
+            approx += query.affinity * layer.affinity(state.item_unit_sum)
             approx[user.seen] = -torch.inf
             candidates = top_k_positions(approx, max(short_list, k))
         phi = linear_features(category, state, candidates)
-        exact = head(params, F.linear(phi, layer.weight, layer.bias))
+        exact = head(params, layer.h1(phi, state.item_unit_sum[candidates]))
         top = torch.topk(exact, k)
     return candidates[top.indices], top.values
 

@@ -361,7 +361,7 @@ class Service:
             reason = f"unknown user {user_id!r}: the category's most supported items"
             positions, scores = view.popular[:k], view.popular_scores[:k]
         else:
-            params = recommender.model.params if adaptation is None else adaptation.params
+            params = _category_params(recommender, view.data, adaptation)
             if adaptation is None:
                 fallback = "zero-shot"
                 reason = (
@@ -793,7 +793,7 @@ class Service:
                 view = snapshot.view(
                     _view_key(category, adaptation), lambda k: self._prepared_view(recommender, k)
                 )
-                params = recommender.model.params if adaptation is None else adaptation.params
+                params = _category_params(recommender, view.data, adaptation)
                 user_idx = int(view.data.users[0]) if view.data.n_users else 0
                 user, params = recommender.personalise(view.data, view.state, params, user_idx)
                 _, scores = rank_top_k(
@@ -909,7 +909,7 @@ class Service:
         key = _params_key(recommender, adaptation)
         if view.index is None or key in view.projections:
             return
-        params = recommender.model.params if adaptation is None else adaptation.params
+        params = _category_params(recommender, view.data, adaptation)
         queries = self._sample_queries(recommender, view, params)
         projection = fit_projection(
             view.data, view.state, view.index, queries, rank=self.settings.retrieval_rank
@@ -953,6 +953,14 @@ class Service:
 def _view_key(category: str, adaptation: Adaptation | None) -> ViewKey:
     """The view serving ``category``: as its adaptation saw it, or as it is now."""
     return (category, None if adaptation is None else adaptation.as_of)
+
+
+def _category_params(
+    recommender: Recommender, data: CategoryData, adaptation: Adaptation | None
+) -> Params:
+    """The category's adapted params or, before its adaptation, the zero-shot model: the
+    meta-initialisation (conditioned on the category for a category-conditioned model)."""
+    return recommender.model.start_params(data) if adaptation is None else adaptation.params
 
 
 def _params_key(recommender: Recommender, adaptation: Adaptation | None) -> ParamsKey:

@@ -7,8 +7,9 @@ and each of those users' profiles from the *other* categories.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -35,6 +36,8 @@ class CategoryData:
         profile: (n_users, d + r) each user's profile from other categories: mean attribute
             features, then mean collaborative factors (``r = cf_dim``), of what they liked there.
         n_other: (n_users,) each user's positives in other categories.
+        name_x: (t,) the projected text embedding of the category's name and description
+            (:mod:`metarec.features.text`); None without text features.
     """
 
     name: str
@@ -48,6 +51,20 @@ class CategoryData:
     user_count: np.ndarray
     profile: torch.Tensor
     n_other: torch.Tensor
+    name_x: torch.Tensor | None = None
+
+    @cached_property
+    def context(self) -> torch.Tensor:
+        """(d [+ t],) what is known about the category before any interaction.
+
+        The mean attribute features of its items (the category block of that mean is its path
+        in the tree: every prefix, as :class:`~metarec.features.FeatureSpace` encodes it), then
+        ``name_x`` when there is one. A category-conditioned model
+        (:mod:`metarec.models.conditioning`) starts adapting from an initialisation computed
+        from it; it is the same at launch as in meta-training, and needs no support.
+        """
+        mean = self.item_x.mean(0) if self.n_items else self.item_x.new_zeros(self.item_x.shape[1])
+        return mean if self.name_x is None else torch.cat([mean, self.name_x])
 
     @property
     def cf_dim(self) -> int:
@@ -115,6 +132,7 @@ def build_categories(
     profile_includes: Iterable[str],
     seed: int,
     extra_users: np.ndarray | None = None,
+    name_x: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, CategoryData]:
     """Assemble :class:`CategoryData` for the given categories.
 
@@ -132,6 +150,7 @@ def build_categories(
         seed: seed of the tie-breaking order of positives without time.
         extra_users: global indices of users to include even without a positive here (users
             to rank for at zero shots, or users new to the category).
+        name_x: category -> (t,) projected text embedding of its name (text features on).
     """
     included = set(profile_includes)
     item_category = items.set_index("item_idx")["category"]
@@ -172,5 +191,6 @@ def build_categories(
             user_count=np.bincount(pos_user, minlength=len(users)),
             profile=profile,
             n_other=n_other,
+            name_x=None if name_x is None else name_x[name],
         )
     return out

@@ -33,6 +33,9 @@ class SupportState:
         user_sum: (n_users, d + r) sum of the representations of the user's support items.
         user_n: (n_users,) number of the user's support items.
         codes: sorted ``user_pos * n_items + item_pos`` of the support pairs.
+        item_unit_sum: (n_items, r) sum of the supporters' collaborative profiles scaled to
+            unit length: a user's dot product with it is their summed cosine similarity to the
+            item's supporters (the rows' affinity feature).
     """
 
     pop: torch.Tensor
@@ -41,6 +44,7 @@ class SupportState:
     user_sum: torch.Tensor
     user_n: torch.Tensor
     codes: torch.Tensor
+    item_unit_sum: torch.Tensor
 
     def item_repr(self, category: CategoryData, items: torch.Tensor) -> torch.Tensor:
         """(m, d + r) representations ``[attributes, mean supporter profile]`` of items."""
@@ -55,6 +59,7 @@ def support_state(category: CategoryData, split: Split) -> SupportState:
     n, r = category.n_items, category.cf_dim
     pop = torch.bincount(items, minlength=n).float()
     item_cf_sum = torch.zeros(n, r).index_add_(0, items, _cf_profile(category, users))
+    item_unit_sum = torch.zeros(n, r).index_add_(0, items, cf_unit(category, users))
     partial = SupportState(
         pop=pop,
         pop_max=pop.max() if n else torch.tensor(0.0),
@@ -62,6 +67,7 @@ def support_state(category: CategoryData, split: Split) -> SupportState:
         user_sum=torch.zeros(0),
         user_n=torch.bincount(users, minlength=category.n_users).float(),
         codes=category.positive_codes(split.support),
+        item_unit_sum=item_unit_sum,
     )
     reprs = partial.item_repr(category, items)
     user_sum = torch.zeros(category.n_users, reprs.shape[1]).index_add_(0, users, reprs)
@@ -72,11 +78,22 @@ def support_state(category: CategoryData, split: Split) -> SupportState:
         user_sum=user_sum,
         user_n=partial.user_n,
         codes=partial.codes,
+        item_unit_sum=item_unit_sum,
     )
 
 
 def _cf_profile(category: CategoryData, users: torch.Tensor) -> torch.Tensor:
     return category.profile[users, category.item_x.shape[1] :]
+
+
+def cf_unit(category: CategoryData, users: torch.Tensor) -> torch.Tensor:
+    """(m, r) the users' collaborative profiles scaled to unit length (zero stays zero)."""
+    return unit_rows(_cf_profile(category, users))
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` (..., r) scaled to unit length; all-zero rows stay zero."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
 def pair_rows(
@@ -103,8 +120,11 @@ def pair_rows(
     user_sum = state.user_sum[users]
     user_n = state.user_n[users]
     pop = state.pop[items]
+    unit = cf_unit(category, users)
+    unit_sum = state.item_unit_sum[items]
     if leave_one_out is not None:
         loo = leave_one_out.float()
+        unit_sum = unit_sum - loo[:, None] * unit
         user_sum = user_sum - loo[:, None] * z
         user_n = user_n - loo
         cf_sum = state.item_cf_sum[items] - loo[:, None] * _cf_profile(category, users)
@@ -120,6 +140,7 @@ def pair_rows(
         state.pop_max.expand(len(items)),
         category.n_other[users],
         user_n,
+        (unit * unit_sum).sum(-1),
     )
 
 
@@ -173,6 +194,7 @@ def candidate_rows_for(
         state.pop_max,
         n_other[:, None],
         support_n[:, None],
+        unit_rows(profile[:, category.item_x.shape[1] :]) @ state.item_unit_sum.T,
     )
 
 

@@ -57,9 +57,16 @@ class TaskSampler:
         return split, support_state(category, split), category.positive_codes(), query_users
 
     def __call__(self, n_tasks: int, generator: torch.Generator) -> TaskBatch:
-        """Sample ``n_tasks`` tasks, padded and stacked; random only through ``generator``."""
-        picks = torch.randint(len(self.options), (n_tasks,), generator=generator)
-        return stack_tasks([self._task(int(p), generator) for p in picks])
+        """Sample ``n_tasks`` tasks, padded and stacked; random only through ``generator``.
+
+        Each task carries its category's context (:attr:`CategoryData.context`), which
+        category-conditioned models start from.
+        """
+        picks = [int(p) for p in torch.randint(len(self.options), (n_tasks,), generator=generator)]
+        return stack_tasks(
+            [self._task(p, generator) for p in picks],
+            contexts=[self.options[p][0].context for p in picks],
+        )
 
     def _task(self, option: int, generator: torch.Generator) -> tuple[Batch, Batch]:
         category, _ = self.options[option]
