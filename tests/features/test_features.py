@@ -158,3 +158,31 @@ def test_item_factors_handle_degenerate_ranks(rank: int) -> None:
     )
     assert out.shape == (3, rank)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("power", [-1.0, 0.5])
+def test_item_factors_whiten_user_profiles_at_power_minus_one(power: float) -> None:
+    """``X V s**-1 = U``: the users' summed factors have orthogonal columns of equal norm
+    (whitened); with ``sqrt(s)`` the norms follow ``s**1.5`` and the first column dominates."""
+    rng = np.random.default_rng(1)
+    users, items = rng.integers(0, 60, 900), rng.integers(0, 30, 900)
+    pairs = np.unique(np.stack([users, items], axis=1), axis=0)
+    users, items = pairs[:, 0], pairs[:, 1]
+    factors = item_factors(
+        users, items, np.ones(len(users)), n_users=60, n_items=30, rank=4, seed=0, power=power
+    ).double()
+    norms = torch.linalg.norm(factors, dim=1)
+    assert torch.isclose(norms[norms > 0].mean(), torch.tensor(1.0, dtype=torch.float64))
+    counts = np.bincount(users, minlength=60)
+    rows = torch.from_numpy(1.0 / np.sqrt(counts[users]))  # the rows are L2-normalised first
+    summed = torch.zeros(60, 4, dtype=torch.float64).index_add_(
+        0, torch.from_numpy(users), rows[:, None] * factors[torch.from_numpy(items)]
+    )
+    gram = summed.T @ summed
+    off_diagonal = gram - torch.diag(torch.diag(gram))
+    assert off_diagonal.abs().max() < 1e-6 * gram.diag().max()
+    spread = gram.diag().max() / gram.diag().min()
+    if power == -1.0:
+        assert torch.isclose(spread, torch.tensor(1.0, dtype=torch.float64), rtol=1e-5)
+    else:
+        assert spread > 1.5

@@ -229,7 +229,7 @@ def evaluate(
             f"fold {fold.index + 1}/{len(folds)}: test {fold.test}, "
             f"validation {fold.validation}, {len(fold.train)} training categories"
         )
-        validation = _validation_launches(catalog, train_config, fold)
+        validation = validation_launches(catalog, train_config, fold)
         context = fit_context(
             catalog,
             train_config,
@@ -267,7 +267,7 @@ def evaluate(
 
 
 @dataclass
-class _Validation:
+class Validation:
     """The fold's validation launches and a scorer over them (NDCG@10, pooled over users)."""
 
     launches: list[tuple[Launch, Split, torch.Tensor, torch.Tensor]]
@@ -287,7 +287,7 @@ class _Validation:
         return float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
 
 
-def _validation_launches(catalog: Catalog, train_config: TrainConfig, fold: Fold) -> _Validation:
+def validation_launches(catalog: Catalog, train_config: TrainConfig, fold: Fold) -> Validation:
     """Validation categories launched at ``tasks.shots``, seen from the training categories."""
     from metarec.pipeline import prepare_model
 
@@ -317,7 +317,7 @@ def _validation_launches(catalog: Catalog, train_config: TrainConfig, fold: Fold
             continue
         relevant, exclude = evaluation_masks(full, split, users)
         launches.append((launch, split, relevant, exclude))
-    return _Validation(launches)
+    return Validation(launches)
 
 
 @dataclass(frozen=True)
@@ -361,7 +361,7 @@ def _case(
 def _tune(
     cls: type[Method],
     context: Any,
-    validation: _Validation,
+    validation: Validation,
     config: EvalConfig,
     fold: Fold,
     result: Result,
