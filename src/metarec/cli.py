@@ -107,6 +107,26 @@ def ingest(
 
 
 @command
+def embed(
+    store: StoreOption,
+    config: Annotated[Path | None, typer.Option(help="TOML training config.")] = None,
+) -> None:
+    """Embed item and category texts into the store's cache once (text features, pip extra
+    `text`); later commands open the store read-only and read the cache."""
+    from metarec.config import load_config
+    from metarec.data.store import Store
+    from metarec.features.text import fill_text_cache
+
+    features = load_config(config).features
+    with Store.open(store) as opened:
+        table = fill_text_cache(opened, features, progress=True)
+    console.print(
+        f"[green]text cache[/] {store}: {len(table.items):,} items and "
+        f"{len(table.categories):,} categories embedded with {table.model}"
+    )
+
+
+@command
 def categories(store: StoreOption) -> None:
     """List the store's categories with their sizes."""
     from metarec.data.store import Store

@@ -259,3 +259,19 @@ def test_the_packaged_minilm_loads_offline_and_embeds_meaningfully() -> None:
     assert out.shape == (3, 384) and out.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
     assert out[0] @ out[1] > out[0] @ out[2] + 0.2
+
+
+def test_fill_text_cache_writes_once_and_refuses_read_only_stores(store_path: Path) -> None:
+    """`metarec embed`'s library call: fills the cache a read-only load then only reads."""
+    from metarec.features.text import fill_text_cache
+
+    with Store.open(store_path, read_only=True) as store, pytest.raises(StoreError, match="read"):
+        fill_text_cache(store, TEXT_ON, encoder=FakeEncoder())
+    first = FakeEncoder()
+    with Store.open(store_path) as store:
+        table = fill_text_cache(store, TEXT_ON, encoder=first, progress=False)
+    assert len(first.seen) == 6 and table.items.shape == (5, 8)
+    later = FakeEncoder()
+    _load(store_path, later, read_only=True)
+    assert later.seen == []
+    assert len(_cache_rows(store_path)) == 6

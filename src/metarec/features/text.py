@@ -37,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.config import FeatureConfig
-from metarec.errors import ConfigError, MissingExtraError
+from metarec.errors import ConfigError, MissingExtraError, StoreError
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
@@ -267,8 +267,8 @@ def cached_embeddings(
     if store.read_only:
         warnings.warn(
             f"{len(missing)} {kind} texts are not in the text cache of the read-only store "
-            f"{store.path}: embedded now but not cached. Cache them once with the store writable: "
-            "metarec.features.text.load_text(Store.open(path), ...) or a running service",
+            f"{store.path}: embedded now but not cached. Cache them once: "
+            f"metarec embed --store {store.path} (with your --config)",
             stacklevel=2,
         )
     else:
@@ -335,6 +335,37 @@ def load_text(
             name: torch.from_numpy(category_vectors[i].copy()) for i, name in enumerate(names)
         },
     )
+
+
+def fill_text_cache(
+    store: Store,
+    config: FeatureConfig,
+    *,
+    encoder: TextEncoder | None = None,
+    progress: bool | None = True,
+) -> TextTable:
+    """Embed every item and category text the store's cache lacks, and write it there.
+
+    Run once after ingesting (``metarec embed``) so that every later command, which opens the
+    store read-only, finds the embeddings instead of recomputing them in memory each time.
+
+    Args:
+        store: a store opened read-write.
+        config: ``text_model``.
+        encoder: an encoder instead of ``config.text_model`` (tests).
+        progress: progress bar while embedding (None: only on a terminal).
+
+    Raises:
+        StoreError: the store is read-only.
+        MissingExtraError: something must be embedded and the encoder's package is missing.
+    """
+    if store.read_only:
+        raise StoreError(
+            f"store {store.path} is open read-only; the text cache is written into the store, "
+            "so open it read-write (no other process may hold it)"
+        )
+    items = store.items().sort_values("item_idx").reset_index(drop=True)
+    return load_text(store, items, config, encoder=encoder, progress=progress)
 
 
 @dataclass(frozen=True)
