@@ -31,7 +31,7 @@ def test_held_out_positives_rank_near_the_top(known_store: Path, known_model: Me
     # Users' types are visible from other categories; popularity is blind to them. A ranker
     # that knows each user's type exactly reaches AUC ~0.74 here (90% of positives in the
     # user's group, ties inside it): 0.9 * (20 + 7) / 34 + 0.1 * 10 / 34.
-    assert _metric(records, "metarec-maml", "auc", None) > 0.65  # measured 0.69
+    assert _metric(records, "metarec-maml", "auc", None) > 0.65  # measured 0.71
     assert _metric(records, "popularity", "auc", None) < 0.6
     assert (
         _metric(records, "metarec-maml", "ndcg", 10)
