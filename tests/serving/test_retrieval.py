@@ -135,6 +135,17 @@ def test_linear_scorer_is_ranked_exactly_by_the_dot_product(category: CategoryDa
         assert float(offset.std()) < 1e-4 * float(exact.std())
 
 
+def test_index_keeps_the_affinity_rows_of_supported_items_only(category: CategoryData) -> None:
+    """Retrieval adds the affinity over supported items only: exact, because every other item's
+    summed supporter profile is zero."""
+    state = support_state(category, split_launch(category))
+    index = build_index(category, state)
+    assert torch.equal(index.supported, torch.nonzero(state.pop > 0).squeeze(1))
+    assert 0 < len(index.supported) < category.n_items
+    assert torch.equal(index.supported_unit_sum, state.item_unit_sum[index.supported])
+    assert not state.item_unit_sum[state.pop == 0].any()
+
+
 def test_first_layer_folded_with_the_user_equals_the_scorer_rows(category: CategoryData) -> None:
     state = support_state(category, split_launch(category))
     params = make_params(hidden=(16, 8), seed=4)

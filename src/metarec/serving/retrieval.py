@@ -25,7 +25,8 @@ One scalar is not linear in item features: the collaborative affinity
 supporters' unit profiles; :func:`metarec.features.rows.pair_features`). It enters the first
 layer through one weight column ``w_a``, so it is added exactly: ``h1_i = M_u phi_i + c_u +
 w_a asinh(c_u . a_i)``, and the linearised score gains ``(g_u . w_a) asinh(c_u . a_i)``, one
-``(n_items, r)`` matrix-vector product per request (``a_i`` is zero for unsupported items).
+``(s, r)`` matrix-vector product per request over the ``s`` supported items (``a_i`` is zero
+for the others).
 
 A request must not read all ``2D + 2`` columns of every item (1.8 GB at 1e6 items of the demo
 model), so the attribute part ``[z, z / |z|]`` is projected to ``rank`` columns. Which columns
@@ -103,6 +104,9 @@ class ItemIndex:
             supported ones, ties in random (seeded) order.
         reference_features: (m, 2D + 2) their linear features.
         reference_unit_sum: (m, r) their supporters' summed unit collaborative profiles.
+        supported: (s,) positions of the items with any support (the only ones whose
+            affinity is not zero), and supported_unit_sum: (s, r) their summed unit profiles,
+            contiguous: a request's affinity mat-vec reads these s rows, not all n.
         fingerprint: what the index was built from (items and support positives), to reuse it
             while neither changes.
     """
@@ -111,6 +115,8 @@ class ItemIndex:
     reference: Tensor
     reference_features: Tensor
     reference_unit_sum: Tensor
+    supported: Tensor
+    supported_unit_sum: Tensor
     fingerprint: str
 
 
@@ -213,11 +219,14 @@ def build_index(
     # popularity first; the random jitter (< 1) only orders ties, e.g. the many unsupported items
     jittered = state.pop + torch.rand(category.n_items, generator=generator)
     reference = torch.topk(jittered, min(category.n_items, n_reference)).indices
+    supported = torch.nonzero(state.pop > 0).squeeze(1)
     return ItemIndex(
         gram=gram,
         reference=reference,
         reference_features=linear_features(category, state, reference),
         reference_unit_sum=state.item_unit_sum[reference],
+        supported=supported,
+        supported_unit_sum=state.item_unit_sum[supported].contiguous(),
         fingerprint=category_fingerprint(category),
     )
 
@@ -451,7 +460,8 @@ def rank_top_k(
         else:
             query = _query(params, index, layer)
             approx = projection.vectors @ query.project(projection)
-            approx += query.affinity * layer.affinity(state.item_unit_sum)
+            # unsupported items have affinity asinh(0) = 0: only supported rows contribute
+            approx[index.supported] += query.affinity * layer.affinity(index.supported_unit_sum)
             approx[user.seen] = -torch.inf
             candidates = top_k_positions(approx, max(short_list, k))
         phi = linear_features(category, state, candidates)
