@@ -6,6 +6,7 @@ import doctest
 
 import pytest
 import torch
+from tests.gradcheck import finite_differences, flat, rel_err
 from torch import Tensor
 
 import metarec.meta.maml
@@ -46,37 +47,16 @@ def _maml(steps: int, first_order: bool = False, lr: float = 0.5) -> MAML:
     return MAML(MetaConfig(inner_steps=steps, inner_lr=lr, first_order=first_order))
 
 
-def _flat(params: Params) -> Tensor:
-    return torch.cat([p.reshape(-1) for p in params.values()])
-
-
-def _finite_difference_gradient(maml: MAML, params: Params, tasks: TaskBatch) -> Tensor:
-    eps, out = 1e-6, []
-    for name, p in params.items():
-        for i in range(p.numel()):
-            shifted = []
-            for sign in (1.0, -1.0):
-                q = {k: v.clone() for k, v in params.items()}
-                q[name].view(-1)[i] += sign * eps
-                shifted.append(maml.meta_loss(q, tasks))
-            out.append((shifted[0] - shifted[1]) / (2 * eps))
-    return torch.stack(out)
-
-
-def _rel_err(a: Tensor, b: Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
-
-
 def test_second_order_meta_gradient_equals_finite_differences() -> None:
     params, tasks = _params(), stack_tasks(_tasks([(6, 8), (4, 8)]))
     second = _maml(steps=2)
     loss, grads = second.meta_gradient(params, tasks)
-    fd = _finite_difference_gradient(second, params, tasks)
+    fd = finite_differences(lambda q: second.meta_loss(q, tasks), params)
     assert loss.item() == pytest.approx(second.meta_loss(params, tasks).item(), rel=1e-12)
-    assert _rel_err(_flat(grads), fd) < 1e-6
+    assert rel_err(flat(grads), fd) < 1e-6
     # The check discriminates: first order is measurably not the true gradient here.
     _, first = _maml(steps=2, first_order=True).meta_gradient(params, tasks)
-    assert _rel_err(_flat(first), fd) > 1e-3
+    assert rel_err(flat(first), fd) > 1e-3
 
 
 def test_first_order_equals_second_order_at_zero_inner_steps() -> None:
@@ -102,7 +82,7 @@ def test_first_order_is_the_query_gradient_at_the_adapted_params() -> None:
     for k in params:
         expected = torch.stack([g[k] for g in per_task]).mean(0)
         torch.testing.assert_close(first[k], expected, rtol=1e-12, atol=1e-14)
-    assert _rel_err(_flat(first), _flat(second)) > 1e-3
+    assert rel_err(flat(first), flat(second)) > 1e-3
 
 
 @pytest.mark.parametrize("first_order", [False, True])

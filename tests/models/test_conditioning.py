@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.gradcheck import finite_differences, flat, rel_err
 from torch import Tensor
 
 from metarec.config import MetaConfig, ModelConfig, load_config
@@ -93,14 +94,6 @@ def _with_garbage_padding(batch: TaskBatch) -> TaskBatch:
         part.x[pad] = 100 * torch.randn(part.x[pad].shape, generator=g, dtype=torch.float64)
         part.y[pad] = 7.0
     return batch
-
-
-def _flat(params: Params) -> Tensor:
-    return torch.cat([p.reshape(-1) for p in params.values()])
-
-
-def _rel_err(a: Tensor, b: Tensor) -> float:
-    return ((a - b).norm() / b.norm()).item()
 
 
 # ---- the conditioning itself -----------------------------------------------------------------
@@ -226,23 +219,11 @@ def test_conditioned_second_order_meta_gradient_equals_finite_differences(
     tasks, contexts = _tasks([(6, 8), (4, 8)])
     batch = stack_tasks(tasks, contexts=list(contexts))
     _, grads = learner.meta_gradient(params, batch)
-    fd = _finite_differences(learner, params, batch)  # of the vmap reference loss
-    assert _rel_err(_flat(grads), fd) < 1e-6
+    # of the vmap reference loss
+    fd = finite_differences(lambda q: learner.vmap_meta_loss(q, batch), params)
+    assert rel_err(flat(grads), fd) < 1e-6
     first = _learner(name, batching=batching, first_order=True)
-    assert _rel_err(_flat(first.meta_gradient(params, batch)[1]), fd) > 1e-3
-
-
-def _finite_differences(learner: MAML, params: Params, tasks: TaskBatch) -> Tensor:
-    eps, out = 1e-6, []
-    for name, p in params.items():
-        for i in range(p.numel()):
-            shifted = []
-            for sign in (1.0, -1.0):
-                q = {k: v.clone() for k, v in params.items()}
-                q[name].view(-1)[i] += sign * eps
-                shifted.append(learner.vmap_meta_loss(q, tasks))
-            out.append((shifted[0] - shifted[1]) / (2 * eps))
-    return torch.stack(out)
+    assert rel_err(flat(first.meta_gradient(params, batch)[1]), fd) > 1e-3
 
 
 @pytest.mark.parametrize("batching", BATCHING)
