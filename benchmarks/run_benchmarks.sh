@@ -7,6 +7,7 @@ mode=${1:-quick}
 work=${2:-runs}
 data=../shared/data
 bin=.venv/bin
+export OMP_NUM_THREADS=1  # the tables were measured with one torch thread per process
 flag=$([ "$mode" = quick ] && echo --quick || echo "")
 mkdir -p "$work"
 
