@@ -115,10 +115,11 @@ def worker(export: Path, result: Path, steps: int, warmup: int, batch: int) -> N
 
     from metarec.config import load_config
     from metarec.data.export import open_export
+    from metarec.features import load_catalog
     from metarec.meta import build_learner, meta_train
     from metarec.meta.distributed import World
-    from metarec.pipeline import Catalog, prepare_model, split_categories
-    from metarec.tasks import TaskSampler
+    from metarec.meta.model import prepare_model
+    from metarec.tasks import TaskSampler, split_categories
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     with World.from_torchrun() as world:
@@ -127,12 +128,12 @@ def worker(export: Path, result: Path, steps: int, warmup: int, batch: int) -> N
         config = config.model_copy(update={"meta": meta})
         started = time.perf_counter()
         with open_export(export) as store:
-            catalog = Catalog.load(store, config)
+            catalog = load_catalog(store, config)
         splits = split_categories(catalog, config)
         model = prepare_model(catalog, config, splits)
         learner = build_learner(config.meta)
         params = learner.init_params(model.params)
-        data = catalog.category_data(splits["train"], model, visible=splits["train"])
+        data = model.category_data(catalog, splits["train"], visible=splits["train"])
         sampler = TaskSampler(list(data.values()), config.tasks)
         setup_s = time.perf_counter() - started
 

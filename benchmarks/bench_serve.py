@@ -53,10 +53,11 @@ from metarec.config import load_config
 from metarec.data import Store, ingest
 from metarec.data.ingest import ingest_frames
 from metarec.data.simulate import simulate
-from metarec.pipeline import load_model, save_model, train
-from metarec.serving.retrieval import first_layer, head, linear_features
+from metarec.meta.model import load_model, save_model
+from metarec.ranking.retrieval import first_layer, head, linear_features
 from metarec.serving.service import Service
 from metarec.serving.settings import ServeSettings
+from metarec.training import train
 
 TOKEN = "bench-serve-token"
 SUPPORT_USERS, SUPPORT_PER_USER = 600, 5

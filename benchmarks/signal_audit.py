@@ -19,10 +19,16 @@ import torch
 
 from metarec.config import load_config
 from metarec.data import Store
-from metarec.evaluation.metrics import ranking_metrics
-from metarec.features import FeatureSpace
-from metarec.pipeline import Catalog, MetaModel, evaluation_masks, split_categories
-from metarec.tasks import candidate_rows, split_k_shot, support_state
+from metarec.features import FeatureSpace, load_catalog
+from metarec.meta.model import MetaModel
+from metarec.ranking.metrics import ranking_metrics
+from metarec.tasks import (
+    candidate_rows,
+    evaluation_masks,
+    split_categories,
+    split_k_shot,
+    support_state,
+)
 
 
 def main() -> None:
@@ -35,7 +41,7 @@ def main() -> None:
 
     config = load_config(args.config, hold_out=[args.category])
     with Store.open(args.store, read_only=True) as store:
-        catalog = Catalog.load(store, config)
+        catalog = load_catalog(store, config)
     splits = split_categories(catalog, config)
     train_items = catalog.items[catalog.items["category"].isin(splits["train"])]
     space = FeatureSpace.fit(train_items, config.features)
@@ -50,7 +56,7 @@ def main() -> None:
         factors[torch.from_numpy(known)],
         catalog.items.loc[known, "item_id"].astype(str).tolist(),
     )
-    category = catalog.category_data([args.category], model, visible=catalog.categories)[
+    category = model.category_data(catalog, [args.category], visible=catalog.categories)[
         args.category
     ]
     d, full = space.dim, space.dim + rank

@@ -28,7 +28,7 @@ from metarec.config import EvalConfig, load_config
 from metarec.data.store import Store
 from metarec.evaluation import harness
 from metarec.evaluation.methods import METHODS
-from metarec.pipeline import Catalog
+from metarec.features import load_catalog
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     evaluation = EvalConfig(seed=args.seed)
     base = load_config(None, seed=args.seed)
     with Store.open(args.store, read_only=True) as store:
-        catalog = Catalog.load(store, base)
+        catalog = load_catalog(store, base)
     eligible = harness.eligible_categories(
         catalog, evaluation.min_users, 2, min_items=max(evaluation.ks)
     )

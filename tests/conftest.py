@@ -11,7 +11,10 @@ import torch
 
 from metarec.config import TrainConfig, load_config
 from metarec.data import Store, ingest
-from metarec.pipeline import MetaModel, save_model, train
+from metarec.meta.model import MetaModel, save_model
+from metarec.models.folded import folded_scores
+from metarec.ranking import item_side, user_side
+from metarec.training import train
 
 # The suite's tensors are small: one thread avoids oversubscribing the 2 cores it shares.
 torch.set_num_threads(1)
@@ -53,6 +56,11 @@ def write_known_answer_tables(folder: Path, *, seed: int = 0) -> Path:
     items.to_csv(folder / "items.csv", index=False)
     interactions.to_csv(folder / "interactions.csv", index=False)
     return folder
+
+
+def folded(params: dict[str, torch.Tensor], category, state, users) -> torch.Tensor:
+    """(b, n_items) scores of every item for ``users`` through the folded first layer."""
+    return folded_scores(params, user_side(category, state, users), item_side(category, state))
 
 
 def known_answer_config(**overrides: object) -> TrainConfig:

@@ -15,26 +15,19 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from tests.conftest import KNOWN_HELD_OUT, known_answer_config
+from tests.conftest import KNOWN_HELD_OUT, folded, known_answer_config
 from tests.features.test_text import FakeEncoder
 
 from metarec.config import EvalConfig, TrainConfig
 from metarec.data import Store
 from metarec.evaluation.harness import evaluate
 from metarec.evaluation.methods import METHODS, resolve_methods
+from metarec.features import load_catalog
 from metarec.meta import ALGORITHMS
+from metarec.meta.model import MetaModel, load_model, save_model, train_on
 from metarec.models import FILM_PREFIX, score
-from metarec.pipeline import (
-    Catalog,
-    MetaModel,
-    candidate_scores,
-    category_scores,
-    derived_seed,
-    load_model,
-    save_model,
-    train,
-    train_on,
-)
+from metarec.ranking import category_scores
+from metarec.seeds import derived_seed
 from metarec.tasks import (
     CategoryData,
     TaskSampler,
@@ -45,6 +38,7 @@ from metarec.tasks import (
     support_batch,
     support_state,
 )
+from metarec.training import train
 
 FILM = {"hidden": [16, 8], "condition": "film", "film_hidden": 8}
 TRAINED = "Shelf > C0"
@@ -63,9 +57,9 @@ def film_model(known_store: Path) -> MetaModel:
 @pytest.fixture(scope="module")
 def categories(known_store: Path, film_model: MetaModel) -> dict[str, CategoryData]:
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, film_model.config)
+        catalog = load_catalog(store, film_model.config)
     visible = [c for c in catalog.categories if c != KNOWN_HELD_OUT]
-    return catalog.category_data([KNOWN_HELD_OUT, TRAINED], film_model, visible=visible)
+    return film_model.category_data(catalog, [KNOWN_HELD_OUT, TRAINED], visible=visible)
 
 
 def _unconditioned(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -94,8 +88,8 @@ def test_training_learns_a_zero_shot_model_per_category(
     users = np.arange(held_out.n_users)
     zero_shot = category_scores(film_model, held_out, split, users)
     state = support_state(held_out, split)
-    base = candidate_scores(_unconditioned(params), held_out, state, torch.as_tensor(users))
-    own = candidate_scores(start_a, held_out, state, torch.as_tensor(users))
+    base = folded(_unconditioned(params), held_out, state, torch.as_tensor(users))
+    own = folded(start_a, held_out, state, torch.as_tensor(users))
     torch.testing.assert_close(zero_shot, own)
     assert not torch.allclose(zero_shot, base, atol=1e-4)
 
@@ -127,7 +121,7 @@ def test_folded_candidate_scores_equal_the_row_path_from_the_conditioned_start(
     adapted = {k: v.detach() for k, v in film_model.learner.adapt(start, support).items()}
     for params in (start, adapted):
         expected = score(params, candidate_rows(category, state, users))
-        got = candidate_scores(params, category, state, users)
+        got = folded(params, category, state, users)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -141,7 +135,7 @@ def test_category_scores_adapt_from_the_conditioned_start(
     generator = torch.Generator().manual_seed(derived_seed(film_model.config.seed, category.name))
     support = support_batch(category, state, split, n_negatives=4, generator=generator)
     adapted = film_model.learner.adapt(film_model.start_params(category), support)
-    expected = candidate_scores(adapted, category, state, torch.as_tensor(users))
+    expected = folded(adapted, category, state, torch.as_tensor(users))
     got = category_scores(film_model, category, split, users)
     torch.testing.assert_close(got, expected.detach())
 
@@ -173,14 +167,16 @@ def test_serving_adapts_from_the_conditioned_start_and_zero_shot_uses_it(
     try:
         served = service.recommend("u0", KNOWN_HELD_OUT, 5)
         recommender = service.snapshot.recommender
-        data, state = recommender.category(KNOWN_HELD_OUT)
+        view = recommender.view(KNOWN_HELD_OUT)
+        data, state = view.data, view.state
         user_idx = int(recommender.catalog.users.set_index("user_id").loc["u0", "user_idx"])
         expected = {}
         for name, params in (
             ("own", film_model.start_params(data)),
             ("shared", _unconditioned(film_model.params)),
         ):
-            user, own = recommender.personalise(data, state, params, user_idx)
+            user = recommender.user_inputs(view, user_idx)
+            own = params
             rows = candidate_rows_for(
                 data,
                 state,
@@ -202,7 +198,8 @@ def test_serving_adapts_from_the_conditioned_start_and_zero_shot_uses_it(
     with Store.open(store_path, read_only=True) as store:
         recommender = Recommender.open(model_dir, store)
         adaptation = recommender.adapt(KNOWN_HELD_OUT)
-        data, state = recommender.category(KNOWN_HELD_OUT)
+        view = recommender.view(KNOWN_HELD_OUT)
+        data, state = view.data, view.state
         generator = torch.Generator().manual_seed(derived_seed(film_model.config.seed, data.name))
         support = support_batch(data, state, split_launch(data), n_negatives=4, generator=generator)
         expected_params = film_model.learner.adapt(film_model.start_params(data), support)
@@ -227,12 +224,12 @@ def test_every_algorithm_trains_and_ranks_with_film(
     }
     config = _config(meta=meta)
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, config)
+        catalog = load_catalog(store, config)
     train_categories = [c for c in catalog.categories if c != KNOWN_HELD_OUT]
     splits = {"train": train_categories, "validation": [], "hold_out": [KNOWN_HELD_OUT]}
     model = train_on(catalog, config, splits, progress=False)
     assert model.params["film.1.weight"].abs().sum() > 0  # the outer loop reached it
-    category = catalog.category_data([KNOWN_HELD_OUT], model, visible=train_categories)[
+    category = model.category_data(catalog, [KNOWN_HELD_OUT], visible=train_categories)[
         KNOWN_HELD_OUT
     ]
     split = split_k_shot(category, 3)
@@ -247,7 +244,7 @@ def test_metarec_film_is_registered_and_runs_in_the_harness(known_store: Path) -
         meta={"meta_steps": 12, "first_order": True, "inner_steps": 1, "meta_batch_size": 4}
     )
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, train_config)
+        catalog = load_catalog(store, train_config)
     config = EvalConfig(
         methods=("metarec-film",),
         shots=(0, 3),
@@ -278,14 +275,14 @@ def test_text_features_and_film_together_round_trip_and_serve(
     )
     encoder = FakeEncoder()
     with Store.open(store_path) as store:  # writable: the texts get cached
-        catalog = Catalog.load(store, config, text_encoder=encoder)
+        catalog = load_catalog(store, config, text_encoder=encoder)
     assert catalog.text is not None and len(encoder.seen) > 0
     train_categories = [c for c in catalog.categories if c != KNOWN_HELD_OUT]
     splits = {"train": train_categories, "validation": [], "hold_out": [KNOWN_HELD_OUT]}
     model = train_on(catalog, config, splits, progress=False)
     assert model.space.text is not None and model.space.text.dim == 3
     assert model.params["film.0.weight"].shape[1] == model.space.context_dim
-    category = catalog.category_data([KNOWN_HELD_OUT], model, visible=train_categories)[
+    category = model.category_data(catalog, [KNOWN_HELD_OUT], visible=train_categories)[
         KNOWN_HELD_OUT
     ]
     assert category.name_x is not None and category.name_x.shape == (3,)
@@ -300,7 +297,7 @@ def test_text_features_and_film_together_round_trip_and_serve(
     with Store.open(store_path, read_only=True) as store:
         cached = FakeEncoder()
         recommender = Recommender(
-            loaded, folder, store, catalog=Catalog.load(store, loaded.config, text_encoder=cached)
+            loaded, folder, store, catalog=load_catalog(store, loaded.config, text_encoder=cached)
         )
         assert cached.seen == []  # the first load cached every text in the store
         recommender.adapt(KNOWN_HELD_OUT)

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tests.conftest import KNOWN_HELD_OUT, known_answer_config
+from tests.conftest import KNOWN_HELD_OUT, folded, known_answer_config
 
 from metarec.data import Store
 from metarec.evaluation.holdout import evaluate_holdout
+from metarec.features import load_catalog
 from metarec.meta import task_loss
-from metarec.pipeline import Catalog, MetaModel, load_model, train
+from metarec.meta.model import MetaModel, load_model
 from metarec.tasks import split_k_shot, support_batch, support_state
+from metarec.training import train
 
 
 def _metric(records: list[dict[str, object]], method: str, metric: str, k: int | None) -> float:
@@ -24,7 +26,7 @@ def _metric(records: list[dict[str, object]], method: str, metric: str, k: int |
 
 def test_held_out_positives_rank_near_the_top(known_store: Path, known_model: MetaModel) -> None:
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, known_model.config)
+        catalog = load_catalog(store, known_model.config)
         records = evaluate_holdout(
             known_model, catalog, [KNOWN_HELD_OUT], shots=(3,), ks=(10,), n_resamples=200
         )
@@ -46,7 +48,7 @@ def test_held_out_category_is_sealed_from_training(known_model: MetaModel) -> No
     assert KNOWN_HELD_OUT not in splits["train"] + splits["validation"]
     assert not set(splits["train"]) & set(splits["validation"])
     # no collaborative factor and no category vocabulary slot comes from the sealed category
-    assert not any(i.startswith("c7-") for i in known_model.factor_item_ids)
+    assert not any(i.startswith("c7-") for i in known_model.encoder.factor_item_ids)
     assert KNOWN_HELD_OUT not in known_model.space.vocabs["category"].tokens
     for name in splits["validation"]:
         assert name not in known_model.space.vocabs["category"].tokens
@@ -56,8 +58,8 @@ def test_adaptation_lowers_the_support_loss_of_the_new_category(
     known_store: Path, known_model: MetaModel
 ) -> None:
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, known_model.config)
-    data = catalog.category_data([KNOWN_HELD_OUT], known_model, visible=catalog.categories)
+        catalog = load_catalog(store, known_model.config)
+    data = known_model.category_data(catalog, [KNOWN_HELD_OUT], visible=catalog.categories)
     category = data[KNOWN_HELD_OUT]
     split = split_k_shot(category, 3)
     support = support_batch(
@@ -84,8 +86,8 @@ def test_saved_model_loads_back_identical(known_model: MetaModel, known_model_di
     loaded = load_model(known_model_dir)
     assert loaded.config == known_model.config
     assert loaded.splits == known_model.splits
-    assert loaded.factor_item_ids == known_model.factor_item_ids
-    assert torch.equal(loaded.factors, known_model.factors)
+    assert loaded.encoder.factor_item_ids == known_model.encoder.factor_item_ids
+    assert torch.equal(loaded.encoder.factors, known_model.encoder.factors)
     for name, value in known_model.params.items():
         assert torch.equal(loaded.params[name], value)
     assert (
@@ -96,7 +98,7 @@ def test_saved_model_loads_back_identical(known_model: MetaModel, known_model_di
 
 def test_users_as_tasks_train_evaluate_and_serve(known_store: Path, tmp_path: Path) -> None:
     """``tasks.kind = "user"`` (MeLU's formulation) runs through the same pipeline."""
-    from metarec.pipeline import save_model
+    from metarec.meta.model import save_model
     from metarec.serving.recommender import Recommender
 
     config = known_answer_config(
@@ -104,7 +106,7 @@ def test_users_as_tasks_train_evaluate_and_serve(known_store: Path, tmp_path: Pa
     )
     with Store.open(known_store, read_only=True) as store:
         model = train(store, config, progress=False, validate_every=30)
-        catalog = Catalog.load(store, config)
+        catalog = load_catalog(store, config)
         records = evaluate_holdout(
             model, catalog, [KNOWN_HELD_OUT], shots=(3,), ks=(10,), n_resamples=100
         )
@@ -122,12 +124,11 @@ def test_folded_candidate_scores_equal_the_row_path(
 ) -> None:
     """The fast ranking path equals the scorer applied to built rows (training's inputs)."""
     from metarec.models.scorer import score
-    from metarec.pipeline import candidate_scores
     from metarec.tasks import candidate_rows
 
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, known_model.config)
-    category = catalog.category_data([KNOWN_HELD_OUT], known_model, visible=catalog.categories)[
+        catalog = load_catalog(store, known_model.config)
+    category = known_model.category_data(catalog, [KNOWN_HELD_OUT], visible=catalog.categories)[
         KNOWN_HELD_OUT
     ]
     for shots in (0, 1, 3):
@@ -135,7 +136,7 @@ def test_folded_candidate_scores_equal_the_row_path(
         state = support_state(category, split)
         users = torch.arange(category.n_users)
         expected = score(known_model.params, candidate_rows(category, state, users))
-        got = candidate_scores(known_model.params, category, state, users)
+        got = folded(known_model.params, category, state, users)
         assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -146,7 +147,8 @@ def test_users_as_tasks_rank_like_adapted_rows(known_store: Path, known_model: M
 
     from metarec.meta import Batch, stack_batches
     from metarec.models.scorer import score
-    from metarec.pipeline import category_scores, derived_seed
+    from metarec.ranking import category_scores
+    from metarec.seeds import derived_seed
     from metarec.tasks import Split, candidate_rows
 
     config = known_model.config.model_copy(
@@ -154,8 +156,8 @@ def test_users_as_tasks_rank_like_adapted_rows(known_store: Path, known_model: M
     )
     model = replace(known_model, config=config)
     with Store.open(known_store, read_only=True) as store:
-        catalog = Catalog.load(store, config)
-    category = catalog.category_data([KNOWN_HELD_OUT], model, visible=catalog.categories)[
+        catalog = load_catalog(store, config)
+    category = model.category_data(catalog, [KNOWN_HELD_OUT], visible=catalog.categories)[
         KNOWN_HELD_OUT
     ]
     split = split_k_shot(category, 3)

@@ -21,7 +21,8 @@ from metarec.data import Store
 from metarec.data.export import export_store, open_export
 from metarec.errors import CheckpointError
 from metarec.meta.checkpoint import CHECKPOINT_FILE, Checkpointing, checkpoint_step
-from metarec.pipeline import MetaModel, load_model, train
+from metarec.meta.model import MetaModel, load_model
+from metarec.training import train
 
 runner = CliRunner()
 

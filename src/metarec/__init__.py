@@ -17,8 +17,9 @@ from importlib.metadata import PackageNotFoundError, version
 
 from metarec.config import TrainConfig, load_config
 from metarec.data import Store, ingest
-from metarec.pipeline import MetaModel, load_model, save_model, train
+from metarec.meta.model import MetaModel, load_model, save_model
 from metarec.serving.recommender import Recommendation, Recommender
+from metarec.training import train
 
 try:
     __version__ = version("metarec")

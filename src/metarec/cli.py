@@ -127,15 +127,25 @@ def embed(
 
 
 @command
-def categories(store: StoreOption) -> None:
-    """List the store's categories with their sizes."""
+def categories(
+    store: StoreOption,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (what counts as a positive).")
+    ] = None,
+) -> None:
+    """List the store's categories: items, users with a positive, positives (what the service's
+    GET /categories/{category} reports too)."""
+    from metarec.config import load_config
+    from metarec.data.catalog import Catalog
     from metarec.data.store import Store
 
+    feedback = load_config(config).feedback
     with Store.open(store, read_only=True) as opened:
-        table = Table("category", "items", "users", "interactions")
-        for row in opened.categories().itertuples(index=False):
-            table.add_row(row.category, str(row.n_items), str(row.n_users), str(row.n_interactions))
-        console.print(table)
+        table = Catalog.load(opened, feedback).category_table
+    shown = Table("category", "items", "users", "positives")
+    for row in table.itertuples(index=False):
+        shown.add_row(row.category, f"{row.n_items:,}", f"{row.n_users:,}", f"{row.n_positives:,}")
+    console.print(shown)
 
 
 @command
@@ -192,8 +202,8 @@ def train(
     from metarec.errors import ConfigError
     from metarec.meta.checkpoint import Checkpointing
     from metarec.meta.distributed import World
-    from metarec.pipeline import save_model
-    from metarec.pipeline import train as run
+    from metarec.meta.model import save_model
+    from metarec.training import train as run
 
     if checkpoint_dir is None and resume:
         raise ConfigError("--resume needs --checkpoint-dir, the folder of the run to continue")
@@ -286,7 +296,7 @@ def evaluate(
     from metarec.data.store import Store
     from metarec.evaluation.harness import evaluate as run
     from metarec.evaluation.report import main_table, write_run
-    from metarec.pipeline import Catalog
+    from metarec.features import load_catalog
 
     started = time.perf_counter()
     train_config = load_config(config, seed=seed)
@@ -305,7 +315,7 @@ def evaluate(
         _evaluate_melu(store, out, eval_config, started)
         return
     with Store.open(store, read_only=True) as opened:
-        catalog = Catalog.load(opened, train_config)
+        catalog = load_catalog(opened, train_config)
     result = run(catalog, train_config, eval_config, log=console.print)
     write_run(
         result,

@@ -19,11 +19,14 @@ from rich.table import Table
 
 from metarec.config import load_config
 from metarec.data import ingest
+from metarec.data.catalog import Catalog
 from metarec.data.simulate import simulate
 from metarec.data.store import Store
 from metarec.evaluation.holdout import evaluate_holdout
-from metarec.pipeline import Catalog, save_model, train
+from metarec.features import load_catalog
+from metarec.meta.model import save_model
 from metarec.serving.recommender import Recommender
+from metarec.training import train
 
 HELD_OUT = "Books > Literature > Poetry"
 DEMO_SHOTS = (1, 3, 5)
@@ -68,7 +71,7 @@ def run_demo(
         )
 
         console.rule(f"[bold]3. evaluate the sealed category {HELD_OUT!r}")
-        catalog = Catalog.load(store, config)
+        catalog = load_catalog(store, config)
         records = evaluate_holdout(model, catalog, [HELD_OUT], shots=DEMO_SHOTS, ks=(10,))
         console.print(results_table(records))
         for line in verdicts(records, f"metarec-{config.meta.algorithm}", "popularity"):

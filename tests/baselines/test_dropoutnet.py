@@ -12,7 +12,7 @@ import torch
 from tests.baselines.test_mf import assert_blind_to_query, known_fold
 from tests.conftest import KNOWN_HELD_OUT, known_answer_config
 
-from metarec.baselines.base import fit_context
+from metarec.baselines.base import fit_context, launch_popularity
 from metarec.baselines.dropoutnet import (
     DropoutNet,
     generate,
@@ -22,7 +22,7 @@ from metarec.baselines.dropoutnet import (
     training_examples,
     user_vectors,
 )
-from metarec.baselines.mf import TIE_BREAK, launch_popularity
+from metarec.baselines.mf import TIE_BREAK
 from metarec.baselines.simple import Popularity
 from metarec.errors import DataError, NotAdaptedError
 from metarec.tasks import Split, support_state
@@ -80,7 +80,7 @@ def test_training_lowers_the_matching_loss(known_store: Path) -> None:
     context = known_fold(known_store).context
     method = fitted(known_store)
     assert method.params is not None
-    r = context.features.factors.shape[1]
+    r = context.features.encoder.factors.shape[1]
     start = init_generator(
         [context.features.space.dim + r + 2, method.hidden, r], torch.Generator().manual_seed(1)
     )
@@ -193,8 +193,8 @@ def test_user_without_visible_history_gets_launch_popularity(known_store: Path) 
     positives = launch.catalog.positives
     visible = np.isin(launch.catalog.item_category[positives["item_idx"].to_numpy()], fold.train)
     catalog = launch.catalog.restricted(~(visible & (positives["user_idx"] == user)))
-    category = catalog.category_data(
-        [launch.name], fold.context.features, visible=launch.visible, extra_users=launch.users
+    category = fold.context.features.category_data(
+        catalog, [launch.name], visible=launch.visible, extra_users=launch.users
     )[launch.name]
     blank = replace(launch, catalog=catalog, category=category)
     method = fitted(known_store)

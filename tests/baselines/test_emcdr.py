@@ -11,8 +11,9 @@ import pytest
 import torch
 from tests.baselines.test_mf import assert_blind_to_query, known_fold
 
+from metarec.baselines.base import launch_popularity
 from metarec.baselines.emcdr import EMCDR, apply_mapping, fit_mapping
-from metarec.baselines.mf import TIE_BREAK, launch_popularity
+from metarec.baselines.mf import TIE_BREAK
 from metarec.baselines.simple import Popularity
 from metarec.errors import NotAdaptedError
 

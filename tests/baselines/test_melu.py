@@ -17,7 +17,7 @@ from metarec.config import ModelConfig
 from metarec.errors import ConfigError, NotAdaptedError
 from metarec.meta import Batch, MeLULocal, adapt, build_learner, stack_tasks, task_loss
 from metarec.models.scorer import init_params, score
-from metarec.pipeline import derived_seed
+from metarec.seeds import derived_seed
 from metarec.tasks import Split, candidate_rows, support_batch, support_state
 
 

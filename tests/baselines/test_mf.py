@@ -19,14 +19,22 @@ from implicit.cpu.als import AlternatingLeastSquares
 from tests.conftest import KNOWN_HELD_OUT, known_answer_config
 from threadpoolctl import threadpool_limits
 
-from metarec.baselines.base import FitContext, Launch, Method, fit_context, make_launch
-from metarec.baselines.mf import ALS, BPR, TIE_BREAK, launch_popularity, solve_rows
+from metarec.baselines.base import (
+    FitContext,
+    Launch,
+    Method,
+    fit_context,
+    launch_popularity,
+    make_launch,
+)
+from metarec.baselines.mf import ALS, BPR, TIE_BREAK, solve_rows
 from metarec.baselines.simple import Popularity
 from metarec.data import Store
+from metarec.data.catalog import Catalog
 from metarec.errors import NotAdaptedError
-from metarec.evaluation.metrics import ranking_metrics
-from metarec.pipeline import Catalog, evaluation_masks
-from metarec.tasks import Split
+from metarec.features import load_catalog
+from metarec.ranking.metrics import ranking_metrics
+from metarec.tasks import Split, evaluation_masks
 
 
 @dataclass(frozen=True)
@@ -47,8 +55,8 @@ class KnownFold:
 
     def masks(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
         """(relevant, exclude) of the held-out category's eligible users (ground truth)."""
-        full = self.catalog.category_data(
-            [KNOWN_HELD_OUT], self.context.features, visible=self.train
+        full = self.context.features.category_data(
+            self.catalog, [KNOWN_HELD_OUT], visible=self.train
         )[KNOWN_HELD_OUT]
         return evaluation_masks(full, split, np.flatnonzero(split.eligible))
 
@@ -70,7 +78,7 @@ def fold_of(catalog: Catalog) -> KnownFold:
 def known_fold(store: Path) -> KnownFold:
     """Built once per session: methods never mutate the catalogue or the context."""
     with Store.open(store, read_only=True) as opened:
-        return fold_of(Catalog.load(opened, known_answer_config()))
+        return fold_of(load_catalog(opened, known_answer_config()))
 
 
 def with_query_moved(fold: KnownFold, shots: int) -> Catalog:

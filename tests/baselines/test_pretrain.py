@@ -24,7 +24,7 @@ from metarec.config import ModelConfig
 from metarec.errors import NotAdaptedError
 from metarec.meta import Batch, adapt, stack_tasks
 from metarec.models.scorer import init_params, score
-from metarec.pipeline import derived_seed
+from metarec.seeds import derived_seed
 from metarec.tasks import candidate_rows, support_batch, support_state
 
 

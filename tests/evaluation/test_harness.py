@@ -15,11 +15,12 @@ from tests.conftest import known_answer_config, write_known_answer_tables
 from metarec.baselines.base import Family, FitContext, Launch
 from metarec.config import EvalConfig
 from metarec.data import Store, ingest
+from metarec.data.catalog import Catalog
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation import methods as registry
 from metarec.evaluation.harness import evaluate, make_folds
 from metarec.evaluation.report import write_run
-from metarec.pipeline import Catalog
+from metarec.features import load_catalog
 
 
 class Spy:
@@ -63,7 +64,7 @@ def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
     write_known_answer_tables(folder / "tables")
     ingest(folder / "tables", folder / "store.duckdb", fmt="table")
     with Store.open(folder / "store.duckdb", read_only=True) as store:
-        return Catalog.load(store, known_answer_config())
+        return load_catalog(store, known_answer_config())
 
 
 def _config(**kw: Any) -> EvalConfig:

@@ -25,7 +25,6 @@ from metarec.evaluation.melu_protocol import (
     RatingFeatures,
     RatingMAML,
     UserTask,
-    adapt_ratings,
     evaluate_melu,
     melu_config,
     melu_table,
@@ -34,7 +33,7 @@ from metarec.evaluation.melu_protocol import (
     rating_loss,
     user_metrics,
 )
-from metarec.meta import Batch, stack_tasks
+from metarec.meta import Batch, adapt, stack_tasks
 from metarec.models.scorer import init_params
 
 # ---- metrics against hand-computed values ----------------------------------------------------
@@ -198,7 +197,7 @@ def test_adapt_lowers_the_support_loss_and_does_not_mutate() -> None:
     params = init_params(6, ModelConfig(hidden=(8,)), generator=g, dtype=torch.float64)
     before = {k: v.clone() for k, v in params.items()}
     support = regression_rows(g, 12)
-    adapted = adapt_ratings(params, support, steps=1, lr=0.05)
+    adapted = adapt(params, support, steps=1, lr=0.05, loss=rating_loss)
     assert rating_loss(adapted, support) < rating_loss(params, support)
     assert all(torch.equal(before[k], params[k]) for k in params)
 

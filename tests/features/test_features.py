@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from metarec.config import FeatureConfig, FeedbackConfig
-from metarec.features import FeatureSpace, ProfileTable, Vocab, category_prefixes, positives
+from metarec.data.positives import positives
+from metarec.features import FeatureSpace, ProfileTable, Vocab, category_prefixes
 from metarec.features.cf import item_factors
 
 

@@ -20,7 +20,7 @@ import torch
 from metarec.config import FeatureConfig, load_config
 from metarec.data import Store, ingest
 from metarec.errors import ArtifactError, ConfigError, MissingExtraError, StoreError
-from metarec.features import FeatureSpace
+from metarec.features import FeatureSpace, ItemEncoder, load_catalog
 from metarec.features.text import (
     MiniLMEncoder,
     TextProjection,
@@ -29,7 +29,6 @@ from metarec.features.text import (
     load_text,
     text_hash,
 )
-from metarec.pipeline import Catalog
 
 TEXT_ON = FeatureConfig(text=True, text_dim=3)
 
@@ -168,18 +167,19 @@ def test_embedding_shows_a_progress_bar_when_asked(
 def test_catalog_loads_text_only_when_configured(store_path: Path) -> None:
     encoder = FakeEncoder()
     with Store.open(store_path) as store:
-        assert Catalog.load(store, load_config(None), text_encoder=encoder).text is None
+        assert load_catalog(store, load_config(None), text_encoder=encoder).text is None
         assert encoder.seen == []
         config = load_config(None, features={"text": True, "text_dim": 3})
-        catalog = Catalog.load(store, config, text_encoder=encoder)
+        catalog = load_catalog(store, config, text_encoder=encoder)
     assert catalog.text is not None and catalog.text.items.shape == (5, 8)
     space = FeatureSpace.fit(catalog.items, config.features, catalog.text.items)
-    x = catalog.item_features(space)
+    encoder = ItemEncoder(space, torch.zeros(0, 0), [])
+    x = encoder.item_x(catalog)
     assert (
         x.shape == (5, space.dim)
         and space.dim == FeatureSpace.fit(catalog.items, FeatureConfig()).dim + 3
     )
-    names = catalog.name_features(space, ["Books > Poetry"])
+    names = encoder.name_x(catalog, ["Books > Poetry"])
     assert names is not None and names["Books > Poetry"].shape == (3,)
 
 
@@ -196,7 +196,7 @@ def test_missing_encoder_package_raises_a_typed_error_naming_the_extra(
         MiniLMEncoder.check_installed()
     config = load_config(None, features={"text": True})
     with Store.open(store_path) as store, pytest.raises(MissingExtraError, match=r"features\.text"):
-        Catalog.load(store, config)
+        load_catalog(store, config)
     assert issubclass(MissingExtraError, ConfigError)  # the CLI exits 2 with the message
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from metarec.cli import app
 from metarec.meta import ALGORITHMS
-from metarec.pipeline import load_model
+from metarec.meta.model import load_model
 
 runner = CliRunner()
 CONFIG = (

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from metarec.config import TrainConfig
+from metarec.data.catalog import Catalog
 from metarec.errors import DataError
-from metarec.pipeline import Catalog, MetaModel, prepare_model
-from metarec.tasks import CategoryData, Split, split_k_shot
+from metarec.meta.model import MetaModel, prepare_model
+from metarec.tasks import CategoryData, Split, split_k_shot, support_state
 
 Family = Literal["baseline", "metarec"]
 
@@ -39,8 +40,8 @@ class FitContext:
             the inner-loop budget in ``meta``: fine-tuning baselines get exactly that budget).
         train: the meta-training categories.
         features: a model at initialisation whose feature space and collaborative factors were
-            fitted on the training categories (:func:`metarec.pipeline.prepare_model`); baselines
-            that need item features use ``features.space`` and ``features.factors_for``.
+            fitted on the training categories (:func:`metarec.meta.prepare_model`); baselines
+            that need item features use ``features.encoder``.
         train_data: the training categories as :class:`CategoryData` (profiles from the training
             categories only).
         quick: short training for smoke runs.
@@ -101,14 +102,17 @@ class Launch:
 
     def category_for(self, model: MetaModel) -> CategoryData:
         """This launch's category built with another model's features (same sealing)."""
-        same = model.config.features == self.features.config.features and torch.equal(
-            model.factors, self.features.factors
-        )
-        if same and model.space.to_json() == self.features.space.to_json():
+        same = model.config.features == self.features.config.features
+        if same and model.encoder.same_as(self.features.encoder):
             return self.category
-        return self.catalog.category_data(
-            [self.name], model, visible=self.visible, extra_users=self.users
+        return model.category_data(
+            self.catalog, [self.name], visible=self.visible, extra_users=self.users
         )[self.name]
+
+
+def launch_popularity(launch: Launch) -> torch.Tensor:
+    """(n_items,) support count of each item of the launching category (its popularity)."""
+    return support_state(launch.category, launch.split).pop
 
 
 class Method(Protocol):
@@ -151,9 +155,7 @@ def fit_context(
         train: the fold's meta-training categories.
         quick: short training for smoke runs.
     """
-    sealed = catalog.restricted(
-        np.isin(catalog.item_category[catalog.positives["item_idx"].to_numpy()], train)
-    )
+    sealed = catalog.restricted_to(train)
     splits = {"train": list(train), "validation": [], "hold_out": []}
     features = prepare_model(sealed, config, splits)
     return FitContext(
@@ -161,7 +163,7 @@ def fit_context(
         config=config,
         train=list(train),
         features=features,
-        train_data=sealed.category_data(train, features, visible=train),
+        train_data=features.category_data(sealed, train, visible=train),
         quick=quick,
         seed=config.seed,
         validate=validate,
@@ -186,7 +188,7 @@ def make_launch(
     Returns:
         ``(launch, split)``: what the method sees, and the ground truth it must not.
     """
-    full = catalog.category_data([name], features, visible=visible)[name]
+    full = features.category_data(catalog, [name], visible=visible)[name]
     split = split_k_shot(full, shots)
     return _seal(catalog, full, split, visible=visible, features=features), split
 
@@ -208,7 +210,7 @@ def make_window_launch(
     Raises:
         DataError: some positive of the category has no timestamp.
     """
-    full = catalog.category_data([name], features, visible=visible)[name]
+    full = features.category_data(catalog, [name], visible=visible)[name]
     if np.isnan(full.pos_time).any():
         raise DataError(
             f"category {name!r} has interactions without timestamps; the launch protocol needs "
@@ -243,7 +245,7 @@ def _seal(
     pos_category = catalog.item_category[pos_items]
     is_support = (pos_category == name) & np.isin(pos_users * n_items + pos_items, support_codes)
     sealed = catalog.restricted(np.isin(pos_category, visible) | is_support)
-    category = sealed.category_data([name], features, visible=visible, extra_users=users)[name]
+    category = features.category_data(sealed, [name], visible=visible, extra_users=users)[name]
     return Launch(
         name=name,
         shots=split.shots,

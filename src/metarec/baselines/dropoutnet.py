@@ -6,7 +6,7 @@ Recommendation via Model-agnostic Conditional Variational Autoencoder" (CVAR), S
 (https://arxiv.org/abs/2205.13795).
 
 The warm model is metarec's collaborative space: a truncated SVD of the training categories'
-positives gives each training item a vector ``v_i`` (``FitContext.features.factors``), and a
+positives gives each training item a vector ``v_i`` (``FitContext.features.encoder.factors``), and a
 user's profile ``u`` averages the vectors of what they liked in the other categories. A new
 category's items have no ``v_i``. A generator ``g`` learns, on the training categories, to
 produce it from what a launch does know about an item:
@@ -47,8 +47,9 @@ from metarec.baselines.base import Family, FitContext, Launch
 from metarec.baselines.mf import with_tie_break
 from metarec.baselines.pretrain import validate_every
 from metarec.errors import DataError, NotAdaptedError
-from metarec.meta import Params
-from metarec.pipeline import MetaModel, derived_seed
+from metarec.meta.model import MetaModel
+from metarec.models.scorer import Params
+from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, SupportState, split_k_shot, support_state
 
 QUICK_STEPS = 60
@@ -127,7 +128,7 @@ def training_examples(context: FitContext) -> list[Example]:
         if category.n_users == 0:
             continue  # no user to weigh the loss (a category without positives)
         items = context.catalog.items.iloc[category.item_idx]
-        target = context.features.factors_for(items)
+        target = context.features.encoder.factors_for(items)
         users = user_vectors(category, np.arange(category.n_users))
         for shots in context.config.tasks.train_shots:
             state = support_state(category, split_k_shot(category, shots))
@@ -198,7 +199,7 @@ class DropoutNet:
         """
         generator = torch.Generator().manual_seed(derived_seed(context.seed, self.name))
         examples = training_examples(context)
-        r = context.features.factors.shape[1]
+        r = context.features.encoder.factors.shape[1]
         d = examples[0].content.shape[1]
         sizes = [d + r + 2, self.hidden, r]
         params = {k: v.requires_grad_(True) for k, v in init_generator(sizes, generator).items()}

@@ -47,7 +47,7 @@ from metarec.baselines.mf import (
     with_tie_break,
 )
 from metarec.errors import NotAdaptedError
-from metarec.pipeline import derived_seed
+from metarec.seeds import derived_seed
 
 Mapping = Literal["linear", "mlp"]
 

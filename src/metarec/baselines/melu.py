@@ -15,7 +15,7 @@ adapted decision layers (second order). Here, on metarec's rows and network:
   adapt through the single inner loop with exactly ``config.meta.inner_steps`` steps of
   ``config.meta.inner_lr`` (the fairness rule), always second order;
 - at launch every user adapts on their own support, all users at once under ``torch.func.vmap``
-  (:func:`metarec.pipeline.category_scores` with users as tasks); without support the global
+  (:class:`metarec.ranking.CategoryRanker` with users as tasks); without support the global
   params score as they are.
 
 Differences from the paper: implicit positives with sampled negatives and binary cross-entropy
@@ -39,7 +39,9 @@ from metarec.baselines.pretrain import prior_bias, training_steps, validate_ever
 from metarec.config import TrainConfig
 from metarec.errors import NotAdaptedError
 from metarec.meta import Params, build_learner, meta_train
-from metarec.pipeline import MetaModel, category_scores, derived_seed
+from metarec.meta.model import MetaModel
+from metarec.ranking import category_scores
+from metarec.seeds import derived_seed
 from metarec.tasks import TaskSampler
 
 

@@ -26,9 +26,9 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.cpu.bpr import BayesianPersonalizedRanking
 from threadpoolctl import threadpool_limits
 
-from metarec.baselines.base import Family, FitContext, Launch
+from metarec.baselines.base import Family, FitContext, Launch, launch_popularity
 from metarec.errors import NotAdaptedError
-from metarec.pipeline import derived_seed
+from metarec.ranking import popularity_scores
 
 TIE_BREAK = 1e-6
 """Weight of launch popularity (scaled to [0, 1]) added to every score: it orders ties only."""
@@ -135,14 +135,6 @@ def support_confidence(launch: Launch, alpha: float) -> sp.csr_matrix:
     )
 
 
-def launch_popularity(launch: Launch) -> torch.Tensor:
-    """(n_items,) support count of each item of the launching category."""
-    category = launch.category
-    return torch.bincount(
-        torch.as_tensor(category.pos_item, dtype=torch.long), minlength=category.n_items
-    ).double()
-
-
 def with_tie_break(scores: torch.Tensor, launch: Launch, seed: int) -> torch.Tensor:
     """``scores`` (b, n_items) plus :data:`TIE_BREAK` times launch popularity scaled to [0, 1).
 
@@ -153,10 +145,9 @@ def with_tie_break(scores: torch.Tensor, launch: Launch, seed: int) -> torch.Ten
     Returns:
         (b, n_items) float32 scores.
     """
-    pop = launch_popularity(launch)
-    generator = torch.Generator().manual_seed(derived_seed(seed, launch.name))
-    jitter = 0.5 * torch.rand(len(pop), generator=generator, dtype=torch.float64)
-    return (scores.double() + TIE_BREAK * (pop + jitter) / (pop.max() + 1.0)).float()
+    counts = launch_popularity(launch).double()
+    ranked = popularity_scores(counts, seed=seed, key=launch.name, dtype=torch.float64)
+    return (scores.double() + TIE_BREAK * ranked / (counts.max() + 1.0)).float()
 
 
 def fit_factors(

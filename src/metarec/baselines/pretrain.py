@@ -9,7 +9,7 @@ metarec gains over this is what meta-learning buys.
 
 - ``pretrain-zeroshot`` scores a launch with the pretrained params as they are.
 - ``pretrain-finetune`` first adapts them on the launch's support through
-  :func:`metarec.pipeline.category_scores`, i.e. :func:`metarec.meta.adapt` with exactly
+  :class:`metarec.ranking.CategoryRanker`, i.e. :func:`metarec.meta.adapt` with exactly
   ``config.meta.inner_steps`` steps of ``config.meta.inner_lr`` on
   :func:`~metarec.tasks.support_batch` rows, per category or per user as ``config.tasks.kind``
   says: the same code path and budget metarec adapts with.
@@ -34,7 +34,9 @@ from metarec.baselines.base import Family, FitContext, Launch
 from metarec.config import TrainConfig
 from metarec.errors import NotAdaptedError
 from metarec.meta import Batch, Params, TaskBatch, meta_train, task_loss
-from metarec.pipeline import MetaModel, category_scores, derived_seed
+from metarec.meta.model import MetaModel
+from metarec.ranking import category_scores
+from metarec.seeds import derived_seed
 from metarec.tasks import TaskSampler
 
 QUICK_STEPS = 40

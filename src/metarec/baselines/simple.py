@@ -6,9 +6,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from metarec.baselines.base import Family, FitContext, Launch
-from metarec.pipeline import derived_seed
-from metarec.tasks import split_launch, support_state
+from metarec.baselines.base import Family, FitContext, Launch, launch_popularity
+from metarec.ranking import popularity_scores
+from metarec.seeds import derived_seed
 
 
 class Random:
@@ -49,8 +49,5 @@ class Popularity:
         self.seed = context.seed
 
     def scores(self, launch: Launch) -> torch.Tensor:
-        category = launch.category
-        pop = support_state(category, split_launch(category)).pop
-        generator = torch.Generator().manual_seed(derived_seed(self.seed, launch.name))
-        jitter = 0.5 * torch.rand(category.n_items, generator=generator)  # < 1: only ties move
-        return (pop + jitter).expand(len(launch.users), -1).clone()
+        ranked = popularity_scores(launch_popularity(launch), seed=self.seed, key=launch.name)
+        return ranked.expand(len(launch.users), -1).clone()

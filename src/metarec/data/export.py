@@ -37,6 +37,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from metarec.atomic import fsync_dir, fsync_file
 from metarec.data.schema import INTERACTIONS_DTYPES, ITEMS_DTYPES, SCHEMA_VERSION, USERS_DTYPES
 from metarec.data.store import Store
 from metarec.errors import StoreError, UnknownCategoryError
@@ -104,13 +105,13 @@ def export_store(store: str | Path | Store, out: str | Path) -> ExportSummary:
         manifest = _write_tables(opened, tmp)
         files = [tmp / entry["path"] for entry in _file_entries(manifest)]
         for path in files:
-            _fsync(path)
+            fsync_file(path)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True))
-        _fsync(tmp / MANIFEST)
+        fsync_file(tmp / MANIFEST)
         for folder in {p.parent for p in files} | {tmp}:
-            _fsync(folder)
+            fsync_dir(folder)
         os.rename(tmp, out)
-        _fsync(out.parent)
+        fsync_dir(out.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -340,14 +341,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _literal(value: str | Path) -> str:

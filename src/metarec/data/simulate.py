@@ -59,8 +59,6 @@ Example:
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +66,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from metarec.atomic import write_atomic
 from metarec.errors import ConfigError, DataError
 
 EVENTS: tuple[str, ...] = ("view", "click", "cart", "order")
@@ -906,27 +905,8 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> Path:
 
 
 def _write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename over ``path``.
-
-    A reader never sees a half-written file: it sees the old one or the new one.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            os.fchmod(handle.fileno(), 0o644)  # mkstemp's 0600 would hide the data from others
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-    return path
+    """Write ``text`` atomically: a reader never sees a half-written table."""
+    return write_atomic(path, text)
 
 
 def _summarise(

@@ -1,13 +1,14 @@
-"""Evaluation: ranking metrics over full candidate sets, and their statistics (PROTOCOL.md §2)."""
+"""Evaluation: the benchmark harness, its statistics and reports (PROTOCOL.md §2); the ranking
+metrics themselves live in :mod:`metarec.ranking.metrics`."""
 
-from metarec.evaluation.metrics import (
+from metarec.evaluation.stats import bootstrap_ci, paired_test
+from metarec.ranking.metrics import (
     TOP_K_METRICS,
     MetricKey,
     coverage,
     rank_top_k,
     ranking_metrics,
 )
-from metarec.evaluation.stats import bootstrap_ci, paired_test
 
 __all__ = [
     "TOP_K_METRICS",

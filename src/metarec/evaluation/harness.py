@@ -34,12 +34,14 @@ from tqdm.auto import tqdm
 
 from metarec.baselines.base import Launch, Method, fit_context, make_launch, make_window_launch
 from metarec.config import EvalConfig, TrainConfig
+from metarec.data.catalog import Catalog
 from metarec.errors import DataError
 from metarec.evaluation.methods import resolve_methods
-from metarec.evaluation.metrics import rank_top_k, ranking_metrics
 from metarec.evaluation.stats import bootstrap_ci, paired_test
-from metarec.pipeline import Catalog, derived_seed, evaluation_masks
-from metarec.tasks import CategoryData, Split
+from metarec.meta.model import MetaModel, prepare_model
+from metarec.ranking import rank_top_k, ranking_metrics
+from metarec.seeds import derived_seed
+from metarec.tasks import CategoryData, Split, evaluation_masks
 
 VALIDATION_K = 10
 
@@ -289,18 +291,9 @@ class Validation:
 
 def validation_launches(catalog: Catalog, train_config: TrainConfig, fold: Fold) -> Validation:
     """Validation categories launched at ``tasks.shots``, seen from the training categories."""
-    from metarec.pipeline import prepare_model
-
-    sealed = catalog.restricted(
-        np.isin(
-            catalog.item_category[catalog.positives["item_idx"].to_numpy()],
-            fold.train + fold.validation,
-        )
-    )
+    sealed = catalog.restricted_to(fold.train + fold.validation)
     features = prepare_model(
-        sealed.restricted(
-            np.isin(sealed.item_category[sealed.positives["item_idx"].to_numpy()], fold.train)
-        ),
+        sealed.restricted_to(fold.train),
         train_config,
         {"train": fold.train, "validation": [], "hold_out": []},
     )
@@ -311,7 +304,7 @@ def validation_launches(catalog: Catalog, train_config: TrainConfig, fold: Fold)
         )
         if len(launch.users) == 0:
             continue
-        full = sealed.category_data([name], features, visible=fold.train)[name]
+        full = features.category_data(sealed, [name], visible=fold.train)[name]
         users = np.flatnonzero(split.eligible)
         if full.n_items <= VALIDATION_K + train_config.tasks.shots:
             continue
@@ -338,7 +331,7 @@ def _case(
     name: str,
     shots: int | None,
     visible: list[str],
-    features: Any,
+    features: MetaModel,
 ) -> _Case:
     if shots is None:
         launch, split = make_window_launch(
@@ -346,7 +339,7 @@ def _case(
         )
     else:
         launch, split = make_launch(catalog, name, shots, visible=visible, features=features)
-    full = catalog.category_data([name], features, visible=visible)[name]
+    full = features.category_data(catalog, [name], visible=visible)[name]
     users = np.flatnonzero(split.eligible)
     relevant, exclude = evaluation_masks(full, split, users)
     candidates = int((~exclude).sum(1).min()) if len(users) else 0

@@ -14,19 +14,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from metarec.data.catalog import Catalog
 from metarec.errors import DataError
 from metarec.evaluation.harness import random_tie_order
-from metarec.evaluation.metrics import rank_top_k, ranking_metrics
 from metarec.evaluation.stats import bootstrap_ci
-from metarec.pipeline import (
-    Catalog,
-    MetaModel,
-    category_scores,
-    derived_seed,
-    evaluation_masks,
-    popularity_scores,
-)
-from metarec.tasks import CategoryData, Split, split_k_shot
+from metarec.meta.model import MetaModel
+from metarec.ranking import category_scores, popularity_scores, rank_top_k, ranking_metrics
+from metarec.seeds import derived_seed
+from metarec.tasks import CategoryData, Split, evaluation_masks, split_k_shot, support_state
 
 Scorer = Callable[[CategoryData, Split, np.ndarray], torch.Tensor]
 
@@ -59,7 +54,9 @@ def standard_methods(model: MetaModel) -> list[Method]:
         Method(
             "popularity",
             "baseline",
-            lambda c, s, u: popularity_scores(c, s, u, seed=model.config.seed),
+            lambda c, s, u: popularity_scores(
+                support_state(c, s).pop, seed=model.config.seed, key=c.name
+            ).expand(len(u), -1),
         ),
         Method("random", "baseline", random_scores),
     ]
@@ -91,7 +88,7 @@ def evaluate_holdout(
     for name in categories:
         catalog.require_category(name)
     methods = list(methods) if methods is not None else standard_methods(model)
-    data = catalog.category_data(list(categories), model, visible=catalog.categories)
+    data = model.category_data(catalog, list(categories), visible=catalog.categories)
     records: list[dict[str, object]] = []
     for n_shots in shots:
         pooled: dict[tuple[str, str, int | None], list[np.ndarray]] = {}

@@ -21,8 +21,8 @@ published ones:
 The model is metarec's scorer (the MLP of :mod:`metarec.models.scorer`) trained as a *regressor*:
 its output plus the training mean rating is the predicted rating, and the loss is the masked mean
 squared error. The meta core's :func:`metarec.meta.task_loss` is a BCE over positives and
-sampled negatives, so the regression inner loop and its MAML live here (same algorithm, same
-``torch.func`` form, MSE instead of BCE). Formulas, choices and measured numbers:
+sampled negatives; the regression MAML here adapts through the same inner loop,
+:func:`metarec.meta.adapt`, given the MSE as its loss. Formulas, choices and measured numbers:
 ``docs/MELU_PROTOCOL.md``.
 
 Example:
@@ -51,9 +51,9 @@ from metarec.data.store import Store
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation.stats import bootstrap_ci, paired_test
 from metarec.features.items import FeatureSpace, Vocab
-from metarec.meta import Batch, Params, TaskBatch, meta_train, stack_batches, stack_tasks
+from metarec.meta import Batch, Params, TaskBatch, adapt, meta_train, stack_batches, stack_tasks
 from metarec.models.scorer import init_params, score
-from metarec.pipeline import derived_seed
+from metarec.seeds import derived_seed
 
 TRAIN_SPLIT = "meta_training"
 TEST_SPLITS = ("warm_up", "user_cold_testing", "item_cold_testing", "user_and_item_cold_testing")
@@ -351,24 +351,6 @@ def rating_loss(params: Params, batch: Batch) -> Tensor:
     return (per_row * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
 
 
-_rating_grad = torch.func.grad(rating_loss)
-
-
-def adapt_ratings(
-    params: Params, support: Batch, *, steps: int, lr: float, first_order: bool = False
-) -> Params:
-    """``steps`` steps of gradient descent on the support's MSE; pure, like
-    :func:`metarec.meta.adapt` (of which it is the regression twin)."""
-    adapted = dict(params)
-    for _ in range(steps):
-        grads = _rating_grad(adapted, support)
-        adapted = {
-            name: value - lr * (grads[name].detach() if first_order else grads[name])
-            for name, value in adapted.items()
-        }
-    return adapted
-
-
 class RatingMAML:
     """MAML (Finn et al., ICML 2017) on rating regression: a :class:`~metarec.meta.MetaLearner`.
 
@@ -382,12 +364,13 @@ class RatingMAML:
 
     def adapt(self, params: Params, support: Batch) -> Params:
         """Adapt to one user's support rows."""
-        return adapt_ratings(
+        return adapt(
             params,
             support,
             steps=self.config.inner_steps,
             lr=self.config.inner_lr,
             first_order=self.config.first_order,
+            loss=rating_loss,
         )
 
     def meta_loss(self, params: Params, tasks: TaskBatch) -> Tensor:

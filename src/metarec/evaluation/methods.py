@@ -19,7 +19,8 @@ from metarec.baselines.mf import ALS, BPR
 from metarec.baselines.pretrain import Pretrain, PretrainFinetune
 from metarec.baselines.simple import Popularity, Random
 from metarec.errors import ConfigError
-from metarec.pipeline import MetaModel, category_scores, train_on
+from metarec.meta.model import MetaModel, train_on
+from metarec.ranking import category_scores
 
 
 class MetarecMAML:

@@ -7,9 +7,9 @@ with the same seed write identical files; wall times go to ``timings.json``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from metarec.atomic import write_atomic
 from metarec.config import EvalConfig, TrainConfig
 from metarec.evaluation.harness import Result
 
@@ -70,16 +71,21 @@ def write_run(
     )
     split_digest = _write_split(folder, result, user_ids, item_ids)
     plots = _plots(folder, result.records)
-    (folder / "report.md").write_text(
-        render_report(result, eval_config, source=source, split_digest=split_digest, plots=plots)
+    write_atomic(
+        folder / "report.md",
+        render_report(result, eval_config, source=source, split_digest=split_digest, plots=plots),
     )
     return folder
 
 
+def _save_figure(fig: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    write_atomic(path, buffer.getvalue())
+
+
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(_clean(data), indent=1, sort_keys=True) + "\n")
 
 
 def _clean(value: Any) -> Any:
@@ -130,7 +136,9 @@ def _write_split(folder: Path, result: Result, user_ids: pd.Series, item_ids: pd
         )
     keys = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     keys_path = folder / "split_keys.parquet"
-    keys.to_parquet(keys_path, index=False)
+    buffer = io.BytesIO()
+    keys.to_parquet(buffer, index=False)
+    write_atomic(keys_path, buffer.getvalue())
     digest = hashlib.sha256(json.dumps(launches, sort_keys=True).encode()).hexdigest()
     _write_json(
         folder / "split.json",
@@ -181,7 +189,7 @@ def _plots(folder: Path, records: list[dict[str, Any]]) -> list[str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "ndcg10_vs_shots.png", dpi=120)
+    _save_figure(fig, folder / "ndcg10_vs_shots.png")
     plt.close(fig)
     names.append("ndcg10_vs_shots.png")
 
@@ -209,7 +217,7 @@ def _plots(folder: Path, records: list[dict[str, Any]]) -> list[str]:
         ax.set_ylabel(f"NDCG@10\n({_shots_label(shots)})", fontsize=8)
     axes[0, 0].legend(fontsize=7, ncol=min(4, len(methods)))
     fig.tight_layout()
-    fig.savefig(folder / "ndcg10_per_category.png", dpi=120)
+    _save_figure(fig, folder / "ndcg10_per_category.png")
     plt.close(fig)
     names.append("ndcg10_per_category.png")
     return names

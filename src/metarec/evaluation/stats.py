@@ -1,6 +1,6 @@
 """Uncertainty of per-user metric means, and paired comparisons (PROTOCOL.md §2 item 6).
 
-Inputs are the per-user arrays of :func:`metarec.evaluation.metrics.ranking_metrics`, after
+Inputs are the per-user arrays of :func:`metarec.ranking.metrics.ranking_metrics`, after
 dropping the users whose value is NaN (no relevant candidate). NaN is refused here rather than
 skipped, so that ``n_users`` in a report always counts exactly the users that were averaged.
 The choices (percentile bootstrap, Wilcoxon signed-rank) are argued in ``docs/METRICS.md``.

@@ -24,7 +24,23 @@ from __future__ import annotations
 
 import torch
 
-N_SCALARS = 7
+SCALARS = (
+    "log_pop",  # log1p(support count of the item)
+    "pop_share",  # support count / the category's largest
+    "cos_profile",  # cos(user's profile elsewhere, item)
+    "cos_support",  # cos(user's support profile here, item)
+    "log_n_other",  # log1p(user's positives elsewhere)
+    "log_n_support",  # log1p(user's support positives here)
+    "affinity",  # asinh(summed cosine of the user to the item's supporters)
+)
+"""The scalar inputs after the three ``d``-wide blocks, in column order; the folded first layer
+(:mod:`metarec.models.folded`) reads its weight columns by these names."""
+N_SCALARS = len(SCALARS)
+
+
+def scalar_column(name: str, feature_dim: int) -> int:
+    """Column of scalar ``name`` in rows of items with ``feature_dim`` features."""
+    return 3 * feature_dim + SCALARS.index(name)
 
 
 def input_dim(feature_dim: int) -> int:
@@ -73,3 +89,8 @@ def pair_features(
         dim=-1,
     )
     return torch.cat([item_x, profile * item_x, support_profile * item_x, scalars], dim=-1)
+
+
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows of ``x`` (..., r) scaled to unit length; all-zero rows stay zero."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)

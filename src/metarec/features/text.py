@@ -37,6 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from metarec.config import FeatureConfig
+from metarec.data.catalog import TextTable
 from metarec.errors import ConfigError, MissingExtraError, StoreError
 
 if TYPE_CHECKING:
@@ -276,21 +277,6 @@ def cached_embeddings(
             kind, encoder.name, [keys[i] for i in missing], [hashes[i] for i in missing], vectors
         )
     return out
-
-
-@dataclass(frozen=True)
-class TextTable:
-    """Raw text embeddings of a catalogue, aligned with its items table.
-
-    Attributes:
-        model: the encoder's name.
-        items: (n_items, E) one row per item, by item_idx (zeros for an item without text).
-        categories: category path -> (E,) embedding of its ``path. description``.
-    """
-
-    model: str
-    items: torch.Tensor
-    categories: Mapping[str, torch.Tensor]
 
 
 def load_text(

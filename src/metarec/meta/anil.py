@@ -7,9 +7,9 @@ Effectiveness of MAML", ICLR 2020 (https://arxiv.org/abs/1909.09157).
 from __future__ import annotations
 
 from metarec.errors import ConfigError
-from metarec.meta.batch import Params
 from metarec.meta.maml import MAML
 from metarec.meta.spec import InnerLoop, n_layers
+from metarec.models.scorer import Params
 
 
 class ANIL(MAML):

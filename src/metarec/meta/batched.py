@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metarec.meta.batch import Batch, Params, TaskBatch
 from metarec.meta.spec import InnerLoop, check_first_layer, n_layers
+from metarec.models.scorer import Params
+from metarec.tasks.batch import Batch, TaskBatch
 
 
 def meta_loss(loop: InnerLoop, params: Params, tasks: TaskBatch) -> Tensor:

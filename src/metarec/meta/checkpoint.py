@@ -24,22 +24,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import safetensors.torch
 import torch
 from torch import Tensor
 
+from metarec.atomic import write_atomic
 from metarec.errors import CheckpointError, ConfigError
-
-if TYPE_CHECKING:
-    from metarec.meta.trainer import TrainState
+from metarec.meta.state import TrainState
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 FORMAT = "metarec-checkpoint"
@@ -58,7 +56,7 @@ class Checkpointing:
             that already holds a checkpoint is refused rather than overwritten.
         fingerprint: identity of the run, digests by part (``{"settings": ..., "data": ...}``);
             a checkpoint whose parts differ is refused, naming them.
-            :func:`metarec.pipeline.train_on` fills it in.
+            :func:`metarec.meta.model.train_on` fills it in.
     """
 
     folder: Path
@@ -128,22 +126,8 @@ def checkpoint_bytes(
 
 
 def save_checkpoint(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temporary file, fsync, rename, fsync folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the rename itself must survive a power cut
-    finally:
-        os.close(folder)
+    """Write ``data`` to ``path`` atomically (:func:`metarec.atomic.write_atomic`)."""
+    write_atomic(path, data)
 
 
 def read_checkpoint(data: bytes, source: str = "checkpoint") -> tuple[dict[str, Any], dict]:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from metarec.meta.batch import Batch, Params, TaskBatch
+from metarec.models.scorer import Params
+from metarec.tasks.batch import Batch, TaskBatch
 
 PureGradient = Callable[[Params, TaskBatch], tuple[Tensor, Params]]
 """``(params, tasks) -> (loss, grads)`` written with ``torch.func`` only."""
@@ -29,7 +30,7 @@ class CompiledGradient:
 
     Example:
         >>> import torch
-        >>> from metarec.meta.batch import Batch, TaskBatch
+        >>> from metarec.tasks.batch import Batch, TaskBatch
         >>> rows = Batch(torch.zeros(2, 5, 3), torch.zeros(2, 5), torch.ones(2, 5))
         >>> pad_rows(rows, 8).mask.sum().item()  # three padded rows per task, mask 0
         10.0

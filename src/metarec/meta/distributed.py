@@ -33,8 +33,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from metarec.errors import ConfigError
-from metarec.meta.batch import Batch, Params, TaskBatch
 from metarec.meta.registry import ALGORITHMS
+from metarec.models.scorer import Params
+from metarec.tasks.batch import Batch, TaskBatch
 
 Backend = Literal["gloo", "nccl"]
 

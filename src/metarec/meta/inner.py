@@ -10,13 +10,16 @@ inner gradients are detached.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.errors import ConfigError
-from metarec.meta.batch import Batch, Params
-from metarec.models.scorer import score
+from metarec.models.scorer import Params, score
+from metarec.tasks.batch import Batch
 
 
 def task_loss(params: Params, batch: Batch) -> Tensor:
@@ -36,7 +39,13 @@ def task_loss(params: Params, batch: Batch) -> Tensor:
     return (per_row * batch.mask).sum() / batch.mask.sum().clamp_min(1.0)
 
 
-_task_grad = torch.func.grad(task_loss)
+Loss = Callable[[Params, Batch], Tensor]
+"""``loss(params, rows) -> ()``: what the inner loop descends (BCE on ranking rows by default)."""
+
+
+@cache
+def _gradient(loss: Loss) -> Callable[[Params, Batch], Params]:
+    return torch.func.grad(loss)
 
 
 def adapt(
@@ -46,10 +55,11 @@ def adapt(
     steps: int,
     lr: float | Params,
     first_order: bool = False,
+    loss: Loss = task_loss,
 ) -> Params:
     """Adapt params to one task by ``steps`` steps of gradient descent on its support loss.
 
-    ``θ ← θ - lr ⊙ ∇θ task_loss(θ, support)``, repeated. Pure: ``params`` is never mutated, a
+    ``θ ← θ - lr ⊙ ∇θ loss(θ, support)``, repeated. Pure: ``params`` is never mutated, a
     new dict is returned (for ``steps == 0`` a shallow copy holding the same tensors).
 
     Args:
@@ -61,6 +71,8 @@ def adapt(
             each broadcastable to its parameter) as Meta-SGD learns them.
         first_order: detach the inner gradients, so that an outer derivative treats each
             update as a constant shift (FOMAML) instead of differentiating through it.
+        loss: the support loss, :func:`task_loss` (ranking rows, BCE) unless given (the DBook
+            protocol's rating regression passes its MSE).
 
     Returns:
         The adapted parameters, same keys and shapes as ``params``.
@@ -76,8 +88,9 @@ def adapt(
             f"per-parameter inner lr must have the params' keys {sorted(params)}, got {sorted(lr)}"
         )
     adapted = dict(params)
+    gradient = _gradient(loss)
     for _ in range(steps):
-        grads = _task_grad(adapted, support)
+        grads = gradient(adapted, support)
         adapted = {
             name: value - _lr_of(lr, name) * (grads[name].detach() if first_order else grads[name])
             for name, value in adapted.items()

@@ -15,11 +15,12 @@ from torch import Tensor
 from metarec.config import MetaConfig
 from metarec.errors import ConfigError
 from metarec.meta import batched
-from metarec.meta.batch import Batch, Params, TaskBatch
 from metarec.meta.compiled import CompiledGradient
 from metarec.meta.inner import task_loss
 from metarec.meta.spec import InnerLoop, adapt_with, scorer_params
 from metarec.models.conditioning import condition, is_conditioned
+from metarec.models.scorer import Params
+from metarec.tasks.batch import Batch, TaskBatch
 
 
 class MetaLearner(Protocol):

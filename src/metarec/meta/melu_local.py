@@ -6,9 +6,9 @@ Recommendation", KDD 2019 (https://arxiv.org/abs/1908.00413).
 
 from __future__ import annotations
 
-from metarec.meta.batch import Params
 from metarec.meta.maml import MAML
 from metarec.meta.spec import InnerLoop
+from metarec.models.scorer import Params
 
 
 class MeLULocal(MAML):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from metarec.errors import ConfigError
-from metarec.meta.batch import Params
 from metarec.meta.maml import MAML
 from metarec.meta.spec import InnerLoop, scorer_params
+from metarec.models.scorer import Params
 
 LR_PREFIX = "lr."
 """Learned rates live in the params dict as ``lr.<scorer name>`` (``lr.layers.0.weight``), so

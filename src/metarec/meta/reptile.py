@@ -12,11 +12,12 @@ from torch import Tensor
 from metarec.config import MetaConfig
 from metarec.errors import ConfigError
 from metarec.meta import batched
-from metarec.meta.batch import Batch, Params, TaskBatch
 from metarec.meta.inner import task_loss
 from metarec.meta.maml import MAML, task_contexts
 from metarec.meta.spec import InnerLoop, adapt_with, scorer_params
 from metarec.models.conditioning import FILM_PREFIX, condition
+from metarec.models.scorer import Params
+from metarec.tasks.batch import Batch, TaskBatch
 
 
 class Reptile(MAML):

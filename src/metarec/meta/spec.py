@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.errors import ConfigError
-from metarec.meta.batch import Batch, Params
 from metarec.meta.inner import adapt
+from metarec.models.scorer import Params
+from metarec.tasks.batch import Batch
 
 SCORER_PREFIX = "layers."
 """The scorer's own parameters are ``layers.{i}.weight`` / ``layers.{i}.bias``; any other key

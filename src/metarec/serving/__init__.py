@@ -1,21 +1,5 @@
-"""Serving: model artifacts on disk (and, later, the recommender and the HTTP app)."""
+"""Serving: the library's :class:`Recommender`, and the HTTP service built on it."""
 
-from metarec.serving.artifacts import (
-    FORMAT_VERSION,
-    Artifact,
-    read_artifact,
-    slugify,
-    update_artifact,
-    write_artifact,
-    write_tensors_atomic,
-)
+from metarec.serving.recommender import Adaptation, Recommendation, RecommendedItem, Recommender
 
-__all__ = [
-    "FORMAT_VERSION",
-    "Artifact",
-    "read_artifact",
-    "slugify",
-    "update_artifact",
-    "write_artifact",
-    "write_tensors_atomic",
-]
+__all__ = ["Adaptation", "Recommendation", "RecommendedItem", "Recommender"]

@@ -41,7 +41,8 @@ from metarec.errors import (
     UnknownUserError,
 )
 from metarec.serving import schemas
-from metarec.serving.service import EventsRejectedError, Service, ServiceBusyError
+from metarec.serving.jobs import ServiceBusyError
+from metarec.serving.service import EventsRejectedError, Service
 from metarec.serving.settings import ServeSettings
 
 Scope = MutableMapping[str, Any]

@@ -1,16 +1,18 @@
 """The library's front door: load a model, adapt a launched category, recommend top-K.
 
-The CLI and the HTTP service are thin layers over :class:`Recommender`. Adaptation goes through
-:func:`metarec.pipeline.category_scores`' inner loop (the learner's ``adapt``), the same code that
-meta-training and evaluation use.
+The CLI and the HTTP service are thin layers over :class:`Recommender`, and every list any of them
+returns comes from :meth:`Recommender.recommend`: one fallback policy, one ranking path
+(:class:`~metarec.ranking.CategoryRanker`), so the same user, category and state give the same
+answer everywhere.
 
-Fallbacks (documented in the README, and named in every :class:`Recommendation`):
+Fallbacks (documented in the README and docs/SERVING.md, and named in every
+:class:`Recommendation` with a reason):
 
 - an unknown user gets the category's launch popularity (``fallback="popularity"``);
+- a category that was never adapted is ranked by the meta-initialisation
+  (``fallback="zero-shot"``; the reason names the command that adapts it);
 - an unknown category raises :class:`~metarec.errors.UnknownCategoryError`;
-- a category with no items raises :class:`~metarec.errors.DataError`;
-- a category that was never adapted raises :class:`~metarec.errors.NotAdaptedError`, naming the
-  command that adapts it.
+- a category with no items raises :class:`~metarec.errors.DataError`.
 """
 
 from __future__ import annotations
@@ -20,30 +22,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from metarec.errors import DataError, NotAdaptedError
-from metarec.features import FeatureSpace, ProfileTable
-from metarec.meta import Params
-from metarec.models.scorer import score
-from metarec.pipeline import Catalog, MetaModel, derived_seed, load_model
-from metarec.serving.artifacts import read_artifact, slugify, update_artifact
-from metarec.serving.retrieval import UserInputs
-from metarec.tasks import (
-    CategoryData,
-    Split,
-    SupportState,
-    build_categories,
-    candidate_rows_for,
-    split_launch,
-    support_batch,
-    support_state,
-)
+from metarec.artifacts import read_artifact, slugify, update_artifact
+from metarec.data.catalog import Catalog
+from metarec.errors import DataError
+from metarec.features import ProfileTable, load_catalog, profiles
+from metarec.meta.model import MetaModel, load_model
+from metarec.models.scorer import Params
+from metarec.ranking import CategoryRanker, RetrievalSettings, UserInputs, popularity_scores
+from metarec.ranking.retrieval import build_index, category_fingerprint, fit_projection, user_query
+from metarec.serving.views import CategoryView, LazyViews, ParamsKey, ViewKey, popularity_order
+from metarec.tasks import build_categories, split_launch, support_state
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
+
+_QUERY_SAMPLE = 256  # users whose queries fit a retrieval projection
 
 
 @dataclass(frozen=True)
@@ -87,26 +86,38 @@ class Recommendation:
     items: list[RecommendedItem]
     model_version: str
     adaptation_version: int | None
-    fallback: str | None  # None, or why the personalised model was not used
+    fallback: str | None  # None, "popularity" or "zero-shot"
+    fallback_reason: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The recommendation as a JSON-ready dict (the HTTP API's response body)."""
         return {
             "user_id": self.user_id,
             "category": self.category,
             "model_version": self.model_version,
             "adaptation_version": self.adaptation_version,
             "fallback": self.fallback,
+            "fallback_reason": self.fallback_reason,
             "items": [vars(item) for item in self.items],
         }
 
 
 class Recommender:
-    """A meta-model bound to a store: adapts categories and ranks their items.
+    """A meta-model bound to a store's catalogue: adapts categories and ranks their items.
+
+    Thread-safe for concurrent :meth:`recommend` calls (the service's request threads); views of
+    categories and retrieval projections are built on first use, once.
 
     Args:
         model: the meta-model.
-        model_dir: its folder (adapted parameters are written there).
+        model_dir: its folder (adapted parameters are read from and written there).
         store: the open store with the categories' items and interactions.
+        catalog: the store's catalogue, when the caller has just loaded it (else loaded here).
+        item_x: (n_items, d) the catalogue's item features under the model's encoder, when the
+            caller already has them (else encoded here).
+        profile_x: (n_items, d + r) ``item_x`` with the collaborative factors, likewise.
+        retrieval: how categories larger than the short list are ranked (the service passes
+            its settings; keep the defaults to get the service's answers).
     """
 
     def __init__(
@@ -116,76 +127,88 @@ class Recommender:
         store: Store,
         *,
         catalog: Catalog | None = None,
-        item_x: torch.Tensor | None = None,
-        profile_x: torch.Tensor | None = None,
+        item_x: Tensor | None = None,
+        profile_x: Tensor | None = None,
+        retrieval: RetrievalSettings | None = None,
     ) -> None:
-        """Bind ``model`` to ``store``.
-
-        Args:
-            catalog: the store's catalogue, when the caller has just loaded it (else loaded here).
-            item_x: (n_items, d) the catalogue's item features under ``model.space``, when the
-                caller already has them (else encoded here).
-            profile_x: (n_items, d + r) ``item_x`` with the model's collaborative factors, when
-                the caller already has them (else built here).
-        """
         self.model = model
-        self.model_dir = model_dir
+        self.model_dir = Path(model_dir)
         self.store = store
-        self.catalog = catalog if catalog is not None else Catalog.load(store, model.config)
-        self.space: FeatureSpace = model.space
-        self._item_x = item_x if item_x is not None else self.catalog.item_features(self.space)
+        self.retrieval = retrieval or RetrievalSettings()
+        self.catalog = catalog if catalog is not None else load_catalog(store, model.config)
+        self._item_x = item_x if item_x is not None else model.encoder.item_x(self.catalog)
         if profile_x is None:
-            profile_x = torch.cat([self._item_x, model.factors_for(self.catalog.items)], dim=1)
+            profile_x = model.encoder.profile_x(self.catalog, self._item_x)
         self._profile_x = profile_x
-        self._profile_cache: dict[str, ProfileTable] = {}
-        self._adapted: dict[str, Adaptation] = self._read_adaptations()
-        self._categories: dict[tuple[str, int | None], tuple[CategoryData, SupportState]] = {}
+        self._others: dict[str, ProfileTable] = {}
+        self._views = LazyViews()
+        self._reusable: dict[ViewKey, CategoryView] = {}
+        self._rankers: dict[tuple[ViewKey, ParamsKey], CategoryRanker] = {}
+        users = self.catalog.users
+        self._user_index = dict(
+            zip(users["user_id"].astype(str), users["user_idx"].tolist(), strict=True)
+        )
+        self._adapted = self._read_adaptations()
 
     @classmethod
-    def open(cls, model_dir: str | Path, store: Store) -> Recommender:
+    def open(
+        cls, model_dir: str | Path, store: Store, *, retrieval: RetrievalSettings | None = None
+    ) -> Recommender:
         """Load and verify the model folder, then bind it to ``store``."""
-        return cls(load_model(model_dir), Path(model_dir), store)
+        return cls(load_model(model_dir), Path(model_dir), store, retrieval=retrieval)
+
+    # ---- new data, new model ------------------------------------------------------------------
 
     def with_catalog(self, catalog: Catalog, *, changed_items: Iterable[str] = ()) -> Recommender:
         """The same model over a newer catalogue of the same store (after writes to it).
 
         Item features are re-encoded only for items that are new (the store appends items) or
-        named in ``changed_items``; everything else is reused, so a refresh after a launch or a
-        batch of events does not re-encode a large catalogue.
+        named in ``changed_items``; views whose category's items and support did not change keep
+        their retrieval index and projections.
 
         Args:
             catalog: the store's catalogue, loaded after the writes.
             changed_items: external ids of items whose attributes may have changed.
         """
-        if catalog.items is self.catalog.items and not changed_items:  # the same items table
-            return Recommender(
-                self.model,
-                self.model_dir,
-                self.store,
-                catalog=catalog,
-                item_x=self._item_x,
-                profile_x=self._profile_x,
-            )
-        old_ids = self.catalog.items["item_id"].to_numpy()
-        new_ids = catalog.items["item_id"].to_numpy()
-        n_old = len(old_ids)
-        if len(new_ids) < n_old or not np.array_equal(new_ids[:n_old], old_ids):
-            return Recommender(self.model, self.model_dir, self.store, catalog=catalog)
-        redo = np.flatnonzero(np.isin(new_ids[:n_old], list(set(changed_items))))
-        redo = np.concatenate([redo, np.arange(n_old, len(new_ids))])
         item_x = self._item_x
-        if len(redo):
-            item_x = torch.cat([item_x, item_x.new_zeros(len(new_ids) - n_old, item_x.shape[1])])
-            text = None if catalog.text is None else catalog.text.items[torch.from_numpy(redo)]
-            item_x[torch.from_numpy(redo)] = self.space.encode(catalog.items.iloc[redo], text)
-        return Recommender(self.model, self.model_dir, self.store, catalog=catalog, item_x=item_x)
+        if catalog.items is not self.catalog.items or changed_items:
+            old_ids = self.catalog.items["item_id"].to_numpy()
+            new_ids = catalog.items["item_id"].to_numpy()
+            n_old = len(old_ids)
+            if len(new_ids) < n_old or not np.array_equal(new_ids[:n_old], old_ids):
+                item_x = self.model.encoder.item_x(catalog)
+            else:
+                redo = np.flatnonzero(np.isin(new_ids[:n_old], list(set(changed_items))))
+                redo = np.concatenate([redo, np.arange(n_old, len(new_ids))])
+                if len(redo):
+                    item_x = torch.cat(
+                        [item_x, item_x.new_zeros(len(new_ids) - n_old, item_x.shape[1])]
+                    )
+                    text = (
+                        None if catalog.text is None else catalog.text.items[torch.from_numpy(redo)]
+                    )
+                    item_x[torch.from_numpy(redo)] = self.model.space.encode(
+                        catalog.items.iloc[redo], text
+                    )
+        same_items = item_x is self._item_x and catalog.items is self.catalog.items
+        other = Recommender(
+            self.model,
+            self.model_dir,
+            self.store,
+            catalog=catalog,
+            item_x=item_x,
+            profile_x=self._profile_x if same_items else None,
+            retrieval=self.retrieval,
+        )
+        other._reusable = self._views.snapshot()
+        return other
 
     def for_model(self, model: MetaModel, model_dir: str | Path) -> Recommender:
         """Another model bound to the same catalogue (a hot swap).
 
-        When both models represent items the same way (equal feature spaces and collaborative
-        factors), the encoded items and the per-category data are shared, not recomputed: those
-        do not depend on the scorer's parameters.
+        When both models represent items the same way, the encoded items, the users' profiles
+        and the categories' views are shared, not recomputed: those do not depend on the
+        scorer's parameters.
         """
         same = self.shares_features_with(model)
         same_positives = model.config.feedback == self.model.config.feedback
@@ -194,23 +217,24 @@ class Recommender:
             Path(model_dir),
             self.store,
             catalog=self.catalog if same_positives else None,
-            item_x=self._item_x if model.space.to_json() == self.space.to_json() else None,
+            item_x=self._item_x if model.space.to_json() == self.model.space.to_json() else None,
             profile_x=self._profile_x if same else None,
+            retrieval=self.retrieval,
         )
         if same:
-            other._profile_cache = dict(self._profile_cache)
-            other._categories = dict(self._categories)
+            other._others = dict(self._others)
+            other._views = LazyViews(self._views.snapshot())
         return other
 
     def shares_features_with(self, model: MetaModel) -> bool:
         """Whether ``model`` encodes items and profiles exactly as this recommender's model."""
         return (
-            model.space.to_json() == self.space.to_json()
-            and model.factor_item_ids == self.model.factor_item_ids
-            and torch.equal(model.factors, self.model.factors)
+            model.encoder.same_as(self.model.encoder)
             and model.config.feedback == self.model.config.feedback
             and model.config.seed == self.model.config.seed
         )
+
+    # ---- adaptations --------------------------------------------------------------------------
 
     def _read_adaptations(self) -> dict[str, Adaptation]:
         artifact = read_artifact(self.model_dir)
@@ -233,47 +257,15 @@ class Recommender:
             )
         return out
 
-    def category(self, name: str, as_of: int | None = None) -> tuple[CategoryData, SupportState]:
-        """The category's data and support state at ``as_of`` (everything so far when None).
-
-        Raises:
-            UnknownCategoryError, DataError: see the module docstring.
-        """
-        return self._category(name, as_of)
-
-    def _category(self, name: str, as_of: int | None) -> tuple[CategoryData, SupportState]:
-        """The category as it was at ``as_of`` (every interaction so far when None)."""
-        self.catalog.require_category(name)
-        key = (name, as_of)
-        if key not in self._categories:
-            positives = self.catalog.positives
-            if as_of is not None:
-                later = self.catalog.item_category[positives["item_idx"].to_numpy()] == name
-                later &= positives["timestamp"].fillna(as_of + 1).to_numpy() > as_of
-                positives = positives.loc[~later]
-            data = build_categories(
-                self.catalog.items,
-                positives,
-                self._item_x,
-                self._profile_x,
-                self._profiles_without(name),
-                [name],
-                profile_includes=(),  # the profiles above never saw this category
-                seed=self.model.config.seed,
-                name_x=self.catalog.name_features(self.space, [name]),
-            )[name]
-            self._categories[key] = (data, support_state(data, split_launch(data)))
-        return self._categories[key]
-
-    def _profiles_without(self, category: str) -> ProfileTable:
-        """Profiles over every other category: a launch sees the user's whole history elsewhere."""
-        if category not in self._profile_cache:
-            others = [c for c in self.catalog.categories if c != category]
-            self._profile_cache[category] = self.catalog.profiles(self._profile_x, others)
-        return self._profile_cache[category]
-
     def adaptation(self, category: str) -> Adaptation | None:
         return self._adapted.get(category)
+
+    def adapted_categories(self) -> set[str]:
+        return set(self._adapted)
+
+    def viewed_categories(self) -> set[str]:
+        """Categories with a view built (those requests or adaptations have touched)."""
+        return {category for category, _ in self._views.snapshot()}
 
     def adapt(self, category: str, *, as_of: int | None = None) -> Adaptation:
         """Adapt the meta-model to ``category`` from its positives so far; persist the result.
@@ -286,151 +278,250 @@ class Recommender:
         Raises:
             UnknownCategoryError, DataError: see the module docstring.
         """
-        data, state = self._category(category, as_of)
-        split = split_launch(data)
-        generator = torch.Generator().manual_seed(derived_seed(self.model.config.seed, category))
-        support = support_batch(
-            data,
-            state,
-            split,
-            n_negatives=self.model.config.tasks.negatives,
-            generator=generator,
-        )
+        view = self.view(category, as_of)
+        split = split_launch(view.data)
         started = time.perf_counter()
-        start = self.model.start_params(data)  # conditioned on the category when the model is
-        params = {k: v.detach() for k, v in self.model.learner.adapt(start, support).items()}
+        ranker = CategoryRanker.launch(self.model, view.data, split, state=view.state)
         seconds = time.perf_counter() - started
         previous = self._adapted.get(category)
         adaptation = Adaptation(
             category=category,
             version=(previous.version + 1) if previous else 1,
             support_size=int(split.support.sum()),
-            n_users=int((data.user_count > 0).sum()),
+            n_users=int((view.data.user_count > 0).sum()),
             adapted_at=time.time(),
             seconds=seconds,
             as_of=as_of,
-            params=params,
+            params=ranker.params,
         )
         update_artifact(
-            self.model_dir, f"adapted/{slugify(category)}", params, metadata=adaptation.info()
+            self.model_dir,
+            f"adapted/{slugify(category)}",
+            ranker.params,
+            metadata=adaptation.info(),
         )
         self._adapted[category] = adaptation
         return adaptation
 
-    def recommend(self, user_id: str, category: str, k: int = 10) -> Recommendation:
-        """Top-``k`` items of ``category`` for ``user_id``, best first.
+    # ---- views and rankers --------------------------------------------------------------------
 
-        Items the user already liked in the category are not recommended again.
+    def view(self, category: str, as_of: int | None = None) -> CategoryView:
+        """The category as it was at ``as_of`` (every interaction so far when None).
 
         Raises:
-            UnknownCategoryError: the category is not in the store.
-            DataError: the category has no items, or ``k`` < 1.
-            NotAdaptedError: the category was never adapted.
+            UnknownCategoryError, DataError: see the module docstring.
         """
-        if k < 1:
-            raise DataError(f"k must be at least 1, got {k}")
         self.catalog.require_category(category)
+        return self._views.get((category, as_of), self._build_view)
+
+    def serving_view(self, category: str) -> CategoryView:
+        """The view the category is served from: as its adaptation saw it, or as it is now."""
         adaptation = self._adapted.get(category)
-        if adaptation is None:
-            raise NotAdaptedError(
-                f"category {category!r} has no adapted parameters yet; run "
-                f"`metarec adapt --model {self.model_dir} --store {self.store.path} "
-                f"--category {category!r}` first"
+        return self.view(category, None if adaptation is None else adaptation.as_of)
+
+    def params_key(self, category: str) -> ParamsKey:
+        """Which parameters serve ``category``: (model version, adaptation version or 0)."""
+        adaptation = self._adapted.get(category)
+        return (self.model_version, 0 if adaptation is None else adaptation.version)
+
+    def ranker(self, category: str) -> CategoryRanker:
+        """The category's ranker: its adapted params, or the zero-shot start params."""
+        view = self.serving_view(category)
+        key = ((category, view_as_of(self._adapted.get(category))), self.params_key(category))
+        found = self._rankers.get(key)
+        if found is None:
+            adaptation = self._adapted.get(category)
+            params = self.model.start_params(view.data) if adaptation is None else adaptation.params
+            found = CategoryRanker.launch(
+                self.model, view.data, split_launch(view.data), state=view.state, params=params
             )
-        data, state = self._category(category, adaptation.as_of)
-        user_idx = self.store.user_index(user_id)
-        fallback: str | None = None
-        seen = np.zeros(data.n_items, dtype=bool)
-        if user_idx is None:
-            fallback = "popularity"  # unknown user: nothing personal to go on
-            scores = state.pop.clone()
-        else:
-            scores = self._user_scores(data, state, adaptation.params, user_idx, seen)
-        scores = torch.where(torch.as_tensor(seen), torch.tensor(-torch.inf), scores)
-        n = min(k, int((~seen).sum()))
-        # a stable sort: equal scores (popularity's ties) in item order, as the service ranks
-        top = torch.sort(scores, descending=True, stable=True).indices[:n].numpy()
-        items = self.catalog.items.iloc[data.item_idx[top]]
-        return Recommendation(
-            user_id=user_id,
-            category=category,
-            items=[
-                RecommendedItem(str(i), float(s), None if t is None else str(t))
-                for i, s, t in zip(
-                    items["item_id"], scores[top].tolist(), items["title"], strict=True
-                )
-            ],
-            model_version=self.model_version,
-            adaptation_version=adaptation.version,
-            fallback=fallback,
-        )
+            self._rankers = {k: v for k, v in self._rankers.items() if k[0][0] != category}
+            self._rankers[key] = found
+        return found
 
-    def _user_scores(
-        self,
-        data: CategoryData,
-        state: SupportState,
-        params: Params,
-        user_idx: int,
-        seen: np.ndarray,
-    ) -> torch.Tensor:
-        user, params = self.personalise(data, state, params, user_idx)
-        seen[user.seen.numpy()] = True
-        rows = candidate_rows_for(
-            data,
-            state,
-            profile=user.profile[None],
-            n_other=user.n_other[None],
-            support_sum=user.support_sum[None],
-            support_n=user.support_n[None],
-        )
-        with torch.no_grad():
-            return score(params, rows)[0]
+    def prepare(self, category: str) -> None:
+        """Build what serving ``category`` needs (view, ranker, projection) ahead of requests."""
+        view = self.serving_view(category)
+        self._projection(view, self.ranker(category), self.params_key(category))
 
-    def personalise(
-        self, data: CategoryData, state: SupportState, params: Params, user_idx: int
-    ) -> tuple[UserInputs, Params]:
-        """What the scorer knows about a known user here, and the params to score them with.
-
-        Args:
-            data, state: the category (from :meth:`category`).
-            params: the category's params (adapted, or the meta-initialisation).
-            user_idx: a user of the store (any: one with no history here is profiled from their
-                other categories only).
-
-        Returns:
-            The user's inputs, and ``params`` (adapted once more on the user's own interactions
-            here when the model treats users as tasks).
-        """
+    def user_inputs(self, view: CategoryView, user_idx: int) -> UserInputs:
+        """What the scorer knows about store user ``user_idx`` in the view's category; a user
+        with no history there is profiled from their other categories only."""
+        data, state = view.data, view.state
         position = data.user_position(user_idx)
-        d = data.profile.shape[1]
-        if position is None:  # no history in this category yet: profile from elsewhere only
+        if position is None:
+            d = data.profile.shape[1]
             profile, n_other = self._profiles_without(data.name).without(
                 torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
             )
-            user = UserInputs(
-                profile[0], n_other[0], torch.zeros(d), torch.zeros(()), torch.zeros(0).long()
+            return UserInputs(
+                None, profile[0], n_other[0], torch.zeros(d), torch.zeros(()), torch.zeros(0).long()
             )
-            return user, params
         mine = data.pos_user == position
-        user = UserInputs(
+        return UserInputs(
+            position,
             data.profile[position],
             data.n_other[position],
             state.user_sum[position],
             state.user_n[position],
             torch.from_numpy(np.unique(data.pos_item[mine])),
         )
-        if self.model.config.tasks.kind == "user":
-            # users-as-tasks models adapt once more, on this user's own interactions
-            params = self._adapt_to_user(data, state, params, mine)
-        return user, params
 
-    def _adapt_to_user(
-        self, data: CategoryData, state: SupportState, params: Params, mine: np.ndarray
-    ) -> Params:
-        split = Split(mine, np.zeros_like(mine), data.user_count > 0, None)
-        key = f"{data.name}:{int(data.users[data.pos_user[mine][0]])}"
-        generator = torch.Generator().manual_seed(derived_seed(self.model.config.seed, key))
-        support = support_batch(
-            data, state, split, n_negatives=self.model.config.tasks.negatives, generator=generator
+    # ---- recommending -------------------------------------------------------------------------
+
+    def recommend(self, user_id: str, category: str, k: int = 10) -> Recommendation:
+        """Top-``k`` items of ``category`` for ``user_id``, best first (the fallback policy is in
+        the module docstring). Items the user already liked in the category are not recommended.
+
+        Raises:
+            UnknownCategoryError: the category is not in the store.
+            DataError: the category has no items, or ``k`` < 1.
+        """
+        if k < 1:
+            raise DataError(f"k must be at least 1, got {k}")
+        self.catalog.require_category(category)
+        adaptation = self._adapted.get(category)
+        view = self.serving_view(category)
+        user_idx = self._user_index.get(user_id)
+        fallback = reason = None
+        if user_idx is None:
+            fallback = "popularity"
+            reason = f"unknown user {user_id!r}: the category's most supported items"
+            positions, scores = view.popular[:k], view.popular_scores[:k]
+        else:
+            if adaptation is None:
+                fallback = "zero-shot"
+                reason = (
+                    f"category {category!r} is not adapted yet: ranked by the "
+                    f"meta-initialisation; adapt it with `metarec adapt --category {category!r}` "
+                    f"or POST /categories/{quote(category, safe='')}/adapt"
+                )
+            ranker = self.ranker(category)
+            projection = self._projection(view, ranker, self.params_key(category))
+            positions, scores = ranker.top_k(
+                self.user_inputs(view, user_idx),
+                k,
+                index=view.index,
+                projection=projection,
+                short_list=self.retrieval.short_list,
+            )
+        chosen = positions.numpy()
+        return Recommendation(
+            user_id=user_id,
+            category=category,
+            items=[
+                RecommendedItem(str(i), float(s), _text_or_none(t))
+                for i, s, t in zip(
+                    view.item_ids[chosen], scores.tolist(), view.titles[chosen], strict=True
+                )
+            ],
+            model_version=self.model_version,
+            adaptation_version=None if adaptation is None else adaptation.version,
+            fallback=fallback,
+            fallback_reason=reason,
         )
-        return {k: v.detach() for k, v in self.model.learner.adapt(params, support).items()}
+
+    # ---- building -----------------------------------------------------------------------------
+
+    def _build_view(self, key: ViewKey) -> CategoryView:
+        category, as_of = key
+        positives = self.catalog.positives
+        if as_of is not None:
+            later = self.catalog.item_category[positives["item_idx"].to_numpy()] == category
+            later &= positives["timestamp"].fillna(as_of + 1).to_numpy() > as_of
+            positives = positives.loc[~later]
+        seed = self.model.config.seed
+        data = build_categories(
+            self.catalog.items,
+            positives,
+            self._item_x,
+            self._profile_x,
+            self._profiles_without(category),
+            [category],
+            profile_includes=(),  # the profiles above never saw this category
+            seed=seed,
+            name_x=self.model.encoder.name_x(self.catalog, [category]),
+        )[category]
+        state = support_state(data, split_launch(data))
+        previous = self._reusable.pop(key, None)
+        index, projections = None, {}
+        if data.n_items > self.retrieval.short_list:
+            old = None if previous is None else previous.index
+            if (
+                previous is not None
+                and old is not None
+                and old.fingerprint == category_fingerprint(data)
+            ):
+                index, projections = old, dict(previous.projections)  # same items and support
+            if index is None:
+                index = build_index(data, state, seed=seed)
+        popular, popular_scores = popularity_order(
+            popularity_scores(state.pop, seed=seed, key=category), state.pop, data.n_items
+        )
+        items = self.catalog.items
+        return CategoryView(
+            data=data,
+            state=state,
+            index=index,
+            item_ids=items["item_id"].to_numpy()[data.item_idx],
+            titles=items["title"].to_numpy()[data.item_idx],
+            popular=popular,
+            popular_scores=popular_scores,
+            projections=projections,
+        )
+
+    def _profiles_without(self, category: str) -> ProfileTable:
+        """Profiles over every other category: a launch sees the user's whole history elsewhere."""
+        found = self._others.get(category)
+        if found is None:
+            others = [c for c in self.catalog.categories if c != category]
+            found = profiles(self.catalog, self._profile_x, others)
+            self._others[category] = found
+        return found
+
+    def _projection(self, view: CategoryView, ranker: CategoryRanker, key: ParamsKey) -> Any:
+        """The view's retrieval projection for ``key``, fitted on first use (None: no index)."""
+        if view.index is None:
+            return None
+        found = view.projections.get(key)
+        if found is not None:
+            return found
+        projection = fit_projection(
+            view.data,
+            view.state,
+            view.index,
+            self._sample_queries(view, ranker),
+            rank=self.retrieval.rank,
+        )
+        view.add_projection(key, projection)
+        return projection
+
+    def _sample_queries(self, view: CategoryView, ranker: CategoryRanker) -> Tensor:
+        """(m, 2D) attribute queries of a seeded sample of users: half with support here (when
+        there are), the rest from the whole store, as requests come."""
+        assert view.index is not None
+        data = view.data
+        rng = np.random.default_rng(self.model.config.seed)
+        half = _QUERY_SAMPLE // 2
+        inside = rng.permutation(data.users)[:half]
+        n_users = len(self.catalog.users)
+        anyone = rng.choice(n_users, min(n_users, _QUERY_SAMPLE - len(inside)), replace=False)
+        queries = []
+        for user_idx in np.union1d(inside, anyone):
+            user = self.user_inputs(view, int(user_idx))
+            params = ranker.user_params(user)
+            queries.append(user_query(params, view.index, user, data.cf_dim).attributes)
+        if not queries:  # a store without users: the item side alone decides
+            return torch.zeros(1, view.index.gram.shape[0])
+        return torch.stack(queries)
+
+
+def view_as_of(adaptation: Adaptation | None) -> int | None:
+    """The ``as_of`` of the view serving a category with this adaptation."""
+    return None if adaptation is None else adaptation.as_of
+
+
+def _text_or_none(value: object) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return str(value)

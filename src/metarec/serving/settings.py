@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from metarec.serving.retrieval import DEFAULT_RANK
+from metarec.ranking.retrieval import DEFAULT_RANK, DEFAULT_SHORT_LIST, RetrievalSettings
 
 
 class ServeSettings(BaseModel):
@@ -29,7 +29,7 @@ class ServeSettings(BaseModel):
         max_k: largest ``k`` a recommendation may ask for (422 beyond).
         max_events: events per POST /events batch (422 beyond).
         short_list: items the exact MLP re-ranks after dot-product retrieval.
-        retrieval_rank: width of the projected item matrix (see serving/retrieval.py).
+        retrieval_rank: width of the projected item matrix (see ranking/retrieval.py).
         queue_size: background jobs (adaptations, model swaps) waiting at most; 503 beyond.
         readapt_every: re-adapt an adapted category automatically after this many new events
             in it (0: only on request).
@@ -51,10 +51,14 @@ class ServeSettings(BaseModel):
     compute_threads: int = Field(default=2, ge=1)
     max_k: int = Field(default=1000, ge=1)
     max_events: int = Field(default=10_000, ge=1)
-    short_list: int = Field(default=300, ge=1)
+    short_list: int = Field(default=DEFAULT_SHORT_LIST, ge=1)
     retrieval_rank: int = Field(default=DEFAULT_RANK, ge=1)
     queue_size: int = Field(default=8, ge=1)
     readapt_every: int = Field(default=0, ge=0)
     refresh_seconds: float = Field(default=0.5, ge=0)
     retry_after_seconds: int = Field(default=1, ge=1)
     job_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    def retrieval(self) -> RetrievalSettings:
+        """How large categories are ranked (the library's defaults unless changed here)."""
+        return RetrievalSettings(short_list=self.short_list, rank=self.retrieval_rank)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarec.features.rows import pair_features
-from metarec.meta.batch import Batch
+from metarec.features.rows import pair_features, unit_rows
+from metarec.tasks.batch import Batch
 from metarec.tasks.category import CategoryData
 from metarec.tasks.split import Split
 
@@ -89,11 +89,6 @@ def _cf_profile(category: CategoryData, users: torch.Tensor) -> torch.Tensor:
 def cf_unit(category: CategoryData, users: torch.Tensor) -> torch.Tensor:
     """(m, r) the users' collaborative profiles scaled to unit length (zero stays zero)."""
     return unit_rows(_cf_profile(category, users))
-
-
-def unit_rows(x: torch.Tensor) -> torch.Tensor:
-    """Rows of ``x`` (..., r) scaled to unit length; all-zero rows stay zero."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-6)
 
 
 def pair_rows(

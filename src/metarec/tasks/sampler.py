@@ -16,7 +16,7 @@ import torch
 
 from metarec.config import TaskConfig
 from metarec.errors import DataError
-from metarec.meta.batch import Batch, TaskBatch, stack_tasks
+from metarec.tasks.batch import Batch, TaskBatch, stack_tasks
 from metarec.tasks.category import CategoryData
 from metarec.tasks.rows import SupportState, labelled_rows, support_batch, support_state
 from metarec.tasks.split import Split, eligible_count, split_k_shot

@@ -10,7 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from metarec.config import TrainConfig
+from metarec.data.catalog import Catalog
+from metarec.seeds import derived_seed
 from metarec.tasks.category import CategoryData
 
 
@@ -61,3 +65,45 @@ def split_launch(category: CategoryData) -> Split:
 def eligible_count(category: CategoryData, shots: int) -> int:
     """Users with at least ``shots + 1`` positives in the category."""
     return int((category.user_count >= shots + 1).sum())
+
+
+def evaluation_masks(
+    category: CategoryData, split: Split, users: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(relevant, exclude) boolean (b, n_items) masks: query positives, and support items."""
+    b, n = len(users), category.n_items
+    row_of = np.full(category.n_users, -1)
+    row_of[users] = np.arange(b)
+    relevant = torch.zeros((b, n), dtype=torch.bool)
+    exclude = torch.zeros((b, n), dtype=torch.bool)
+    for mask, target in ((split.query, relevant), (split.support, exclude)):
+        rows = row_of[category.pos_user[mask]]
+        keep = rows >= 0
+        target[rows[keep], category.pos_item[mask][keep]] = True
+    return relevant, exclude
+
+
+def split_categories(catalog: Catalog, config: TrainConfig) -> dict[str, list[str]]:
+    """Meta-train / meta-validation / hold-out categories (seeded; hold-out as configured).
+
+    A category needs ``min_users`` users with more than the evaluation shots to be worth a
+    validation slot; smaller categories still train. About a fifth of the eligible ones
+    (at least one when there are four or more) validate.
+
+    Raises:
+        UnknownCategoryError, DataError: a held-out category is not in the store, or has no items.
+    """
+    for name in config.hold_out:
+        catalog.require_category(name)
+    rest = [c for c in catalog.categories if c not in set(config.hold_out)]
+    counts = catalog.positives_in(rest).assign(
+        category=lambda d: catalog.item_category[d["item_idx"].to_numpy()]
+    )
+    per_user = counts.groupby(["category", "user_idx"]).size()
+    enough = (per_user >= config.tasks.shots + 1).groupby(level=0).sum()
+    eligible = sorted(c for c in rest if enough.get(c, 0) >= config.tasks.min_users)
+    rng = np.random.default_rng(derived_seed(config.seed, "validation-split"))
+    n_val = max(1, round(len(eligible) / 5)) if len(eligible) >= 4 else 0
+    validation = sorted(rng.permutation(eligible)[:n_val].tolist()) if n_val else []
+    train = [c for c in rest if c not in set(validation)]
+    return {"train": train, "validation": validation, "hold_out": list(config.hold_out)}

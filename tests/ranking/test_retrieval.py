@@ -13,21 +13,18 @@ import torch.nn.functional as F
 from metarec.config import ModelConfig
 from metarec.features import input_dim
 from metarec.meta.inner import task_loss
+from metarec.models.folded import fold_users, head, head_gradient, linear_features
 from metarec.models.scorer import init_params, score
-from metarec.serving.retrieval import (
+from metarec.ranking.inputs import UserInputs, item_side
+from metarec.ranking.retrieval import (
     DEFAULT_REFERENCE_ITEMS,
     ItemIndex,
     Projection,
-    UserInputs,
     build_index,
     category_fingerprint,
-    first_layer,
     fit_projection,
-    head,
-    head_gradient,
-    linear_features,
-    rank_top_k,
     recall_at_k,
+    retrieve_top_k,
     top_k_positions,
     user_query,
 )
@@ -75,6 +72,7 @@ def synthetic_category(n_items: int = 3000, n_users: int = 120, seed: int = 0) -
 def user_inputs(category: CategoryData, state, position: int) -> UserInputs:
     mine = category.pos_user == position
     return UserInputs(
+        position,
         category.profile[position],
         category.n_other[position],
         state.user_sum[position],
@@ -105,7 +103,7 @@ def make_params(hidden: tuple[int, ...], seed: int = 0) -> dict[str, torch.Tenso
 def fitted(category, state, index: ItemIndex, params, *, rank: int, users) -> Projection:
     """A projection fitted to the queries of ``users`` (positions in the category)."""
     queries = torch.stack(
-        [user_query(params, index, user_inputs(category, state, u)).attributes for u in users]
+        [user_query(params, index, user_inputs(category, state, u), D_CF).attributes for u in users]
     )
     return fit_projection(category, state, index, queries, rank=rank)
 
@@ -126,10 +124,10 @@ def test_linear_scorer_is_ranked_exactly_by_the_dot_product(category: CategoryDa
     assert projection.rank == 2 * (D_ATTR + D_CF)
     for position in (0, 7, 33):
         user = user_inputs(category, state, position)
-        query = user_query(params, index, user)
-        layer = first_layer(params, user, D_CF)
+        query = user_query(params, index, user, D_CF)
+        layer = fold_users(params, user.side(D_CF))
         approx = projection.vectors @ query.project(projection)
-        approx += query.affinity * layer.affinity(state.item_unit_sum)
+        approx += query.affinity * layer.affinity(item_side(category, state))[0]
         exact = score(params, _rows(category, state, user))
         offset = exact - approx
         assert float(offset.std()) < 1e-4 * float(exact.std())
@@ -152,15 +150,26 @@ def test_first_layer_folded_with_the_user_equals_the_scorer_rows(category: Categ
     items = torch.arange(0, category.n_items, 7)
     d = D_ATTR + D_CF
     no_history = UserInputs(
-        torch.zeros(d), torch.zeros(()), torch.zeros(d), torch.zeros(()), torch.zeros(0).long()
+        None,
+        torch.zeros(d),
+        torch.zeros(()),
+        torch.zeros(d),
+        torch.zeros(()),
+        torch.zeros(0).long(),
     )
     for user in (user_inputs(category, state, 0), user_inputs(category, state, 5), no_history):
-        layer = first_layer(params, user, D_CF)
-        folded = layer.h1(linear_features(category, state, items), state.item_unit_sum[items])
+        layer = fold_users(params, user.side(D_CF))
+        chosen = item_side(category, state, items)
+        folded = layer.h1(chosen)[0]
         rows = _rows(category, state, user)[items]
         direct = F.linear(rows, params["layers.0.weight"], params["layers.0.bias"])
         assert torch.allclose(folded, direct, atol=1e-5)
         assert torch.allclose(head(params, folded), score(params, rows), atol=1e-5)
+        # the same layer as an affine map of the items' linear features (what retrieval reads)
+        weight, bias = layer.as_linear()
+        linear = F.linear(linear_features(chosen), weight[0], bias[0])
+        linear += layer.affinity(chosen)[0][:, None] * layer.column("affinity")
+        assert torch.allclose(linear, direct, atol=1e-5)
 
 
 def _rows(category, state, user):
@@ -218,7 +227,7 @@ def test_short_list_recalls_the_exact_top_10_of_a_trained_scorer(
     for position in range(0, category.n_users, 2):
         user = user_inputs(category, state, position)
         exact = exact_scores(params, category, state, user)
-        found, scores = rank_top_k(
+        found, scores = retrieve_top_k(
             params, category, state, index, projection, user, 10, short_list=150
         )
         recalls.append(recall_at_k(found, torch.topk(exact, 10).indices))
@@ -233,7 +242,7 @@ def test_short_list_covering_the_category_is_the_full_ranking(category: Category
     params = make_params(hidden=(8,), seed=5)
     user = user_inputs(category, state, 2)
     exact = exact_scores(params, category, state, user)
-    found, scores = rank_top_k(params, category, state, None, None, user, 20, short_list=10)
+    found, scores = retrieve_top_k(params, category, state, None, None, user, 20, short_list=10)
     # a full ranking: the best 20 scores (equal scores may come in either order)
     assert len(set(found.tolist())) == 20
     assert torch.allclose(exact[found], torch.topk(exact, 20).values, atol=1e-6)
@@ -245,7 +254,7 @@ def test_seen_items_are_never_returned_and_k_is_capped() -> None:
     state = support_state(small, split_launch(small))
     params = make_params(hidden=(8,))
     user = user_inputs(small, state, 1)
-    found, _ = rank_top_k(params, small, state, None, None, user, 1_000, short_list=5)
+    found, _ = retrieve_top_k(params, small, state, None, None, user, 1_000, short_list=5)
     assert len(found) == small.n_items - len(user.seen)
     assert not set(found.tolist()) & set(user.seen.tolist())
 
@@ -254,7 +263,7 @@ def test_index_and_projection_shapes(category: CategoryData) -> None:
     state = support_state(category, split_launch(category))
     index = build_index(category, state)
     width = 2 * (D_ATTR + D_CF)
-    phi = linear_features(category, state, torch.arange(category.n_items))
+    phi = linear_features(item_side(category, state))
     assert torch.allclose(index.gram, phi[:, :width].double().T @ phi[:, :width].double())
     # reference items are the most supported ones
     others = torch.ones(category.n_items, dtype=torch.bool)

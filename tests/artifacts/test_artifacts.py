@@ -15,16 +15,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from metarec.errors import ArtifactError
-from metarec.serving import artifacts
-from metarec.serving.artifacts import (
+from metarec.artifacts import (
     FORMAT_VERSION,
+    manifest,
     read_artifact,
     slugify,
     update_artifact,
     write_artifact,
     write_tensors_atomic,
 )
+from metarec.errors import ArtifactError
 
 
 def _tensors() -> dict[str, dict[str, torch.Tensor]]:
@@ -502,4 +502,4 @@ def test_slugify_is_a_safe_file_name_for_any_text(category: str) -> None:
     assert re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", slug)
     assert len(slug) <= 48 + 1 + 12
     assert slug == slugify(category)
-    assert artifacts._tensors_file(f"adapted/{slug}") == f"adapted/{slug}.safetensors"
+    assert manifest.tensors_file(f"adapted/{slug}") == f"adapted/{slug}.safetensors"

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from metarec.errors import ConfigError, DataError
-from metarec.evaluation import metrics
-from metarec.evaluation.metrics import TOP_K_METRICS, coverage, rank_top_k, ranking_metrics
+from metarec.ranking import metrics
+from metarec.ranking.metrics import TOP_K_METRICS, coverage, rank_top_k, ranking_metrics
 
 LOG2_3 = math.log2(3)  # discount of rank 2 is 1 / log2(3) = 0.6309
 

@@ -3,7 +3,8 @@
 Scoring every item with the MLP costs ``n_items x d_in x hidden`` per request (about 40 s and
 10 GB at 1e6 items); a dot product over a precomputed item matrix costs ``n_items x (k + 2)``.
 The second is good enough to pick a *short list*, and the first is cheap on a short list, so a
-request does both (DESIGN.md, "Serving").
+request does both (DESIGN.md, "Serving"). Both steps use the folded first layer of
+:mod:`metarec.models.folded`, the scorer's one ranking implementation.
 
 Why a dot product can rank for the MLP. The scorer's input for user ``u`` and item ``i`` is
 ``[z_i, p_u * z_i, s_u * z_i, scalars]`` (:func:`metarec.features.rows.pair_features`): ``z_i``
@@ -48,16 +49,22 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from metarec.errors import ArtifactError
-from metarec.features.rows import N_SCALARS
-from metarec.meta import Params
-from metarec.models.scorer import layer_count
+from metarec.models.folded import (
+    FoldedLayer,
+    ItemSide,
+    fold_users,
+    head,
+    head_gradient,
+    linear_features,
+)
+from metarec.models.scorer import Params
+from metarec.ranking.inputs import UserInputs, item_side
 from metarec.tasks import CategoryData, SupportState
 
 DEFAULT_RANK = 16
+DEFAULT_SHORT_LIST = 300
 DEFAULT_REFERENCE_ITEMS = 64
 _CHUNK_ROWS = 65_536  # items per chunk over a category: bounds the temporary memory
 _GRAM_SAMPLE = 131_072  # items the Gram matrix is estimated from in larger categories
@@ -70,27 +77,17 @@ _QUERY_RIDGE = 0.05
 
 
 @dataclass(frozen=True)
-class UserInputs:
-    """What the scorer knows about one user in one category.
+class RetrievalSettings:
+    """How a category larger than ``short_list`` is ranked: the same for library, CLI and HTTP.
 
     Attributes:
-        profile: (D,) mean representation of what the user liked in other categories.
-        n_other: () number of those positives.
-        support_sum: (D,) sum of the representations of the user's support items here.
-        support_n: () number of those items.
-        seen: (m,) int64 positions of the items the user already liked here (never recommended).
+        short_list: items the exact scorer re-ranks after dot-product retrieval; a category
+            with no more candidates is ranked exactly.
+        rank: width of the projected item matrix.
     """
 
-    profile: Tensor
-    n_other: Tensor
-    support_sum: Tensor
-    support_n: Tensor
-    seen: Tensor
-
-    @property
-    def support_profile(self) -> Tensor:
-        """(D,) mean of the user's support items here (zeros without any)."""
-        return self.support_sum / self.support_n.clamp_min(1.0)
+    short_list: int = DEFAULT_SHORT_LIST
+    rank: int = DEFAULT_RANK
 
 
 @dataclass(frozen=True)
@@ -102,8 +99,7 @@ class ItemIndex:
             (estimated from a sample of 131,072 items in larger categories).
         reference: (m,) positions of the reference items the head is linearised at: the most
             supported ones, ties in random (seeded) order.
-        reference_features: (m, 2D + 2) their linear features.
-        reference_unit_sum: (m, r) their supporters' summed unit collaborative profiles.
+        reference_items: those items as the first layer reads them.
         supported: (s,) positions of the items with any support (the only ones whose
             affinity is not zero), and supported_unit_sum: (s, r) their summed unit profiles,
             contiguous: a request's affinity mat-vec reads these s rows, not all n.
@@ -113,8 +109,7 @@ class ItemIndex:
 
     gram: Tensor
     reference: Tensor
-    reference_features: Tensor
-    reference_unit_sum: Tensor
+    reference_items: ItemSide
     supported: Tensor
     supported_unit_sum: Tensor
     fingerprint: str
@@ -165,29 +160,8 @@ def category_fingerprint(category: CategoryData) -> str:
     return f"{category.name}:{category.n_items}:{len(category.pos_item)}:{digest:08x}"
 
 
-def linear_features(category: CategoryData, state: SupportState, items: Tensor) -> Tensor:
-    """The features the first layer is linear in, for some items of a category.
-
-    Args:
-        items: (m,) item positions.
-
-    Returns:
-        (m, 2D + 2) rows ``[z, z / |z|, log1p(pop), pop / pop_max]``.
-    """
-    z = state.item_repr(category, items)
-    unit = z / z.norm(dim=1, keepdim=True).clamp_min(_EPS)
-    pop = state.pop[items]
-    return torch.cat(
-        [z, unit, torch.log1p(pop)[:, None], (pop / state.pop_max.clamp_min(1.0))[:, None]], dim=1
-    )
-
-
 def _chunks(n: int) -> list[slice]:
     return [slice(start, min(n, start + _CHUNK_ROWS)) for start in range(0, n, _CHUNK_ROWS)]
-
-
-def _positions(chunk: slice) -> Tensor:
-    return torch.arange(chunk.start, chunk.stop)
 
 
 def build_index(
@@ -213,7 +187,7 @@ def build_index(
     sample = torch.randperm(n, generator=generator)[:_GRAM_SAMPLE].sort().values
     gram = torch.zeros(width, width, dtype=torch.float64)
     for chunk in _chunks(len(sample)):
-        attrs = linear_features(category, state, sample[chunk])[:, :width]
+        attrs = linear_features(item_side(category, state, sample[chunk]))[:, :width]
         gram += (attrs.T @ attrs).double()
     gram *= n / max(1, len(sample))
     # popularity first; the random jitter (< 1) only orders ties, e.g. the many unsupported items
@@ -223,8 +197,7 @@ def build_index(
     return ItemIndex(
         gram=gram,
         reference=reference,
-        reference_features=linear_features(category, state, reference),
-        reference_unit_sum=state.item_unit_sum[reference],
+        reference_items=item_side(category, state, reference),
         supported=supported,
         supported_unit_sum=state.item_unit_sum[supported].contiguous(),
         fingerprint=category_fingerprint(category),
@@ -260,9 +233,9 @@ def fit_projection(
     unlift = (vectors / values.sqrt()).T  # L^-1
     _, directions = torch.linalg.eigh(lift.T @ index.gram @ lift)
     keep = directions.flip(1)[:, : min(rank, width)]  # W: the top eigenvectors
-    item_side = (lift @ keep).float()  # (2D, rank)
+    item_side_map = (lift @ keep).float()  # (2D, rank)
     return Projection(
-        vectors=_project_items(category, state, item_side),
+        vectors=_project_items(category, state, item_side_map),
         transform=(keep.T @ unlift).float().contiguous(),
     )
 
@@ -290,134 +263,23 @@ def _project_items(category: CategoryData, state: SupportState, item_side: Tenso
     return out
 
 
-def head_gradient(params: Params, h1: Tensor) -> Tensor:
-    """Mean gradient of the score with respect to the first layer's pre-activation.
-
-    The head is ``ReLU -> Linear -> ... -> Linear``; its gradient is backpropagated by hand (the
-    ReLU masks times the weights), which is several times cheaper per request than autograd.
-
-    Args:
-        params: scorer parameters (``layers.{i}.weight`` / ``.bias``).
-        h1: (m, h) first-layer pre-activations of the reference rows.
-
-    Returns:
-        (h,) the mean gradient over the m rows.
-    """
-    n_layers = layer_count(params)
-    if n_layers == 1:  # no hidden layer: the score is h1 itself
-        return torch.ones(h1.shape[1])
-    pre = [h1]
-    hidden = F.relu(h1)
-    for i in range(1, n_layers - 1):
-        pre.append(F.linear(hidden, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
-        hidden = F.relu(pre[-1])
-    delta = params[f"layers.{n_layers - 1}.weight"].expand(h1.shape[0], -1)
-    for i in range(n_layers - 2, -1, -1):
-        delta = delta * (pre[i] > 0)
-        if i > 0:
-            delta = delta @ params[f"layers.{i}.weight"]
-    return delta.mean(dim=0)
-
-
-@dataclass(frozen=True)
-class FirstLayer:
-    """The scorer's first layer for one user, as a map of the item's linear features:
-    ``h1 = phi @ weight.T + bias`` equals the first layer applied to the user's rows.
-
-    Attributes:
-        weight: (h, 2D + 2) ``M_u``.
-        bias: (h,) ``c_u``.
-        affinity_weight: (h,) ``w_a``, the weights of the affinity scalar.
-        cf_unit: (r,) the user's collaborative profile at unit length.
-    """
-
-    weight: Tensor
-    bias: Tensor
-    affinity_weight: Tensor
-    cf_unit: Tensor
-
-    def affinity(self, unit_sum: Tensor) -> Tensor:
-        """(m,) ``asinh(c_u . a_i)`` for items whose supporters' unit profiles sum to
-        ``unit_sum`` (m, r)."""
-        return torch.asinh(unit_sum @ self.cf_unit)
-
-    def h1(self, phi: Tensor, unit_sum: Tensor) -> Tensor:
-        """(m, h) first-layer pre-activations of items with linear features ``phi``."""
-        return F.linear(phi, self.weight, self.bias) + self.affinity(unit_sum)[:, None] * (
-            self.affinity_weight
-        )
-
-
-def first_layer(params: Params, user: UserInputs, cf_dim: int) -> FirstLayer:
-    """Fold the user into the first layer (see the module docstring).
-
-    Computing ``h1`` this way is exact (the same sums in another order) and several times
-    cheaper than building the scorer's rows: no per-row products or cosines.
-
-    Args:
-        cf_dim: ``r``, the collaborative part's width (the last ``r`` entries of a profile).
-
-    Raises:
-        ArtifactError: the params do not read rows of this feature width.
-    """
-    d = user.profile.shape[0]
-    weight, bias = params["layers.0.weight"], params["layers.0.bias"]
-    if weight.shape[1] != 3 * d + N_SCALARS:
-        raise ArtifactError(
-            f"the model's first layer reads {weight.shape[1]} inputs, but this store's items give "
-            f"{3 * d + N_SCALARS}; the model was trained on other features: retrain it"
-        )
-    profile, support = user.profile, user.support_profile
-    w_scalars = weight[:, 3 * d :]  # log1p(pop), pop share, cos p, cos s, log1p(n_other), ...
-    w_item = weight[:, :d] + weight[:, d : 2 * d] * profile + weight[:, 2 * d : 3 * d] * support
-    w_unit = w_scalars[:, 2:3] * _unit(profile) + w_scalars[:, 3:4] * _unit(support)
-    constant = (
-        bias
-        + w_scalars[:, 4] * torch.log1p(user.n_other)
-        + w_scalars[:, 5] * torch.log1p(user.support_n)
-    )
-    return FirstLayer(
-        torch.cat([w_item, w_unit, w_scalars[:, :2]], dim=1),
-        constant,
-        w_scalars[:, 6],
-        _unit(profile[d - cf_dim :]),
-    )
-
-
-def head(params: Params, h1: Tensor) -> Tensor:
-    """The scorer after its first layer: ``(m, h)`` pre-activations to ``(m,)`` scores."""
-    n_layers = layer_count(params)
-    if n_layers == 1:
-        return h1.squeeze(-1)
-    out = F.relu(h1)
-    for i in range(1, n_layers):
-        out = F.linear(out, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"])
-        if i < n_layers - 1:
-            out = F.relu(out)
-    return out.squeeze(-1)
-
-
-def user_query(params: Params, index: ItemIndex, user: UserInputs) -> Query:
+def user_query(params: Params, index: ItemIndex, user: UserInputs, cf_dim: int) -> Query:
     """The user's linearised score: ``phi_i . q`` ranks the category's items.
 
     Raises:
         ArtifactError: the params do not read rows of this feature width.
     """
-    layer = first_layer(params, user, index.reference_unit_sum.shape[1])
-    return _query(params, index, layer)
+    return _query(params, index, fold_users(params, user.side(cf_dim)))
 
 
-def _query(params: Params, index: ItemIndex, layer: FirstLayer) -> Query:
-    gradient = head_gradient(params, layer.h1(index.reference_features, index.reference_unit_sum))
-    q = layer.weight.T @ gradient
-    return Query(q[:-2], q[-2:], gradient @ layer.affinity_weight)
+def _query(params: Params, index: ItemIndex, layer: FoldedLayer) -> Query:
+    gradient = head_gradient(params, layer.h1(index.reference_items)[0])
+    weight, _ = layer.as_linear()
+    q = weight[0].T @ gradient
+    return Query(q[:-2], q[-2:], gradient @ layer.column("affinity"))
 
 
-def _unit(vector: Tensor) -> Tensor:
-    return vector / vector.norm().clamp_min(_EPS)
-
-
-def rank_top_k(
+def retrieve_top_k(
     params: Params,
     category: CategoryData,
     state: SupportState,
@@ -428,7 +290,7 @@ def rank_top_k(
     *,
     short_list: int,
 ) -> tuple[Tensor, Tensor]:
-    """Top-``k`` items for one user: dot-product retrieval, then the exact MLP on a short list.
+    """Top-``k`` items for one user: dot-product retrieval, then the exact scorer on a short list.
 
     When the category has no more than ``short_list`` candidates (or no index), every candidate
     is scored exactly, so the result equals a full ranking.
@@ -441,10 +303,10 @@ def rank_top_k(
             re-rank uses ``params``.
         user: the user's inputs; ``user.seen`` items are never returned.
         k: how many items (fewer when the category has fewer candidates).
-        short_list: how many retrieved items the exact MLP re-ranks (at least ``k``).
+        short_list: how many retrieved items the exact scorer re-ranks (at least ``k``).
 
     Returns:
-        positions (k',) of the items, best first, and their exact scores (k',).
+        positions (k',) of the items, best first, and their exact scores (k').
     """
     n = category.n_items
     allowed = torch.ones(n, dtype=torch.bool)
@@ -454,20 +316,22 @@ def rank_top_k(
     if k <= 0:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0)
     with torch.no_grad():
-        layer = first_layer(params, user, state.item_unit_sum.shape[1])
+        layer = fold_users(params, user.side(category.cf_dim))
         if index is None or projection is None or n_allowed <= max(short_list, k):
             candidates = torch.nonzero(allowed).squeeze(1)
         else:
             query = _query(params, index, layer)
             approx = projection.vectors @ query.project(projection)
             # unsupported items have affinity asinh(0) = 0: only supported rows contribute
-            approx[index.supported] += query.affinity * layer.affinity(index.supported_unit_sum)
+            approx[index.supported] += query.affinity * torch.asinh(
+                index.supported_unit_sum @ layer.cf_unit[0]
+            )
             approx[user.seen] = -torch.inf
             candidates = top_k_positions(approx, max(short_list, k))
-        phi = linear_features(category, state, candidates)
-        exact = head(params, layer.h1(phi, state.item_unit_sum[candidates]))
-        top = torch.topk(exact, k)
-    return candidates[top.indices], top.values
+        exact = head(params, layer.h1(item_side(category, state, candidates)))[0]
+        # a stable sort: equal scores keep candidate order (item order when all are scored)
+        top = torch.sort(exact, descending=True, stable=True).indices[:k]
+    return candidates[top], exact[top]
 
 
 def top_k_positions(values: Tensor, k: int) -> Tensor:

@@ -15,9 +15,8 @@ import torch
 from torch import Tensor
 
 from metarec.errors import DataError
-from metarec.models.scorer import Params
 
-__all__ = ["Batch", "Params", "TaskBatch", "stack_batches", "stack_tasks"]
+__all__ = ["Batch", "TaskBatch", "stack_batches", "stack_tasks"]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""Popularity at launch: how often each item appears in a category's support.
+
+The one definition every caller ranks by: the popularity baseline, the tie-break of the fold-in
+baselines, and the fallback for users the store does not know. Ties (most items at few shots,
+every item at zero shots) are broken by a seeded random jitter below 1, never by item index:
+ids often encode popularity (MovieLens numbers its best-known films first), and breaking ties
+by them would smuggle that in.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from metarec.seeds import derived_seed
+
+
+def popularity_scores(
+    counts: Tensor, *, seed: int, key: str, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """(n,) support counts plus a jitter in [0, 0.5) seeded by ``(seed, key)`` (the category).
+
+    Args:
+        counts: (n,) support count of each item.
+        seed: the run's or the model's seed.
+        key: what the jitter is drawn for, usually the category's name.
+        dtype: dtype of the jitter draw and of the result.
+    """
+    generator = torch.Generator().manual_seed(derived_seed(seed, key))
+    jitter = 0.5 * torch.rand(len(counts), generator=generator, dtype=dtype)  # < 1: only ties move
+    return counts.to(dtype) + jitter
