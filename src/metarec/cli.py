@@ -114,11 +114,11 @@ def embed(
     """Embed item and category texts into the store's cache once (text features, pip extra
     `text`); later commands open the store read-only and read the cache."""
     from metarec.config import load_config
-    from metarec.data.store import Store
+    from metarec.data.export import open_store
     from metarec.features.text import fill_text_cache
 
     features = load_config(config).features
-    with Store.open(store) as opened:
+    with open_store(store) as opened:
         table = fill_text_cache(opened, features, progress=True)
     console.print(
         f"[green]text cache[/] {store}: {len(table.items):,} items and "
@@ -137,10 +137,10 @@ def categories(
     GET /categories/{category} reports too)."""
     from metarec.config import load_config
     from metarec.data.catalog import Catalog
-    from metarec.data.store import Store
+    from metarec.data.export import open_store
 
     feedback = load_config(config).feedback
-    with Store.open(store, read_only=True) as opened:
+    with open_store(store, read_only=True) as opened:
         table = Catalog.load(opened, feedback).category_table
     shown = Table("category", "items", "users", "positives")
     for row in table.itertuples(index=False):
@@ -197,8 +197,7 @@ def train(
     from pydantic import ValidationError
 
     from metarec.config import MetaConfig, load_config
-    from metarec.data.export import open_export
-    from metarec.data.store import Store
+    from metarec.data.export import open_export, open_store
     from metarec.errors import ConfigError
     from metarec.meta.checkpoint import Checkpointing
     from metarec.meta.distributed import World
@@ -233,7 +232,7 @@ def train(
         opened = (
             open_export(store, exclude=resolved.hold_out)
             if store.is_dir()
-            else Store.open(store, read_only=True)
+            else open_store(store, read_only=True)
         )
         with opened:
             model = run(opened, resolved, progress=not quiet, checkpoint=checkpoint, world=world)
@@ -293,7 +292,7 @@ def evaluate(
     import time
 
     from metarec.config import EvalConfig, load_config
-    from metarec.data.store import Store
+    from metarec.data.export import open_store
     from metarec.evaluation.harness import evaluate as run
     from metarec.evaluation.report import main_table, write_run
     from metarec.features import load_catalog
@@ -314,7 +313,7 @@ def evaluate(
     if eval_config.protocol == "melu":
         _evaluate_melu(store, out, eval_config, started)
         return
-    with Store.open(store, read_only=True) as opened:
+    with open_store(store, read_only=True) as opened:
         catalog = load_catalog(opened, train_config)
     result = run(catalog, train_config, eval_config, log=console.print)
     write_run(
@@ -389,10 +388,10 @@ def adapt(
     ] = None,
 ) -> None:
     """Adapt the meta-model to CATEGORY from its interactions so far."""
-    from metarec.data.store import Store
+    from metarec.data.export import open_store
     from metarec.serving.recommender import Recommender
 
-    with Store.open(store, read_only=True) as opened:
+    with open_store(store, read_only=True) as opened:
         adaptation = Recommender.open(model, opened).adapt(category, as_of=_parse_time(as_of))
     console.print(
         f"[green]adapted[/] {category!r} version {adaptation.version} from "
@@ -411,10 +410,10 @@ def recommend(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Top-K items of CATEGORY for USER."""
-    from metarec.data.store import Store
+    from metarec.data.export import open_store
     from metarec.serving.recommender import Recommender
 
-    with Store.open(store, read_only=True) as opened:
+    with open_store(store, read_only=True) as opened:
         result = Recommender.open(model, opened).recommend(user, category, k)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))

@@ -13,7 +13,7 @@ import pytest
 
 from metarec.data import Store, ingest_frames
 from metarec.data import export as export_module
-from metarec.data.export import MANIFEST, ExportedStore, export_store, open_export
+from metarec.data.export import MANIFEST, ExportedStore, export_store, open_export, open_store
 from metarec.errors import StoreError, UnknownCategoryError
 
 # Names that break naive folder names: a slash, '=', '%', a quote, a number-like value.
@@ -101,7 +101,7 @@ def test_an_export_reads_back_exactly_as_the_store(store_path: Path, tmp_path: P
     export_store(store_path, tmp_path / "export")
     with (
         Store.open(store_path, read_only=True) as store,
-        Store.open(tmp_path / "export", read_only=True) as exported,
+        open_store(tmp_path / "export", read_only=True) as exported,
     ):
         assert isinstance(exported, ExportedStore)
         expected, got = _read_all(store), _read_all(exported)
@@ -140,7 +140,7 @@ def test_only_the_selected_categories_interactions_are_read(
     with pytest.raises(StoreError, match="fails its checksum"):
         open_export(out, categories=[sealed])
     with pytest.raises(StoreError, match="fails its checksum"):
-        Store.open(out, read_only=True)  # every category: the damaged file is among them
+        open_store(out, read_only=True)  # every category: the damaged file is among them
     with pytest.raises(UnknownCategoryError, match="No Such Shelf"):
         open_export(out, categories=["No Such Shelf"])
 
@@ -174,10 +174,12 @@ def test_folders_that_are_not_exports_or_opened_for_writing_are_refused(
 ) -> None:
     export_store(store_path, tmp_path / "export")
     with pytest.raises(StoreError, match="read-only"):
-        Store.open(tmp_path / "export")
+        open_store(tmp_path / "export")
+    with pytest.raises(StoreError, match="is a folder"):
+        Store.open(tmp_path / "export", read_only=True)  # the store file API opens files only
     (tmp_path / "plain").mkdir()
     with pytest.raises(StoreError, match="not a metarec export"):
-        Store.open(tmp_path / "plain", read_only=True)
+        open_store(tmp_path / "plain", read_only=True)
     (tmp_path / "export" / "users" / "data_0.parquet").unlink()
     with pytest.raises(StoreError, match=r"lacks users/data_0\.parquet"):
         open_export(tmp_path / "export")
@@ -192,6 +194,6 @@ def test_other_tables_travel_whole_and_bookkeeping_stays_behind(
     export_store(store_path, tmp_path / "export")
     assert not (tmp_path / "export" / "loads").exists()
     assert not (tmp_path / "export" / "meta").exists()
-    with Store.open(tmp_path / "export", read_only=True) as exported:
+    with open_store(tmp_path / "export", read_only=True) as exported:
         rows = exported.connection.execute("SELECT * FROM cache ORDER BY key").fetchall()
     assert rows == [("i1", [1.0, 2.0]), ("i2", [3.0])]

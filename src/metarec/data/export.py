@@ -175,6 +175,23 @@ class ExportedStore(Store):
         return f"ExportedStore({str(self.path)!r}, interactions of {read}/{total} categories)"
 
 
+def open_store(path: str | Path, *, read_only: bool = False, create: bool = False) -> Store:
+    """A store file (:meth:`Store.open`), or a folder written by ``metarec export``, which opens
+    read-only with every category's interactions (:func:`open_export`).
+
+    Raises:
+        StoreError: as :meth:`Store.open`; an export opened for writing, or not a valid export.
+    """
+    if not Path(path).is_dir():
+        return Store.open(path, read_only=read_only, create=create)
+    if not read_only:
+        raise StoreError(
+            f"{path} is a folder (a Parquet export is read-only); open it with read_only=True, "
+            "or pass the .duckdb store to write"
+        )
+    return open_export(path)
+
+
 def open_export(
     folder: str | Path,
     *,

@@ -54,27 +54,22 @@ class Store:
         """Open a store file, creating it (with its schema) when ``create`` and it is missing.
 
         Args:
-            path: the DuckDB file, or a folder written by ``metarec export`` (opened read-only
-                with :func:`metarec.data.export.open_export`, every category's interactions).
+            path: the DuckDB file (a folder written by ``metarec export`` opens with
+                :func:`metarec.data.export.open_store`).
             read_only: open without write access (several read-only handles may coexist in
                 one process; no other process may hold the file read-write meanwhile).
             create: create the file and its schema when it does not exist.
 
         Raises:
             StoreError: the file is missing (and ``create`` is False), locked by another process,
-                not a DuckDB file, or not a metarec store; a folder opened for writing, or not a
-                valid export.
+                not a DuckDB file, or not a metarec store; or ``path`` is a folder.
         """
         path = Path(path)
-        if path.is_dir():  # a Parquet export (`metarec export`): read-only views over its files
-            if not read_only:
-                raise StoreError(
-                    f"{path} is a folder (a Parquet export is read-only); open it with "
-                    "read_only=True, or pass the .duckdb store to write"
-                )
-            from metarec.data.export import open_export
-
-            return open_export(path)
+        if path.is_dir():
+            raise StoreError(
+                f"{path} is a folder, not a store file; a Parquet export (`metarec export`) opens "
+                "read-only with metarec.data.open_store"
+            )
         exists = path.exists()
         if not exists and not create:
             raise StoreError(
