@@ -34,15 +34,21 @@ from metarec.errors import DataError
 from metarec.features import ProfileTable, load_catalog, profiles
 from metarec.meta.model import MetaModel, load_model
 from metarec.models.scorer import Params
-from metarec.ranking import CategoryRanker, RetrievalSettings, UserInputs, popularity_scores
-from metarec.ranking.retrieval import build_index, category_fingerprint, fit_projection, user_query
-from metarec.serving.views import CategoryView, LazyViews, ParamsKey, ViewKey, popularity_order
-from metarec.tasks import build_categories, split_launch, support_state
+from metarec.ranking import CategoryRanker, RetrievalSettings, UserInputs
+from metarec.ranking.retrieval import Projection
+from metarec.serving.views import (
+    CategoryView,
+    LazyViews,
+    ParamsKey,
+    ViewKey,
+    build_view,
+    fit_view_projection,
+    user_inputs,
+)
+from metarec.tasks import split_launch
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
-
-_QUERY_SAMPLE = 256  # users whose queries fit a retrieval projection
 
 
 @dataclass(frozen=True)
@@ -347,25 +353,7 @@ class Recommender:
     def user_inputs(self, view: CategoryView, user_idx: int) -> UserInputs:
         """What the scorer knows about store user ``user_idx`` in the view's category; a user
         with no history there is profiled from their other categories only."""
-        data, state = view.data, view.state
-        position = data.user_position(user_idx)
-        if position is None:
-            d = data.profile.shape[1]
-            profile, n_other = self._profiles_without(data.name).without(
-                torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
-            )
-            return UserInputs(
-                None, profile[0], n_other[0], torch.zeros(d), torch.zeros(()), torch.zeros(0).long()
-            )
-        mine = data.pos_user == position
-        return UserInputs(
-            position,
-            data.profile[position],
-            data.n_other[position],
-            state.user_sum[position],
-            state.user_n[position],
-            torch.from_numpy(np.unique(data.pos_item[mine])),
-        )
+        return user_inputs(view, user_idx, self._profiles_without(view.data.name))
 
     # ---- recommending -------------------------------------------------------------------------
 
@@ -424,50 +412,15 @@ class Recommender:
     # ---- building -----------------------------------------------------------------------------
 
     def _build_view(self, key: ViewKey) -> CategoryView:
-        category, as_of = key
-        positives = self.catalog.positives
-        if as_of is not None:
-            later = self.catalog.item_category[positives["item_idx"].to_numpy()] == category
-            later &= positives["timestamp"].fillna(as_of + 1).to_numpy() > as_of
-            positives = positives.loc[~later]
-        seed = self.model.config.seed
-        data = build_categories(
-            self.catalog.items,
-            positives,
-            self._item_x,
-            self._profile_x,
-            self._profiles_without(category),
-            [category],
-            profile_includes=(),  # the profiles above never saw this category
-            seed=seed,
-            name_x=self.model.encoder.name_x(self.catalog, [category]),
-        )[category]
-        state = support_state(data, split_launch(data))
-        previous = self._reusable.pop(key, None)
-        index, projections = None, {}
-        if data.n_items > self.retrieval.short_list:
-            old = None if previous is None else previous.index
-            if (
-                previous is not None
-                and old is not None
-                and old.fingerprint == category_fingerprint(data)
-            ):
-                index, projections = old, dict(previous.projections)  # same items and support
-            if index is None:
-                index = build_index(data, state, seed=seed)
-        popular, popular_scores = popularity_order(
-            popularity_scores(state.pop, seed=seed, key=category), state.pop, data.n_items
-        )
-        items = self.catalog.items
-        return CategoryView(
-            data=data,
-            state=state,
-            index=index,
-            item_ids=items["item_id"].to_numpy()[data.item_idx],
-            titles=items["title"].to_numpy()[data.item_idx],
-            popular=popular,
-            popular_scores=popular_scores,
-            projections=projections,
+        return build_view(
+            self.catalog,
+            self.model,
+            key,
+            item_x=self._item_x,
+            profile_x=self._profile_x,
+            others=self._profiles_without(key[0]),
+            short_list=self.retrieval.short_list,
+            previous=self._reusable.pop(key, None),
         )
 
     def _profiles_without(self, category: str) -> ProfileTable:
@@ -479,41 +432,24 @@ class Recommender:
             self._others[category] = found
         return found
 
-    def _projection(self, view: CategoryView, ranker: CategoryRanker, key: ParamsKey) -> Any:
+    def _projection(
+        self, view: CategoryView, ranker: CategoryRanker, key: ParamsKey
+    ) -> Projection | None:
         """The view's retrieval projection for ``key``, fitted on first use (None: no index)."""
         if view.index is None:
             return None
         found = view.projections.get(key)
-        if found is not None:
-            return found
-        projection = fit_projection(
-            view.data,
-            view.state,
-            view.index,
-            self._sample_queries(view, ranker),
-            rank=self.retrieval.rank,
-        )
-        view.add_projection(key, projection)
-        return projection
-
-    def _sample_queries(self, view: CategoryView, ranker: CategoryRanker) -> Tensor:
-        """(m, 2D) attribute queries of a seeded sample of users: half with support here (when
-        there are), the rest from the whole store, as requests come."""
-        assert view.index is not None
-        data = view.data
-        rng = np.random.default_rng(self.model.config.seed)
-        half = _QUERY_SAMPLE // 2
-        inside = rng.permutation(data.users)[:half]
-        n_users = len(self.catalog.users)
-        anyone = rng.choice(n_users, min(n_users, _QUERY_SAMPLE - len(inside)), replace=False)
-        queries = []
-        for user_idx in np.union1d(inside, anyone):
-            user = self.user_inputs(view, int(user_idx))
-            params = ranker.user_params(user)
-            queries.append(user_query(params, view.index, user, data.cf_dim).attributes)
-        if not queries:  # a store without users: the item side alone decides
-            return torch.zeros(1, view.index.gram.shape[0])
-        return torch.stack(queries)
+        if found is None:
+            found = fit_view_projection(
+                view,
+                ranker,
+                lambda user_idx: self.user_inputs(view, user_idx),
+                n_users=len(self.catalog.users),
+                seed=self.model.config.seed,
+                rank=self.retrieval.rank,
+            )
+            view.add_projection(key, found)
+        return found
 
 
 def view_as_of(adaptation: Adaptation | None) -> int | None:

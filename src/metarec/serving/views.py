@@ -18,12 +18,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarec.ranking.retrieval import ItemIndex, Projection
-from metarec.tasks import CategoryData, SupportState
+from metarec.data.catalog import Catalog
+from metarec.features import ProfileTable
+from metarec.meta.model import MetaModel
+from metarec.ranking import CategoryRanker, UserInputs, popularity_scores
+from metarec.ranking.retrieval import (
+    ItemIndex,
+    Projection,
+    build_index,
+    category_fingerprint,
+    fit_projection,
+    user_query,
+)
+from metarec.tasks import CategoryData, SupportState, build_categories, split_launch, support_state
 
 ViewKey = tuple[str, int | None]  # (category, as_of): the category as an adaptation saw it
 ParamsKey = tuple[str, int]  # (model version, adaptation version; 0 for the meta-initialisation)
 _KEEP_PROJECTIONS = 4  # per category: current and recent parameters (hot swaps back and forth)
+_QUERY_SAMPLE = 256  # users whose queries fit a retrieval projection
 
 
 @dataclass
@@ -91,7 +103,116 @@ class LazyViews:
         return found
 
 
-def popularity_order(scores: Tensor, counts: Tensor, keep: int) -> tuple[Tensor, Tensor]:
-    """The ``keep`` best positions by ``scores`` (popularity with tie jitter) and their counts."""
-    order = torch.sort(scores, descending=True, stable=True).indices[:keep].clone()
-    return order, counts[order].clone()
+def build_view(
+    catalog: Catalog,
+    model: MetaModel,
+    key: ViewKey,
+    *,
+    item_x: Tensor,
+    profile_x: Tensor,
+    others: ProfileTable,
+    short_list: int,
+    previous: CategoryView | None = None,
+) -> CategoryView:
+    """The category ``key[0]`` as it was at ``key[1]`` (every positive so far when None).
+
+    Args:
+        catalog, model: the store's catalogue and the served model (its encoder and seed).
+        item_x, profile_x: the catalogue's items under the model's encoder.
+        others: users' profiles over every other category (a launch sees all of them).
+        short_list: a category with more items gets a retrieval index.
+        previous: the view of the same key on older data: its index and projections are kept
+            while the category's items and support are unchanged.
+    """
+    category, as_of = key
+    positives = catalog.positives
+    if as_of is not None:
+        later = catalog.item_category[positives["item_idx"].to_numpy()] == category
+        later &= positives["timestamp"].fillna(as_of + 1).to_numpy() > as_of
+        positives = positives.loc[~later]
+    seed = model.config.seed
+    data = build_categories(
+        catalog.items,
+        positives,
+        item_x,
+        profile_x,
+        others,
+        [category],
+        profile_includes=(),  # the profiles above never saw this category
+        seed=seed,
+        name_x=model.encoder.name_x(catalog, [category]),
+    )[category]
+    state = support_state(data, split_launch(data))
+    index, projections = None, {}
+    if data.n_items > short_list:
+        old = None if previous is None else previous.index
+        if (
+            previous is not None
+            and old is not None
+            and old.fingerprint == category_fingerprint(data)
+        ):
+            index, projections = old, dict(previous.projections)  # same items and support
+        else:
+            index = build_index(data, state, seed=seed)
+    ranked = popularity_scores(state.pop, seed=seed, key=category)
+    popular = torch.sort(ranked, descending=True, stable=True).indices
+    return CategoryView(
+        data=data,
+        state=state,
+        index=index,
+        item_ids=catalog.items["item_id"].to_numpy()[data.item_idx],
+        titles=catalog.items["title"].to_numpy()[data.item_idx],
+        popular=popular,
+        popular_scores=state.pop[popular],
+        projections=projections,
+    )
+
+
+def user_inputs(view: CategoryView, user_idx: int, others: ProfileTable) -> UserInputs:
+    """What the scorer knows about store user ``user_idx`` in the view's category; a user with
+    no history there is profiled from ``others`` (their other categories) only."""
+    data, state = view.data, view.state
+    position = data.user_position(user_idx)
+    if position is None:
+        d = data.profile.shape[1]
+        profile, n_other = others.without(
+            torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
+        )
+        zero = torch.zeros(())
+        return UserInputs(None, profile[0], n_other[0], torch.zeros(d), zero, torch.zeros(0).long())
+    mine = data.pos_user == position
+    return UserInputs(
+        position,
+        data.profile[position],
+        data.n_other[position],
+        state.user_sum[position],
+        state.user_n[position],
+        torch.from_numpy(np.unique(data.pos_item[mine])),
+    )
+
+
+def fit_view_projection(
+    view: CategoryView,
+    ranker: CategoryRanker,
+    inputs: Callable[[int], UserInputs],
+    *,
+    n_users: int,
+    seed: int,
+    rank: int,
+) -> Projection:
+    """Fit the view's retrieval projection to the queries of a seeded sample of users under the
+    ranker's parameters: half with support here (when there are), the rest from the whole store,
+    as requests come."""
+    assert view.index is not None
+    data = view.data
+    rng = np.random.default_rng(seed)
+    inside = rng.permutation(data.users)[: _QUERY_SAMPLE // 2]
+    anyone = rng.choice(n_users, min(n_users, _QUERY_SAMPLE - len(inside)), replace=False)
+    queries = []
+    for user_idx in np.union1d(inside, anyone):
+        user = inputs(int(user_idx))
+        params = ranker.user_params(user)
+        queries.append(user_query(params, view.index, user, data.cf_dim).attributes)
+    # a store without users: the item side alone decides
+    stacked = torch.stack(queries) if queries else torch.zeros(1, view.index.gram.shape[0])
+    return fit_projection(data, view.state, view.index, stacked, rank=rank)

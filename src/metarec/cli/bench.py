@@ -1,0 +1,114 @@
+"""The benchmark command: evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from metarec.cli.app import StoreOption, command, console
+
+
+@command
+def evaluate(
+    store: StoreOption,
+    out: Annotated[Path, typer.Option("--out", help="Run folder to write.")],
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="loco (leave categories out), launch (launch window), or melu (DBook's "
+            "shipped user splits, ranking within each user's query items: not full ranking)."
+        ),
+    ] = "loco",
+    methods: Annotated[str, typer.Option(help="Comma-separated method names, or all.")] = "all",
+    shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = "0,1,3,5,10",
+    folds: Annotated[int, typer.Option(help="Rotating folds of test categories.")] = 5,
+    test_category: Annotated[
+        list[str] | None,
+        typer.Option(help="Fixed test category (repeatable): one fold instead of rotating ones."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    quick: Annotated[
+        bool, typer.Option(help="One fold, short training, default settings: a smoke run.")
+    ] = False,
+    ks: Annotated[str, typer.Option(help="Comma-separated cutoffs.")] = "5,10,20",
+    min_users: Annotated[int, typer.Option(help="Eligible categories need this many users.")] = 20,
+    config: Annotated[Path | None, typer.Option(help="TOML training config.")] = None,
+) -> None:
+    """Benchmark every method on sealed categories (PROTOCOL.md); write metrics, report, plots."""
+    import time
+
+    from metarec.config import EvalConfig, load_config
+    from metarec.data.export import open_store
+    from metarec.evaluation.harness import evaluate as run
+    from metarec.evaluation.report import main_table, write_run
+    from metarec.features import load_catalog
+
+    started = time.perf_counter()
+    train_config = load_config(config, seed=seed)
+    eval_config = EvalConfig(
+        protocol=protocol,  # type: ignore[arg-type]  # validated by pydantic
+        methods=None if methods == "all" else tuple(m.strip() for m in methods.split(",")),
+        shots=tuple(int(s) for s in shots.split(",")),
+        folds=folds,
+        test_categories=tuple(test_category) if test_category else None,
+        seed=seed,
+        quick=quick,
+        ks=tuple(int(k) for k in ks.split(",")),
+        min_users=min_users,
+    )
+    if eval_config.protocol == "melu":
+        _evaluate_melu(store, out, eval_config, started)
+        return
+    with open_store(store, read_only=True) as opened:
+        catalog = load_catalog(opened, train_config)
+    result = run(catalog, train_config, eval_config, log=console.print)
+    write_run(
+        result,
+        out,
+        eval_config=eval_config,
+        train_config=train_config,
+        source=str(store),
+        user_ids=catalog.users["user_id"],
+        item_ids=catalog.items["item_id"],
+    )
+    header, rows = main_table(result.records)
+    table = Table(title="NDCG@10 on sealed categories (pooled users, 95% CI)")
+    table.add_column(header[0], no_wrap=True)
+    for name in header[1:]:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for c in result.comparisons:
+        if c["family"] == "metarec":
+            change = "" if c["relative_change"] is None else f"{c['relative_change']:+.1%}"
+            console.print(
+                f"{c['method']} vs {c['baseline']} at {c['shots']} shots: {change} "
+                f"(p = {c['p_value']:.2g}, {c['n_users']} users)"
+            )
+    console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
+
+
+def _evaluate_melu(store: Path, out: Path, eval_config: Any, started: float) -> None:
+    """The MeLU-line protocol on DBook (docs/MELU_PROTOCOL.md): its own records and table."""
+    import time
+
+    from metarec.evaluation.melu_protocol import evaluate_melu, melu_table
+
+    records = evaluate_melu(
+        store, methods=eval_config.methods, seed=eval_config.seed, quick=eval_config.quick
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps({"records": records}, indent=1, sort_keys=True))
+    table = melu_table(records)
+    (out / "report.md").write_text(
+        "# MeLU-line protocol on DBook (within each user's query items, NOT full ranking)\n\n"
+        + table
+        + "\n"
+    )
+    console.print(table)
+    console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")

@@ -1,0 +1,128 @@
+"""Data commands: simulate, ingest, embed, categories, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from metarec.cli.app import StoreOption, command, console
+
+
+@command
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the tables into.")],
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write the simulated bookstore (generic table format) into OUT."""
+    from metarec.data.simulate import simulate as run
+
+    summary = run(out, seed=seed)
+    console.print(f"[green]wrote[/] {out}: {summary}")
+
+
+@command
+def ingest(
+    source: Annotated[list[Path], typer.Argument(help="Folder or files to load.")],
+    store: StoreOption,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="table, recbole, movielens, douban, goodreads, amazon-pairs, dbook or auto.",
+        ),
+    ] = "auto",
+    skip_bad_rows: Annotated[
+        bool, typer.Option(help="Load the good rows and write a bad-row report beside the store.")
+    ] = False,
+) -> None:
+    """Load data into the store (atomic; re-running the same load changes nothing)."""
+    from metarec.data import ingest as run
+
+    report = run(
+        source if len(source) > 1 else source[0],
+        store,
+        fmt=fmt,  # type: ignore[arg-type]  # validated by ingest()
+        skip_bad_rows=skip_bad_rows,
+        progress=True,
+    )
+    table = Table("table", "read", "inserted", "unchanged", "updated", "bad", title=str(store))
+    for name in ("interactions", "items", "users", "categories"):
+        counts = getattr(report, name)
+        table.add_row(
+            name,
+            *(
+                f"{getattr(counts, f):,}"
+                for f in ("read", "inserted", "unchanged", "updated", "bad")
+            ),
+        )
+    console.print(table)
+    for finding in report.findings:
+        console.print(f"[yellow]note:[/] {finding}")
+    if report.report_path is not None:
+        console.print(f"[yellow]bad rows skipped; report written to {report.report_path}[/]")
+    console.print(f"loaded in {report.seconds:.1f} s")
+
+
+@command
+def embed(
+    store: StoreOption,
+    config: Annotated[Path | None, typer.Option(help="TOML training config.")] = None,
+) -> None:
+    """Embed item and category texts into the store's cache once (text features, pip extra
+    `text`); later commands open the store read-only and read the cache."""
+    from metarec.config import load_config
+    from metarec.data.export import open_store
+    from metarec.features.text import fill_text_cache
+
+    features = load_config(config).features
+    with open_store(store) as opened:
+        table = fill_text_cache(opened, features, progress=True)
+    console.print(
+        f"[green]text cache[/] {store}: {len(table.items):,} items and "
+        f"{len(table.categories):,} categories embedded with {table.model}"
+    )
+
+
+@command
+def categories(
+    store: StoreOption,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config (what counts as a positive).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON lines, one per category.")
+    ] = False,
+) -> None:
+    """List the store's categories: items, users with a positive, positives (what the service's
+    GET /categories/{category} reports too)."""
+    from metarec.config import load_config
+    from metarec.data.catalog import Catalog
+    from metarec.data.export import open_store
+
+    feedback = load_config(config).feedback
+    with open_store(store, read_only=True) as opened:
+        table = Catalog.load(opened, feedback).category_table
+    if as_json:
+        for record in table.to_dict(orient="records"):
+            typer.echo(json.dumps({k: v if k == "category" else int(v) for k, v in record.items()}))
+        return
+    shown = Table("category", "items", "users", "positives")
+    for row in table.itertuples(index=False):
+        shown.add_row(row.category, f"{row.n_items:,}", f"{row.n_users:,}", f"{row.n_positives:,}")
+    console.print(shown)
+
+
+@command
+def export(
+    store: StoreOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder to create (must not exist).")],
+) -> None:
+    """Write the store as Parquet partitioned by category, for training elsewhere or at scale."""
+    from metarec.data.export import export_store
+
+    summary = export_store(store, out)
+    console.print(f"[green]wrote[/] {out}: {summary}")

@@ -1,0 +1,192 @@
+"""Model commands: train, adapt, recommend, demo."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from metarec.cli.app import ModelOption, StoreOption, command, console
+
+
+@command
+def train(
+    store: Annotated[
+        Path,
+        typer.Option("--store", help="DuckDB store file, or a folder written by `metarec export`."),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Model folder to write.")],
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+    hold_out: Annotated[
+        list[str] | None, typer.Option("--hold-out", help="Category sealed from training.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="Meta-training steps.")] = None,
+    first_order: Annotated[
+        bool | None, typer.Option("--first-order/--second-order", help="MAML order.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    algorithm: Annotated[
+        str | None,
+        typer.Option(
+            "--algorithm",
+            help="Meta-learning algorithm (meta.algorithm): maml, fomaml, meta_sgd, reptile, "
+            "anil or melu_local (docs/META.md).",
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder for resumable checkpoints (docs/SCALING.md)."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int, typer.Option(help="Meta-steps between checkpoints.", min=1)
+    ] = 50,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run checkpointed in --checkpoint-dir.")
+    ] = False,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            help="Share each meta-batch across the ranks torchrun started: "
+            "`torchrun --nproc-per-node 2 -m metarec.cli train ... --distributed`."
+        ),
+    ] = False,
+) -> None:
+    """Meta-train on the store's categories and write the model folder."""
+    import os
+
+    from pydantic import ValidationError
+
+    from metarec.config import MetaConfig, load_config
+    from metarec.data.export import open_export, open_store
+    from metarec.errors import ConfigError
+    from metarec.meta.checkpoint import Checkpointing
+    from metarec.meta.distributed import World
+    from metarec.meta.model import save_model
+    from metarec.training import train as run
+
+    if checkpoint_dir is None and resume:
+        raise ConfigError("--resume needs --checkpoint-dir, the folder of the run to continue")
+    if not distributed and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"launched on {os.environ['WORLD_SIZE']} ranks without --distributed: every rank "
+            f"would train alone and write {out}; add --distributed"
+        )
+    resolved = load_config(config, seed=seed)
+    options = {"meta_steps": steps, "first_order": first_order, "algorithm": algorithm}
+    try:  # validated (model_copy would not be), so an unknown algorithm names the valid ones
+        meta = MetaConfig.model_validate(
+            {**resolved.meta.model_dump(), **{k: v for k, v in options.items() if v is not None}}
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid training option:\n{exc}") from exc
+    resolved = resolved.model_copy(
+        update={"hold_out": tuple(hold_out) if hold_out else resolved.hold_out, "meta": meta}
+    )
+    checkpoint = (
+        None
+        if checkpoint_dir is None
+        else Checkpointing(checkpoint_dir, every=checkpoint_every, resume=resume)
+    )
+    with World.from_torchrun() if distributed else World() as world:
+        # An export is read per category: the sealed categories' interactions are never opened.
+        opened = (
+            open_export(store, exclude=resolved.hold_out)
+            if store.is_dir()
+            else open_store(store, read_only=True)
+        )
+        with opened:
+            model = run(opened, resolved, progress=not quiet, checkpoint=checkpoint, world=world)
+        if not world.is_main:
+            return  # rank 0 writes the model and reports
+    save_model(model, out)
+    last = model.history[-1] if model.history else {}
+    val = [h["val"] for h in model.history if "val" in h]
+    console.print(
+        f"[green]wrote[/] {out}: {len(model.splits['train'])} training categories, "
+        f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out; "
+        f"final meta-loss {last.get('loss', float('nan')):.4f}"
+        + (f", best validation NDCG@10 {max(val):.4f}" if val else "")
+        + (f"; {world.size} ranks" if world.size > 1 else "")
+    )
+
+
+def _parse_time(value: str | None) -> int | None:
+    if value is None:
+        return None
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        return int(datetime.fromisoformat(value).timestamp())
+    except ValueError as exc:
+        raise typer.BadParameter(f"expected unix seconds or ISO-8601, got {value!r}") from exc
+
+
+@command
+def adapt(
+    model: ModelOption,
+    store: StoreOption,
+    category: Annotated[
+        str, typer.Option(help="Category path, e.g. 'Books > Literature > Poetry'.")
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(help="Use interactions up to this time only (unix seconds or ISO-8601)."),
+    ] = None,
+) -> None:
+    """Adapt the meta-model to CATEGORY from its interactions so far."""
+    from metarec.data.export import open_store
+    from metarec.serving.recommender import Recommender
+
+    with open_store(store, read_only=True) as opened:
+        adaptation = Recommender.open(model, opened).adapt(category, as_of=_parse_time(as_of))
+    console.print(
+        f"[green]adapted[/] {category!r} version {adaptation.version} from "
+        f"{adaptation.support_size} interactions of {adaptation.n_users} users "
+        f"in {adaptation.seconds * 1000:.1f} ms"
+    )
+
+
+@command
+def recommend(
+    model: ModelOption,
+    store: StoreOption,
+    category: Annotated[str, typer.Option(help="Category path.")],
+    user: Annotated[str, typer.Option(help="External user id.")],
+    k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-K items of CATEGORY for USER."""
+    from metarec.data.export import open_store
+    from metarec.serving.recommender import Recommender
+
+    with open_store(store, read_only=True) as opened:
+        result = Recommender.open(model, opened).recommend(user, category, k)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    title = f"top {k} in {category} for user {user}"
+    if result.fallback:
+        title += f"  [yellow](fallback: {result.fallback})[/]"
+    table = Table("rank", "item", "title", "score", title=title)
+    for rank, item in enumerate(result.items, 1):
+        table.add_row(str(rank), item.item_id, item.title or "", f"{item.score:.4f}")
+    console.print(table)
+
+
+@command
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where the demo writes data, store and model.")
+    ] = Path("demo-run"),
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    steps: Annotated[int | None, typer.Option(help="Meta-training steps.")] = None,
+) -> None:
+    """Simulate a bookstore, meta-train, launch a held-out category, adapt and recommend."""
+    from metarec.demo import run_demo
+
+    run_demo(workdir, seed=seed, steps=steps, console=console)

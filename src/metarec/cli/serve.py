@@ -1,0 +1,97 @@
+"""The service command: serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from metarec.cli.app import ModelOption, StoreOption, command, err_console
+
+
+@command
+def serve(
+    model: ModelOption,
+    store: StoreOption,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the bearer token of the write and admin endpoints."),
+    ] = None,
+    readapt_every: Annotated[
+        int, typer.Option(help="Re-adapt an adapted category after this many new events (0: off).")
+    ] = 0,
+    torch_threads: Annotated[
+        int,
+        typer.Option(
+            help="Threads per torch operation; requests already run in parallel, and more "
+            "threads per operation make small operations wait on each other."
+        ),
+    ] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve MODEL over HTTP: launch categories, take events, adapt, recommend (docs/SERVING.md).
+
+    One process, one worker: it owns STORE read-write. The token comes from --token-file or the
+    METAREC_TOKEN environment variable.
+    """
+    import os
+
+    import uvicorn
+    from pydantic import SecretStr, ValidationError
+
+    from metarec.errors import ConfigError
+    from metarec.serving.app import create_app
+    from metarec.serving.service import Service
+    from metarec.serving.settings import ServeSettings
+
+    if token_file is not None:
+        if not token_file.is_file():
+            raise ConfigError(f"token file {token_file} does not exist")
+        token = token_file.read_text().strip()
+    else:
+        token = os.environ.get("METAREC_TOKEN", "")
+    if not token:
+        raise ConfigError(
+            "the write and admin endpoints need a token: pass --token-file FILE (a file holding "
+            "a secret of 8 or more characters) or set METAREC_TOKEN"
+        )
+    try:
+        settings = ServeSettings(
+            model_dir=model,
+            store_path=store,
+            token=SecretStr(token),
+            host=host,
+            port=port,
+            readapt_every=readapt_every,
+        )
+    except ValidationError as exc:
+        # the message names the field; the token's value is never echoed (SecretStr)
+        raise ConfigError(
+            f"invalid serve settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+        ) from exc
+    import torch
+
+    torch.set_num_threads(torch_threads)
+    service = Service.open(settings)  # a locked store or a damaged model fails here, exit 2
+    try:
+        err_console.print(
+            f"serving {model} (version {service.model_version}) on http://{host}:{port} "
+            f"(store {store}); docs at /docs",
+            highlight=False,
+            soft_wrap=True,
+        )
+        uvicorn.run(
+            create_app(settings, service=service),
+            host=host,
+            port=port,
+            workers=1,
+            access_log=access_log,
+            log_level="info" if access_log else "warning",
+        )
+    finally:
+        service.close()
