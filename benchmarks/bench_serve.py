@@ -54,7 +54,6 @@ from metarec.data import Store, ingest
 from metarec.data.ingest import ingest_frames
 from metarec.data.simulate import simulate
 from metarec.meta.model import load_model, save_model
-from metarec.ranking.retrieval import first_layer, head, linear_features
 from metarec.serving.service import Service
 from metarec.serving.settings import ServeSettings
 from metarec.training import train
@@ -152,7 +151,7 @@ def in_process(settings: ServeSettings, sizes: list[int], requests: dict[int, in
             started = time.perf_counter()
             service.submit_adapt(category_of(n)).future.result(timeout=600)
             print(f"adapted {category_of(n)} in {time.perf_counter() - started:.1f} s", flush=True)
-        users = np.array(list(service.snapshot.users))
+        users = service.snapshot.recommender.catalog.users["user_id"].astype(str).to_numpy()
         out = {}
         for n in sizes:
             category = category_of(n)
@@ -174,39 +173,21 @@ def in_process(settings: ServeSettings, sizes: list[int], requests: dict[int, in
 
 def short_list_recall(service: Service, category: str, users: np.ndarray, count: int) -> float:
     """Mean recall@10 of the served top 10 against the exact full ranking (every item scored
-    by the MLP: the library's rows up to 1e5 items; beyond, the first layer folded with the user,
-    which equals them to 1e-5 (tests/serving/test_retrieval.py) and fits in memory)."""
-    snapshot = service.snapshot
-    recommender = snapshot.recommender
-    adaptation = recommender.adaptation(category)
-    assert adaptation is not None
-    view = snapshot.views[(category, adaptation.as_of)]
+    by the scorer, through the same ranker with no short list)."""
+    recommender = service.snapshot.recommender
+    view = recommender.serving_view(category)
+    ranker = recommender.ranker(category)
     rng = np.random.default_rng(7)
     recalls = []
     for name in rng.choice(users, count, replace=False):
         served = service.recommend(str(name), category, 10)
-        user_idx = snapshot.users[str(name)]
-        user, params = recommender.personalise(view.data, view.state, adaptation.params, user_idx)
-        if view.data.n_items <= 100_000:
-            seen = np.zeros(view.data.n_items, dtype=bool)
-            exact = recommender._user_scores(view.data, view.state, params, user_idx, seen)
-        else:
-            exact = folded_scores(view, params, user)
-        exact[user.seen] = -torch.inf
-        top = set(view.item_ids[torch.topk(exact, 10).indices.numpy()].tolist())
+        user_idx = recommender.user_index(str(name))
+        assert user_idx is not None
+        user = recommender.user_inputs(view, user_idx)
+        exact, _ = ranker.top_k(user, 10, short_list=view.data.n_items)
+        top = set(view.item_ids[exact.numpy()].tolist())
         recalls.append(len(top & {item.item_id for item in served.items}) / 10)
     return float(np.mean(recalls))
-
-
-def folded_scores(view, params, user) -> torch.Tensor:
-    """(n_items,) exact scores of every item, in chunks, through the folded first layer."""
-    layer = first_layer(params, user, view.state.item_unit_sum.shape[1])
-    out = torch.empty(view.data.n_items)
-    for start in range(0, view.data.n_items, 65_536):
-        items = torch.arange(start, min(view.data.n_items, start + 65_536))
-        phi = linear_features(view.data, view.state, items)
-        out[items] = head(params, layer.h1(phi, view.state.item_unit_sum[items]))
-    return out
 
 
 def percentiles(latencies: list[float]) -> dict[str, float]:

@@ -1,7 +1,10 @@
-"""Shared fixtures: small stores whose right answers are known, and a model trained on them."""
+"""Shared fixtures: small stores whose right answers are known, a model trained on them, and a
+fold of the benchmark (a sealed fit context and its launches) on the known-answer store."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,17 @@ import pandas as pd
 import pytest
 import torch
 
+from metarec.baselines.base import FitContext, Launch, Method, fit_context, make_launch
 from metarec.config import TrainConfig, load_config
 from metarec.data import Store, ingest
+from metarec.data.catalog import Catalog
+from metarec.evaluation.cases import validation_launches
+from metarec.evaluation.folds import Fold
+from metarec.features import load_catalog
 from metarec.meta.model import MetaModel, save_model
 from metarec.models.folded import folded_scores
-from metarec.ranking import item_side, user_side
+from metarec.ranking import item_side, ranking_metrics, user_side
+from metarec.tasks import Split, evaluation_masks
 from metarec.training import train
 
 # The suite's tensors are small: one thread avoids oversubscribing the 2 cores it shares.
@@ -101,3 +110,89 @@ def known_model(known_store: Path) -> MetaModel:
 def known_model_dir(known_model: MetaModel, tmp_path: Path) -> Path:
     """A fresh copy of the trained model's folder (tests may adapt into it or damage it)."""
     return save_model(known_model, tmp_path / "model")
+
+
+@pytest.fixture(scope="session")
+def known_catalog(known_store: Path) -> Catalog:
+    """The known-answer store's catalogue (tests never mutate it: sealing makes copies)."""
+    with Store.open(known_store, read_only=True) as store:
+        return load_catalog(store, known_answer_config())
+
+
+# ---------------------------------------------------------------------------------------------
+# A fold of the benchmark on the known-answer store, as the harness builds one.
+
+
+@dataclass(frozen=True)
+class KnownFold:
+    """The known-answer store sealed to its training categories, :data:`KNOWN_HELD_OUT` tested.
+
+    Attributes:
+        catalog: the unsealed catalogue (the ground truth is computed from it).
+        context: what a method is fitted on.
+        validation: categories that validate (seen through ``context.validate`` only).
+    """
+
+    catalog: Catalog
+    context: FitContext
+    validation: list[str] = field(default_factory=list)
+
+    @property
+    def train(self) -> list[str]:
+        return self.context.train
+
+    @property
+    def visible(self) -> list[str]:
+        """The users' history at a launch: training and validation categories (as the harness)."""
+        return sorted(self.train + self.validation)
+
+    def launch(self, shots: int) -> tuple[Launch, Split]:
+        return make_launch(
+            self.catalog,
+            KNOWN_HELD_OUT,
+            shots,
+            visible=self.visible,
+            features=self.context.features,
+        )
+
+    def masks(self, split: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """(relevant, exclude) of the held-out category's eligible users (ground truth)."""
+        full = self.context.features.category_data(
+            self.catalog, [KNOWN_HELD_OUT], visible=self.visible
+        )[KNOWN_HELD_OUT]
+        return evaluation_masks(full, split, np.flatnonzero(split.eligible))
+
+    def auc(self, method: Method, shots: int) -> float:
+        """Mean AUC of a fitted method on the held-out category at ``shots``."""
+        launch, split = self.launch(shots)
+        relevant, exclude = self.masks(split)
+        values = ranking_metrics(method.scores(launch), relevant, (10,), exclude=exclude)
+        return float(np.nanmean(values[("auc", None)]))
+
+
+def fold_of(
+    catalog: Catalog,
+    *,
+    validation: Sequence[str] = (),
+    quick: bool = False,
+    config: TrainConfig | None = None,
+) -> KnownFold:
+    """A fold of ``catalog``: :data:`KNOWN_HELD_OUT` tested, ``validation`` validating (scored
+    by the harness's own validator), every other category training; ``config`` defaults to
+    :func:`known_answer_config`."""
+    config = config or known_answer_config()
+    train = [c for c in catalog.categories if c != KNOWN_HELD_OUT and c not in validation]
+    validate = None
+    if validation:
+        fold = Fold(0, train, list(validation), [KNOWN_HELD_OUT])
+        validate = validation_launches(catalog, config, fold).score
+    context = fit_context(catalog, config, train, quick=quick, validate=validate)
+    return KnownFold(catalog, context, list(validation))
+
+
+@pytest.fixture(scope="session")
+def known_fold(known_catalog: Catalog) -> KnownFold:
+    """Every category but :data:`KNOWN_HELD_OUT` trains, full-length training. Built once per
+    session: methods never mutate what they are shown (tests/evaluation/test_method_contract.py
+    checks it for every registered method)."""
+    return fold_of(known_catalog)

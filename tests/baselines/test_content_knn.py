@@ -1,15 +1,17 @@
-"""Content kNN: feature weights and centroids by hand, sealing, determinism, the known answer."""
+"""Content kNN: feature weights and centroids by hand, the support weight, the known answer.
+
+Shapes, determinism, blindness to the query and sealing: tests/evaluation/test_method_contract.py.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tests.baselines.test_mf import assert_blind_to_query, known_fold
+from tests.conftest import KnownFold
 
 from metarec.baselines.content_knn import ContentKNN, feature_weights, support_centroids
 from metarec.baselines.simple import Popularity
@@ -30,8 +32,8 @@ def test_idf_weights_drop_shared_features_and_keep_numeric_ones() -> None:
     assert torch.equal(feature_weights(item_x, 1, idf=False), torch.ones(4))
 
 
-def test_support_centroids_average_each_users_items(known_store: Path) -> None:
-    launch, _ = known_fold(known_store).launch(3)
+def test_support_centroids_average_each_users_items(known_fold: KnownFold) -> None:
+    launch, _ = known_fold.launch(3)
     category = launch.category
     centroids = support_centroids(category)
     user = int(category.pos_user[0])
@@ -41,9 +43,8 @@ def test_support_centroids_average_each_users_items(known_store: Path) -> None:
     assert len(without) == 0 or not centroids[without].any()
 
 
-def test_items_like_the_profile_rank_first(known_store: Path) -> None:
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(0)
+def test_items_like_the_profile_rank_first(known_fold: KnownFold) -> None:
+    launch, _ = known_fold.launch(0)
     category = launch.category
     # give the first user a profile equal to item 5's features: its twins must top the list
     d = category.item_x.shape[1]
@@ -51,7 +52,7 @@ def test_items_like_the_profile_rank_first(known_store: Path) -> None:
     profile[launch.positions[0], :d] = category.item_x[5]
     shifted = replace(launch, category=replace(category, profile=profile))
     method = ContentKNN(support_weight=0.0, idf=False)
-    method.fit(fold.context)
+    method.fit(known_fold.context)
     scores = method.scores(shifted)[0]
     twins = (category.item_x == category.item_x[5]).all(dim=1)
     assert 0 < twins.sum() < category.n_items
@@ -59,49 +60,20 @@ def test_items_like_the_profile_rank_first(known_store: Path) -> None:
     assert scores[~twins].max() < 0.9  # the other publisher
 
 
-@pytest.mark.parametrize("setting", ContentKNN.grid)
-@pytest.mark.parametrize("shots", [0, 3])
-def test_scores_have_one_finite_row_per_user(
-    known_store: Path, setting: dict[str, object], shots: int
-) -> None:
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(shots)
-    method = ContentKNN(**setting)  # type: ignore[arg-type]
-    method.fit(fold.context)
-    scores = method.scores(launch)
-    assert scores.shape == (len(launch.users), launch.category.n_items)
-    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
-
-
-def test_scores_are_deterministic_for_a_seed(known_store: Path) -> None:
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(1)
-    first, second = ContentKNN(), ContentKNN()
-    first.fit(fold.context)
-    second.fit(fold.context)
-    assert torch.equal(first.scores(launch), second.scores(launch))
-
-
-def test_scores_are_blind_to_the_query(known_store: Path) -> None:
-    assert_blind_to_query(known_store, ContentKNN)
-
-
-def test_support_weight_moves_the_scores(known_store: Path) -> None:
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(3)
+def test_support_weight_moves_the_scores(known_fold: KnownFold) -> None:
+    launch, _ = known_fold.launch(3)
     elsewhere, here = ContentKNN(support_weight=0.0), ContentKNN(support_weight=1.0)
-    elsewhere.fit(fold.context)
-    here.fit(fold.context)
+    elsewhere.fit(known_fold.context)
+    here.fit(known_fold.context)
     assert not torch.allclose(elsewhere.scores(launch), here.scores(launch))
 
 
 @pytest.mark.parametrize("shots", [0, 1, 3])
-def test_publisher_taste_beats_popularity(known_store: Path, shots: int) -> None:
+def test_publisher_taste_beats_popularity(known_fold: KnownFold, shots: int) -> None:
     """Items share a publisher with what the user liked elsewhere: content sees it."""
-    fold = known_fold(known_store)
     method, popularity = ContentKNN(), Popularity()
-    method.fit(fold.context)
-    popularity.fit(fold.context)
+    method.fit(known_fold.context)
+    popularity.fit(known_fold.context)
     # measured: 0.73 / 0.69 / 0.72 at 0 / 1 / 3 shots; popularity 0.50 / 0.52 / 0.52
-    assert fold.auc(method, shots) > 0.65
-    assert fold.auc(method, shots) > fold.auc(popularity, shots) + 0.12
+    assert known_fold.auc(method, shots) > 0.65
+    assert known_fold.auc(method, shots) > known_fold.auc(popularity, shots) + 0.12

@@ -1,15 +1,16 @@
-"""EMCDR: the mapping, the launch scores, sealing, determinism and the known answer."""
+"""EMCDR: the mapping, the launch scores, the fallback and the known answer.
+
+Shapes, determinism, blindness to the query and sealing: tests/evaluation/test_method_contract.py.
+"""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tests.baselines.test_mf import assert_blind_to_query, known_fold
+from tests.conftest import KNOWN_HELD_OUT, KnownFold
 
 from metarec.baselines.base import launch_popularity
 from metarec.baselines.emcdr import EMCDR, apply_mapping, fit_mapping
@@ -49,75 +50,44 @@ def test_without_examples_the_mapping_is_the_identity() -> None:
     torch.testing.assert_close(apply_mapping(params, x), x)
 
 
-@pytest.mark.parametrize("mapping", ["linear", "mlp"])
-@pytest.mark.parametrize("shots", [0, 3])
-def test_scores_have_one_finite_row_per_user(known_store: Path, mapping: str, shots: int) -> None:
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(shots)
-    method = EMCDR(mapping=mapping)  # type: ignore[arg-type]
-    method.fit(fold.context)
-    scores = method.scores(launch)
-    assert scores.shape == (len(launch.users), launch.category.n_items)
-    assert scores.dtype == torch.float32 and torch.isfinite(scores).all()
-
-
-def test_fit_and_scores_are_deterministic_for_a_seed(known_store: Path) -> None:
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(3)
-    first, second = EMCDR(mapping="mlp"), EMCDR(mapping="mlp")
-    first.fit(fold.context)
-    second.fit(fold.context)
-    scores = first.scores(launch)
-    assert torch.equal(scores, second.scores(launch))
-    # the second launch of a fold reuses the mapped users: same result, and other shots work
-    assert torch.equal(first.scores(launch), scores)
-    other, _ = fold.launch(1)
-    assert torch.equal(first.scores(other), second.scores(other))
-
-
-def test_scores_are_blind_to_the_query(known_store: Path) -> None:
-    assert_blind_to_query(known_store, functools.partial(EMCDR, mapping="linear"))
-
-
-def test_mapping_is_learned_from_training_categories_only(known_store: Path) -> None:
-    fold = known_fold(known_store)
+def test_mapping_is_learned_from_training_categories_only(known_fold: KnownFold) -> None:
     method = EMCDR()
-    method.fit(fold.context)
+    method.fit(known_fold.context)
     assert method.item_factors is not None
-    held_out = fold.catalog.item_category == "Shelf > C7"
+    held_out = known_fold.catalog.item_category == KNOWN_HELD_OUT
     assert not method.item_factors[held_out].any()  # the sealed category has no factors
     assert method.item_factors[~held_out].any(axis=1).mean() > 0.9
 
 
 @pytest.mark.parametrize("mapping", ["linear", "mlp"])
-def test_taste_from_other_categories_beats_popularity(known_store: Path, mapping: str) -> None:
-    fold = known_fold(known_store)
+def test_taste_from_other_categories_beats_popularity(known_fold: KnownFold, mapping: str) -> None:
     method, popularity = EMCDR(mapping=mapping), Popularity()  # type: ignore[arg-type]
-    method.fit(fold.context)
-    popularity.fit(fold.context)
+    method.fit(known_fold.context)
+    popularity.fit(known_fold.context)
     # measured: 0.72 at 3 shots, 0.70 at 1 shot (both mappings); popularity 0.52
-    assert fold.auc(method, 3) > fold.auc(popularity, 3) + 0.12
-    assert fold.auc(method, 1) > fold.auc(popularity, 1) + 0.12
+    assert known_fold.auc(method, 3) > known_fold.auc(popularity, 3) + 0.12
+    assert known_fold.auc(method, 1) > known_fold.auc(popularity, 1) + 0.12
 
 
-def test_scores_before_fit_are_refused(known_store: Path) -> None:
-    launch, _ = known_fold(known_store).launch(1)
+def test_scores_before_fit_are_refused(known_fold: KnownFold) -> None:
+    launch, _ = known_fold.launch(1)
     with pytest.raises(NotAdaptedError, match="fit"):
         EMCDR().scores(launch)
 
 
-def test_user_without_visible_history_falls_back_to_popularity(known_store: Path) -> None:
+def test_user_without_visible_history_falls_back_to_popularity(known_fold: KnownFold) -> None:
     """Such a user gets zero factors, not the mapping's image of zero (its bias)."""
-    fold = known_fold(known_store)
-    launch, _ = fold.launch(3)
+    launch, _ = known_fold.launch(3)
     user = int(launch.users[0])
     positives = launch.catalog.positives
-    visible = np.isin(launch.catalog.item_category[positives["item_idx"].to_numpy()], fold.train)
+    visible = np.isin(
+        launch.catalog.item_category[positives["item_idx"].to_numpy()], known_fold.train
+    )
     blank = replace(
         launch, catalog=launch.catalog.restricted(~(visible & (positives["user_idx"] == user)))
     )
     method = EMCDR()
-    method.fit(fold.context)
+    method.fit(known_fold.context)
     assert method.map_params["b"].abs().max() > 0  # the bias alone would personalise nothing
     scores = method.scores(blank)[0].double()
     pop = launch_popularity(blank)

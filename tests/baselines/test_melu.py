@@ -1,15 +1,16 @@
-"""MeLU: the local update against a reference, second order, per-user launches, known answers."""
+"""MeLU: the local update against a reference, second order, per-user launches, known answers.
+
+Shapes, determinism, blindness to the query and sealing: tests/evaluation/test_method_contract.py.
+"""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tests.baselines.test_mf import assert_blind_to_query, known_fold
+from tests.conftest import KnownFold
 
 from metarec.baselines.melu import MeLU
 from metarec.baselines.simple import Popularity
@@ -21,11 +22,11 @@ from metarec.seeds import derived_seed
 from metarec.tasks import Split, candidate_rows, support_batch, support_state
 
 
-@functools.cache
-def fitted(store: Path) -> MeLU:
-    """One fit per session (methods never change after fit)."""
+@pytest.fixture(scope="module")
+def melu(known_fold: KnownFold) -> MeLU:
+    """One fit per module (methods never change after fit)."""
     method = MeLU()
-    method.fit(known_fold(store).context)
+    method.fit(known_fold.context)
     return method
 
 
@@ -40,9 +41,9 @@ def _rows(n: int, seed: int) -> Batch:
     return Batch(x, (x[:, 0] + x[:, 1] > 0).double(), torch.ones(n, dtype=torch.float64))
 
 
-def _learner(store: Path, frozen: int) -> MeLULocal:
+def _learner(fold: KnownFold, frozen: int) -> MeLULocal:
     """MeLU's learner for the known-answer fold, with a larger inner budget for these tests."""
-    context = known_fold(store).context
+    context = fold.context
     context = replace(
         context,
         config=context.config.model_copy(
@@ -63,9 +64,9 @@ def _frozen_lr(params: dict[str, torch.Tensor], frozen: int, lr: float) -> dict[
 
 
 def test_config_is_users_as_tasks_second_order_with_the_run_inner_budget(
-    known_store: Path,
+    known_fold: KnownFold,
 ) -> None:
-    context = known_fold(known_store).context
+    context = known_fold.context
     assert context.config.meta.first_order  # the run itself is first order
     config = MeLU(lr_scale=3.0, frozen_layers=2).config_for(context)
     assert config.tasks.kind == "user"
@@ -80,9 +81,9 @@ def test_config_is_users_as_tasks_second_order_with_the_run_inner_budget(
 
 @pytest.mark.parametrize("frozen", [1, 2])
 def test_local_update_equals_the_full_inner_loop_with_frozen_layers(
-    known_store: Path, frozen: int
+    known_fold: KnownFold, frozen: int
 ) -> None:
-    learner = _learner(known_store, frozen)
+    learner = _learner(known_fold, frozen)
     params, support = _params(), _rows(12, 1)
     adapted = learner.adapt(params, support)
     lr = _frozen_lr(params, frozen, learner.config.inner_lr)
@@ -97,9 +98,9 @@ def test_local_update_equals_the_full_inner_loop_with_frozen_layers(
     assert task_loss(adapted, support) < task_loss(params, support)
 
 
-def test_meta_gradient_is_second_order_into_every_layer(known_store: Path) -> None:
+def test_meta_gradient_is_second_order_into_every_layer(known_fold: KnownFold) -> None:
     """Against plain autograd through the full inner loop (frozen layers at lr 0)."""
-    learner = _learner(known_store, 1)
+    learner = _learner(known_fold, 1)
     params = _params()
     tasks = stack_tasks([(_rows(8, 2), _rows(10, 3)), (_rows(5, 4), _rows(10, 5))])
     loss, grads = learner.meta_gradient(params, tasks)
@@ -120,69 +121,43 @@ def test_meta_gradient_is_second_order_into_every_layer(known_store: Path) -> No
     assert not torch.allclose(first_grads["layers.0.weight"], grads["layers.0.weight"])
 
 
-def test_too_many_frozen_layers_are_refused(known_store: Path) -> None:
+def test_too_many_frozen_layers_are_refused(known_fold: KnownFold) -> None:
     with pytest.raises(ConfigError, match="melu_frozen_layers"):
-        MeLU(frozen_layers=3).fit(replace(known_fold(known_store).context, quick=True))
+        MeLU(frozen_layers=3).fit(replace(known_fold.context, quick=True))
 
 
-@pytest.mark.parametrize("shots", [0, 1, 3])
-def test_scores_have_one_finite_row_per_user(known_store: Path, shots: int) -> None:
-    launch, _ = known_fold(known_store).launch(shots)
-    scores = fitted(known_store).scores(launch)
-    assert scores.shape == (len(launch.users), launch.category.n_items)
-    assert torch.isfinite(scores).all()
-
-
-def test_each_user_adapts_on_their_own_support(known_store: Path) -> None:
+def test_each_user_adapts_on_their_own_support(melu: MeLU, known_fold: KnownFold) -> None:
     """Row 0 of the batched (vmap) launch equals adapting that user alone, by hand."""
-    fold = known_fold(known_store)
-    method = fitted(known_store)
-    assert method.model is not None
-    launch, _ = fold.launch(3)
+    assert melu.model is not None
+    launch, _ = known_fold.launch(3)
     category, split = launch.category, launch.split
     state = support_state(category, split)
     user = int(launch.positions[0])
     mine = Split(split.support & (category.pos_user == user), split.query, split.eligible, None)
-    generator = torch.Generator().manual_seed(derived_seed(fold.context.seed, launch.name))
+    generator = torch.Generator().manual_seed(derived_seed(known_fold.context.seed, launch.name))
     support = support_batch(category, state, mine, n_negatives=4, generator=generator)
     assert int(support.y.sum()) == 3
-    adapted = method.model.learner.adapt(method.model.params, support)
+    adapted = melu.model.learner.adapt(melu.model.params, support)
     rows = candidate_rows(category, state, torch.as_tensor([user]))
-    scores = method.scores(launch)
+    scores = melu.scores(launch)
     torch.testing.assert_close(scores[0], score(adapted, rows)[0].detach(), atol=1e-5, rtol=1e-5)
-    zero_shot = score(method.model.params, rows)[0]
+    zero_shot = score(melu.model.params, rows)[0]
     assert (scores[0] - zero_shot).abs().max() > 1e-4  # the local update did something
 
 
-def test_without_support_the_global_params_score(known_store: Path) -> None:
-    fold = known_fold(known_store)
-    method = fitted(known_store)
-    assert method.model is not None
-    launch, _ = fold.launch(0)
+def test_without_support_the_global_params_score(melu: MeLU, known_fold: KnownFold) -> None:
+    assert melu.model is not None
+    launch, _ = known_fold.launch(0)
     rows = candidate_rows(
         launch.category,
         support_state(launch.category, launch.split),
         torch.as_tensor(launch.positions),
     )
-    torch.testing.assert_close(method.scores(launch), score(method.model.params, rows))
+    torch.testing.assert_close(melu.scores(launch), score(melu.model.params, rows))
 
 
-def test_fit_is_deterministic_for_a_seed(known_store: Path) -> None:
-    context = replace(known_fold(known_store).context, quick=True)
-    first, second = MeLU(), MeLU()
-    first.fit(context)
-    second.fit(context)
-    assert first.model is not None and second.model is not None
-    for name, value in first.model.params.items():
-        assert torch.equal(value, second.model.params[name])
-
-
-def test_scores_are_blind_to_the_query(known_store: Path) -> None:
-    assert_blind_to_query(known_store, functools.partial(MeLU, step_scale=0.25))
-
-
-def test_validation_sees_checkpoints_scored_as_melu(known_store: Path) -> None:
-    context = replace(known_fold(known_store).context, quick=True)
+def test_validation_sees_checkpoints_scored_as_melu(known_fold: KnownFold) -> None:
+    context = replace(known_fold.context, quick=True)
     seen: list[float] = []
 
     def validate(method: object) -> float:
@@ -198,17 +173,15 @@ def test_validation_sees_checkpoints_scored_as_melu(known_store: Path) -> None:
     assert len(np.unique(seen)) == 4
 
 
-def test_taste_from_other_categories_beats_popularity(known_store: Path) -> None:
-    fold = known_fold(known_store)
+def test_taste_from_other_categories_beats_popularity(melu: MeLU, known_fold: KnownFold) -> None:
     popularity = Popularity()
-    popularity.fit(fold.context)
-    method = fitted(known_store)
+    popularity.fit(known_fold.context)
     # measured: 0.72 at 0, 1 and 3 shots (the ceiling is 0.74); popularity 0.50 to 0.52
-    assert fold.auc(method, 3) > fold.auc(popularity, 3) + 0.15
-    assert fold.auc(method, 1) > fold.auc(popularity, 1) + 0.15
+    assert known_fold.auc(melu, 3) > known_fold.auc(popularity, 3) + 0.15
+    assert known_fold.auc(melu, 1) > known_fold.auc(popularity, 1) + 0.15
 
 
-def test_scores_before_fit_are_refused(known_store: Path) -> None:
-    launch, _ = known_fold(known_store).launch(1)
+def test_scores_before_fit_are_refused(known_fold: KnownFold) -> None:
+    launch, _ = known_fold.launch(1)
     with pytest.raises(NotAdaptedError, match="fit"):
         MeLU().scores(launch)

@@ -1,15 +1,16 @@
-"""Pooled pretraining: the objective, the exact fine-tuning budget, sealing, known answers."""
+"""Pooled pretraining: the objective, the exact fine-tuning budget, checkpoints, known answers.
+
+Shapes, determinism, blindness to the query and sealing: tests/evaluation/test_method_contract.py.
+"""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.baselines.test_mf import assert_blind_to_query, known_fold
+from tests.conftest import KnownFold
 
 from metarec.baselines.pretrain import (
     PooledObjective,
@@ -28,11 +29,19 @@ from metarec.seeds import derived_seed
 from metarec.tasks import candidate_rows, support_batch, support_state
 
 
-@functools.cache
-def fitted(store: Path, cls: type[Pretrain]) -> Pretrain:
-    """One fit per class and session (methods never change after fit)."""
-    method = cls()
-    method.fit(known_fold(store).context)
+@pytest.fixture(scope="module")
+def pretrained(known_fold: KnownFold) -> Pretrain:
+    """The zero-shot variant, fitted once per module (methods never change after fit)."""
+    method = Pretrain()
+    method.fit(known_fold.context)
+    return method
+
+
+@pytest.fixture(scope="module")
+def finetuned(known_fold: KnownFold) -> PretrainFinetune:
+    """The fine-tuned variant, fitted once per module."""
+    method = PretrainFinetune()
+    method.fit(known_fold.context)
     return method
 
 
@@ -73,36 +82,23 @@ def test_prior_bias_sets_only_the_output_bias() -> None:
             assert out[name] is value
 
 
-def test_step_budget_follows_the_meta_config(known_store: Path) -> None:
-    context = known_fold(known_store).context
+def test_step_budget_follows_the_meta_config(known_fold: KnownFold) -> None:
+    context = known_fold.context
     assert training_steps(context, 1.0) == context.config.meta.meta_steps == 60
     assert training_steps(context, 3.0) == 180
     assert training_steps(replace(context, quick=True), 3.0) == 40
     assert validate_every(60) == 10 and validate_every(600) == 100
 
 
-@pytest.mark.parametrize("cls", [Pretrain, PretrainFinetune])
-@pytest.mark.parametrize("shots", [0, 1, 3])
-def test_scores_have_one_finite_row_per_user(
-    known_store: Path, cls: type[Pretrain], shots: int
-) -> None:
-    launch, _ = known_fold(known_store).launch(shots)
-    scores = fitted(known_store, cls).scores(launch)
-    assert scores.shape == (len(launch.users), launch.category.n_items)
-    assert torch.isfinite(scores).all()
-    assert scores.std() > 0  # not a collapsed network
-
-
 @pytest.mark.parametrize("algorithm", ["maml", "anil"])
 def test_finetune_is_exactly_the_inner_budget_on_the_support(
-    known_store: Path, algorithm: str
+    finetuned: PretrainFinetune, known_fold: KnownFold, algorithm: str
 ) -> None:
     """The same adapt, steps, learning rate and support rows metarec's own method gets, on
     every layer, whatever algorithm the run meta-trains."""
-    fold = known_fold(known_store)
-    context = fold.context
+    context = known_fold.context
     if algorithm == "maml":
-        method = fitted(known_store, PretrainFinetune)
+        method = finetuned
     else:
         meta = context.config.meta.model_copy(update={"algorithm": algorithm})
         config = context.config.model_copy(update={"meta": meta})
@@ -110,7 +106,7 @@ def test_finetune_is_exactly_the_inner_budget_on_the_support(
         method = PretrainFinetune()
         method.fit(context)
     assert method.model is not None
-    launch, _ = fold.launch(3)
+    launch, _ = known_fold.launch(3)
     category = launch.category
     state = support_state(category, launch.split)
     generator = torch.Generator().manual_seed(derived_seed(context.seed, category.name))
@@ -124,48 +120,35 @@ def test_finetune_is_exactly_the_inner_budget_on_the_support(
     assert (expected - zero_shot).abs().max() > 1e-3  # the budget did move the params
 
 
-def test_zero_shot_scores_with_the_pretrained_params_as_they_are(known_store: Path) -> None:
-    fold = known_fold(known_store)
-    zero, tuned = fitted(known_store, Pretrain), fitted(known_store, PretrainFinetune)
+def test_zero_shot_scores_with_the_pretrained_params_as_they_are(
+    pretrained: Pretrain, finetuned: PretrainFinetune, known_fold: KnownFold
+) -> None:
+    zero, tuned = pretrained, finetuned
     assert zero.model is not None and tuned.model is not None
     for name, value in zero.model.params.items():
         assert torch.equal(value, tuned.model.params[name])  # the same pretraining
-    launch, _ = fold.launch(3)
+    launch, _ = known_fold.launch(3)
     rows = candidate_rows(
         launch.category,
         support_state(launch.category, launch.split),
         torch.as_tensor(launch.positions),
     )
     torch.testing.assert_close(zero.scores(launch), score(zero.model.params, rows))
-    empty, _ = fold.launch(0)  # nothing to fine-tune on: the two agree
+    empty, _ = known_fold.launch(0)  # nothing to fine-tune on: the two agree
     torch.testing.assert_close(zero.scores(empty), tuned.scores(empty))
 
 
-def test_pretraining_moves_away_from_the_initialisation(known_store: Path) -> None:
-    context = known_fold(known_store).context
-    method = fitted(known_store, Pretrain)
-    assert method.model is not None
-    start = context.features.params
-    assert all(not torch.equal(start[k], v) for k, v in method.model.params.items())
+def test_pretraining_moves_away_from_the_initialisation(
+    pretrained: Pretrain, known_fold: KnownFold
+) -> None:
+    assert pretrained.model is not None
+    start = known_fold.context.features.params
+    assert all(not torch.equal(start[k], v) for k, v in pretrained.model.params.items())
 
 
-def test_fit_is_deterministic_for_a_seed(known_store: Path) -> None:
-    context = replace(known_fold(known_store).context, quick=True)
-    first, second = Pretrain(), Pretrain()
-    first.fit(context)
-    second.fit(context)
-    assert first.model is not None and second.model is not None
-    for name, value in first.model.params.items():
-        assert torch.equal(value, second.model.params[name])
-
-
-def test_scores_are_blind_to_the_query(known_store: Path) -> None:
-    assert_blind_to_query(known_store, functools.partial(PretrainFinetune, step_scale=0.25))
-
-
-def test_validation_keeps_the_best_checkpoint(known_store: Path) -> None:
+def test_validation_keeps_the_best_checkpoint(known_fold: KnownFold) -> None:
     """A validator that prefers the first checkpoint (step 10 of 60) gets exactly it."""
-    context = known_fold(known_store).context
+    context = known_fold.context
     calls: list[Pretrain] = []
 
     def validate(method: object) -> float:
@@ -183,28 +166,29 @@ def test_validation_keeps_the_best_checkpoint(known_store: Path) -> None:
         assert torch.equal(value, short.model.params[name])
 
 
-def test_taste_from_other_categories_beats_popularity(known_store: Path) -> None:
-    fold = known_fold(known_store)
+def test_taste_from_other_categories_beats_popularity(
+    pretrained: Pretrain, finetuned: PretrainFinetune, known_fold: KnownFold
+) -> None:
     popularity = Popularity()
-    popularity.fit(fold.context)
-    zero, tuned = fitted(known_store, Pretrain), fitted(known_store, PretrainFinetune)
+    popularity.fit(known_fold.context)
+    zero, tuned = pretrained, finetuned
     # measured: zero-shot 0.72 at 0, 1 and 3 shots (the ceiling is 0.74); fine-tuned 0.72 at
     # 3 shots but 0.60 at 1 (five SGD steps on one positive per user overfit); popularity 0.52
-    assert fold.auc(zero, 3) > fold.auc(popularity, 3) + 0.15
-    assert fold.auc(zero, 0) > fold.auc(popularity, 0) + 0.15
-    assert fold.auc(tuned, 3) > fold.auc(popularity, 3) + 0.15
+    assert known_fold.auc(zero, 3) > known_fold.auc(popularity, 3) + 0.15
+    assert known_fold.auc(zero, 0) > known_fold.auc(popularity, 0) + 0.15
+    assert known_fold.auc(tuned, 3) > known_fold.auc(popularity, 3) + 0.15
 
 
-def test_scores_before_fit_are_refused(known_store: Path) -> None:
-    launch, _ = known_fold(known_store).launch(1)
+def test_scores_before_fit_are_refused(known_fold: KnownFold) -> None:
+    launch, _ = known_fold.launch(1)
     with pytest.raises(NotAdaptedError, match="fit"):
         PretrainFinetune().scores(launch)
 
 
-def test_variants_share_one_pretraining_run(known_store: Path) -> None:
+def test_variants_share_one_pretraining_run(known_fold: KnownFold) -> None:
     """The fine-tuned variant re-scores the zero-shot variant's checkpoints instead of training
     again, and selects exactly what training on its own would have."""
-    context = known_fold(known_store).context
+    context = known_fold.context
     shared = replace(context, quick=True)  # a fresh context: an empty memo
     assert not shared.memo
     Pretrain().fit(shared)

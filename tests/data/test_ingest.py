@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from metarec.data import LoadReport, Store, ingest, ingest_frames
+from metarec.data import write as write_module
 from metarec.errors import BadRowsError, DataError, StoreError
 
 ingest_module = importlib.import_module("metarec.data.ingest")  # the package re-exports ingest()
@@ -513,7 +514,7 @@ def test_failure_inside_the_transaction_rolls_everything_back(
     def crash(*args: object) -> int:
         raise RuntimeError("disk on fire")  # after items and users were written
 
-    monkeypatch.setattr(ingest_module, "_insert_interactions", crash)
+    monkeypatch.setattr(write_module, "_insert_interactions", crash)
     with pytest.raises(RuntimeError, match="disk on fire"):
         ingest(folder, loaded)
     assert snapshot(loaded) == before

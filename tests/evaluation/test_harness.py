@@ -1,4 +1,8 @@
-"""The benchmark harness: sealing, determinism, outputs, and refusals before any training."""
+"""The benchmark harness: folds, tuning, outputs, run-level determinism, early refusals.
+
+What every method must keep (shapes, determinism, blindness, sealing of what it is shown):
+tests/evaluation/test_method_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +14,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from tests.conftest import known_answer_config, write_known_answer_tables
+from tests.conftest import known_answer_config
 
 from metarec.baselines.base import Family, FitContext, Launch
 from metarec.config import EvalConfig
-from metarec.data import Store, ingest
 from metarec.data.catalog import Catalog
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation import methods as registry
-from metarec.evaluation.harness import evaluate, make_folds
+from metarec.evaluation.folds import make_folds
+from metarec.evaluation.harness import evaluate
 from metarec.evaluation.report import write_run
-from metarec.features import load_catalog
 
 
 class Spy:
@@ -58,15 +61,6 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> type[Spy]:
     return Spy
 
 
-@pytest.fixture(scope="module")
-def catalog(tmp_path_factory: pytest.TempPathFactory) -> Catalog:
-    folder = tmp_path_factory.mktemp("harness")
-    write_known_answer_tables(folder / "tables")
-    ingest(folder / "tables", folder / "store.duckdb", fmt="table")
-    with Store.open(folder / "store.duckdb", read_only=True) as store:
-        return load_catalog(store, known_answer_config())
-
-
 def _config(**kw: Any) -> EvalConfig:
     base: dict[str, Any] = {
         "methods": ("spy", "popularity"),
@@ -81,12 +75,12 @@ def _config(**kw: Any) -> EvalConfig:
 
 
 def test_test_categories_never_reach_training_or_selection(
-    spy: type[Spy], catalog: Catalog
+    spy: type[Spy], known_catalog: Catalog
 ) -> None:
-    result = evaluate(catalog, known_answer_config(), _config(), progress=False)
+    result = evaluate(known_catalog, known_answer_config(), _config(), progress=False)
     tested = [c for fold in result.folds for c in fold.test]
     assert sorted(tested) == sorted(set(tested))  # every category tested at most once
-    assert len(tested) == len(catalog.categories)  # ... and every eligible one once
+    assert len(tested) == len(known_catalog.categories)  # ... and every eligible one once
     for fold in result.folds:
         assert not set(fold.test) & (set(fold.train) | set(fold.validation))
         assert not set(fold.validation) & set(fold.train)
@@ -100,8 +94,10 @@ def test_test_categories_never_reach_training_or_selection(
     assert {s["pairs_here"] > 0 for s in spy.seen if "launch" in s} == {True}
 
 
-def test_tuning_keeps_the_better_setting_and_logs_all(spy: type[Spy], catalog: Catalog) -> None:
-    result = evaluate(catalog, known_answer_config(), _config(), progress=False)
+def test_tuning_keeps_the_better_setting_and_logs_all(
+    spy: type[Spy], known_catalog: Catalog
+) -> None:
+    result = evaluate(known_catalog, known_answer_config(), _config(), progress=False)
     tried = [t for t in result.tuning if t["method"] == "spy"]
     assert len(tried) == 2 * len(result.folds)
     spy_ndcg = [
@@ -119,19 +115,19 @@ def test_tuning_keeps_the_better_setting_and_logs_all(spy: type[Spy], catalog: C
 
 
 def test_records_follow_the_protocol_format(
-    spy: type[Spy], catalog: Catalog, tmp_path: Path
+    spy: type[Spy], known_catalog: Catalog, tmp_path: Path
 ) -> None:
     config = _config(quick=True)
     train_config = known_answer_config()
-    result = evaluate(catalog, train_config, config, progress=False)
+    result = evaluate(known_catalog, train_config, config, progress=False)
     out = write_run(
         result,
         tmp_path / "run",
         eval_config=config,
         train_config=train_config,
         source="known",
-        user_ids=catalog.users["user_id"],
-        item_ids=catalog.items["item_id"],
+        user_ids=known_catalog.users["user_id"],
+        item_ids=known_catalog.items["item_id"],
     )
     metrics = json.loads((out / "metrics.json").read_text())
     record = metrics["records"][0]
@@ -169,36 +165,36 @@ def test_records_follow_the_protocol_format(
     assert "NDCG@10" in (out / "report.md").read_text()
 
 
-def test_same_seed_same_metrics(catalog: Catalog, tmp_path: Path) -> None:
+def test_same_seed_same_metrics(known_catalog: Catalog, tmp_path: Path) -> None:
     config = _config(methods=("metarec-maml", "popularity", "random"), quick=True, shots=(1,))
     train_config = known_answer_config(
         meta={"meta_steps": 12, "first_order": True, "inner_steps": 1, "meta_batch_size": 4}
     )
     texts = []
     for run in ("a", "b"):
-        result = evaluate(catalog, train_config, config, progress=False)
+        result = evaluate(known_catalog, train_config, config, progress=False)
         out = write_run(
             result,
             tmp_path / run,
             eval_config=config,
             train_config=train_config,
             source="known",
-            user_ids=catalog.users["user_id"],
-            item_ids=catalog.items["item_id"],
+            user_ids=known_catalog.users["user_id"],
+            item_ids=known_catalog.items["item_id"],
         )
         texts.append((out / "metrics.json").read_text())
     assert texts[0] == texts[1]
 
 
-def test_refusals_before_any_training(spy: type[Spy], catalog: Catalog) -> None:
+def test_refusals_before_any_training(spy: type[Spy], known_catalog: Catalog) -> None:
     train_config = known_answer_config()
     with pytest.raises(ConfigError, match="valid methods"):
-        evaluate(catalog, train_config, _config(methods=("nope",)), progress=False)
+        evaluate(known_catalog, train_config, _config(methods=("nope",)), progress=False)
     with pytest.raises(DataError, match="folds"):
-        evaluate(catalog, train_config, _config(folds=7), progress=False)
+        evaluate(known_catalog, train_config, _config(folds=7), progress=False)
     with pytest.raises(DataError, match="shots"):
-        evaluate(catalog, train_config, _config(shots=(1, 40)), progress=False)
-    untimed = catalog.restricted(np.ones(len(catalog.positives), dtype=bool))
+        evaluate(known_catalog, train_config, _config(shots=(1, 40)), progress=False)
+    untimed = known_catalog.restricted(np.ones(len(known_catalog.positives), dtype=bool))
     untimed.positives["timestamp"] = pd.array([None] * len(untimed.positives), dtype="Int64")
     with pytest.raises(DataError, match="timestamp"):
         evaluate(
@@ -208,7 +204,7 @@ def test_refusals_before_any_training(spy: type[Spy], catalog: Catalog) -> None:
             progress=False,
         )
     with pytest.raises(DataError, match="largest k"):
-        evaluate(catalog, train_config, _config(ks=(5, 40)), progress=False)
+        evaluate(known_catalog, train_config, _config(ks=(5, 40)), progress=False)
     assert not [s for s in spy.seen if "fit" in s]  # every refusal came before any fit()
 
 
@@ -222,9 +218,9 @@ def test_folds_are_seeded_and_cover_each_category_once() -> None:
     assert make_folds(categories, categories, EvalConfig(folds=5, seed=4)) != folds
 
 
-def test_launch_protocol_runs_on_timed_data(spy: type[Spy], catalog: Catalog) -> None:
+def test_launch_protocol_runs_on_timed_data(spy: type[Spy], known_catalog: Catalog) -> None:
     result = evaluate(
-        catalog, known_answer_config(), _config(protocol="launch", quick=True), progress=False
+        known_catalog, known_answer_config(), _config(protocol="launch", quick=True), progress=False
     )
     ndcg = [r for r in result.records if r["metric"] == "ndcg" and r["category"] == "all"]
     assert ndcg and all(r["shots"] is None for r in ndcg)

@@ -1,11 +1,15 @@
 """The data layer: ingest any supported format into a DuckDB store, and read it back.
 
 Read this package top to bottom: :mod:`~metarec.data.readers` (files to raw frames),
-:mod:`~metarec.data.adapters` (one function per public format, to the generic tables),
-:mod:`~metarec.data.ingest` (validate once, write in one transaction),
+:mod:`~metarec.data.adapters` (one module per public format, to the generic tables),
+:mod:`~metarec.data.ingest` (the entry point: read, validate, write),
+:mod:`~metarec.data.validate` (columns, ids and values checked once, before the store is touched;
+:mod:`~metarec.data.values` parses, :mod:`~metarec.data.bad_rows` reports what was refused),
+:mod:`~metarec.data.write` (one transaction, so a load lands whole or not at all),
 :mod:`~metarec.data.store` (the tables and the read API the rest of metarec codes against),
 :mod:`~metarec.data.export` (Parquet by category, and :func:`open_store` for either),
-:mod:`~metarec.data.catalog` (a store's items, users and positives, as the next steps read them).
+:mod:`~metarec.data.catalog` (a store's items, users and positives, as the next steps read them),
+:mod:`~metarec.data.simulate` (the offline bookstore the demo and tests run on).
 """
 
 from metarec.data.catalog import Catalog

@@ -50,6 +50,7 @@ CATEGORY_COLUMNS = ("category", "description")
 # Bookkeeping columns every adapter adds to each frame, for the bad-row report.
 FILE_COLUMN = "_file"  # the source file's key in SourceTables.files
 ROW_COLUMN = "_row"  # 0-based record index inside that file (mapped to a line number on demand)
+PROVENANCE_COLUMNS = [FILE_COLUMN, ROW_COLUMN]  # carried through validation, never stored
 
 # What the read API returns, in order (Store.items() etc.).
 ITEMS_DTYPES: dict[str, str] = {

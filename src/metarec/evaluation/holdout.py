@@ -16,7 +16,7 @@ import torch
 
 from metarec.data.catalog import Catalog
 from metarec.errors import DataError
-from metarec.evaluation.harness import random_tie_order
+from metarec.evaluation.records import random_tie_order
 from metarec.evaluation.stats import bootstrap_ci
 from metarec.meta.model import MetaModel
 from metarec.ranking import category_scores, popularity_scores, rank_top_k, ranking_metrics

@@ -22,7 +22,7 @@ import pandas as pd
 
 from metarec.atomic import write_atomic
 from metarec.config import EvalConfig, TrainConfig
-from metarec.evaluation.harness import Result
+from metarec.evaluation.records import Result
 
 MAIN_METRIC = ("ndcg", 10)
 

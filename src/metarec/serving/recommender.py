@@ -263,6 +263,10 @@ class Recommender:
             )
         return out
 
+    def user_index(self, user_id: str) -> int | None:
+        """The store index of an external user id; None for a user the store does not know."""
+        return self._user_index.get(user_id)
+
     def adaptation(self, category: str) -> Adaptation | None:
         return self._adapted.get(category)
 
@@ -370,7 +374,7 @@ class Recommender:
         self.catalog.require_category(category)
         adaptation = self._adapted.get(category)
         view = self.serving_view(category)
-        user_idx = self._user_index.get(user_id)
+        user_idx = self.user_index(user_id)
         fallback = reason = None
         if user_idx is None:
             fallback = "popularity"

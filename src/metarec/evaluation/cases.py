@@ -1,0 +1,143 @@
+"""Launches with their ground truth: the fold's validation scorer and its test cases.
+
+A case holds what a method never sees (the query positives); a method is handed only
+the case's sealed :class:`~metarec.baselines.base.Launch`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec.baselines.base import Launch, Method, make_launch, make_window_launch
+from metarec.config import EvalConfig, TrainConfig
+from metarec.data.catalog import Catalog
+from metarec.errors import DataError
+from metarec.evaluation.folds import Fold
+from metarec.evaluation.records import VALIDATION_K, random_tie_order
+from metarec.meta.model import MetaModel, prepare_model
+from metarec.ranking import rank_top_k, ranking_metrics
+from metarec.tasks import CategoryData, Split, evaluation_masks
+
+
+@dataclass
+class Validation:
+    """The fold's validation launches and a scorer over them (NDCG@10, pooled over users)."""
+
+    launches: list[tuple[Launch, Split, torch.Tensor, torch.Tensor]]
+
+    def score(self, method: Method) -> float:
+        values = []
+        for launch, _, relevant, exclude in self.launches:
+            scores, relevant_p, exclude_p = random_tie_order(
+                0, launch.name, method.scores(launch), relevant, exclude
+            )
+            values.append(
+                ranking_metrics(scores, relevant_p, (VALIDATION_K,), exclude=exclude_p)[
+                    ("ndcg", VALIDATION_K)
+                ]
+            )
+        pooled = np.concatenate(values) if values else np.array([np.nan])
+        return float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
+
+
+def validation_launches(catalog: Catalog, train_config: TrainConfig, fold: Fold) -> Validation:
+    """Validation categories launched at ``tasks.shots``, seen from the training categories."""
+    sealed = catalog.restricted_to(fold.train + fold.validation)
+    features = prepare_model(
+        sealed.restricted_to(fold.train),
+        train_config,
+        {"train": fold.train, "validation": [], "hold_out": []},
+    )
+    launches = []
+    for name in fold.validation:
+        launch, split = make_launch(
+            sealed, name, train_config.tasks.shots, visible=fold.train, features=features
+        )
+        if len(launch.users) == 0:
+            continue
+        full = features.category_data(sealed, [name], visible=fold.train)[name]
+        users = np.flatnonzero(split.eligible)
+        if full.n_items <= VALIDATION_K + train_config.tasks.shots:
+            continue
+        relevant, exclude = evaluation_masks(full, split, users)
+        launches.append((launch, split, relevant, exclude))
+    return Validation(launches)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test launch and its ground truth (which the method never sees)."""
+
+    launch: Launch
+    split: Split  # over ``full``
+    full: CategoryData  # the unsealed category
+    users: np.ndarray  # positions of the evaluated users in ``full``
+    relevant: torch.Tensor  # (users, items) query positives
+    exclude: torch.Tensor  # (users, items) the users' own support items
+
+
+def make_case(
+    catalog: Catalog,
+    config: EvalConfig,
+    name: str,
+    shots: int | None,
+    visible: list[str],
+    features: MetaModel,
+) -> Case:
+    if shots is None:
+        launch, split = make_window_launch(
+            catalog, name, config.launch_window, visible=visible, features=features
+        )
+    else:
+        launch, split = make_launch(catalog, name, shots, visible=visible, features=features)
+    full = features.category_data(catalog, [name], visible=visible)[name]
+    users = np.flatnonzero(split.eligible)
+    relevant, exclude = evaluation_masks(full, split, users)
+    candidates = int((~exclude).sum(1).min()) if len(users) else 0
+    if candidates <= max(config.ks):
+        raise DataError(
+            f"category {name!r} leaves some user only {candidates} candidate items, not more "
+            f"than k = {max(config.ks)}; lower the ks or the shots"
+        )
+    return Case(launch, split, full, users, relevant, exclude)
+
+
+def score_case(
+    method: Method, case: Case, config: EvalConfig
+) -> tuple[dict[tuple[str, int | None], np.ndarray], dict[int, float]]:
+    """Per-user metrics of one method on one launch, and the coverage of its top-K lists."""
+    scores = method.scores(case.launch)
+    if scores.shape != case.relevant.shape:
+        raise DataError(
+            f"{type(method).__name__}.scores returned shape {tuple(scores.shape)} for "
+            f"{case.launch.name!r}; expected (users, items) = {tuple(case.relevant.shape)}"
+        )
+    scores, relevant, exclude = random_tie_order(
+        config.seed, case.full.name, scores, case.relevant, case.exclude
+    )
+    values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
+    tops = {
+        k: len(np.unique(rank_top_k(scores, k, exclude=exclude).numpy())) / case.full.n_items
+        for k in config.ks
+    }
+    return values, tops
+
+
+def split_keys(fold: int, case: Case) -> dict[str, Any]:
+    """Global (user_idx, item_idx) pairs of the case's support and query positives."""
+    full, split = case.full, case.split
+
+    def pairs(mask: np.ndarray) -> np.ndarray:
+        return np.stack([full.users[full.pos_user[mask]], full.item_idx[full.pos_item[mask]]], 1)
+
+    return {
+        "fold": fold,
+        "category": full.name,
+        "shots": case.launch.shots,
+        "support": pairs(split.support),
+        "query": pairs(split.query),
+    }

@@ -1,0 +1,193 @@
+"""From per-user metric values to PROTOCOL.md §4 records, paired comparisons and checksums."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec.config import EvalConfig
+from metarec.evaluation.folds import Fold
+from metarec.evaluation.stats import bootstrap_ci, paired_test
+from metarec.seeds import derived_seed
+
+VALIDATION_K = 10
+
+
+@dataclass
+class Result:
+    """What an evaluation produced; :mod:`metarec.evaluation.report` writes it out.
+
+    Attributes:
+        records: PROTOCOL.md §4 records.
+        comparisons: paired tests of each method against the best baseline, per shots.
+        tuning: every (method, fold, setting) tried, with its validation NDCG@10.
+        folds: the folds used.
+        split_keys: per (fold, category, shots): support and query (user_idx, item_idx) pairs.
+        timings: wall seconds per method (fit and scoring), kept out of ``metrics.json``.
+        skipped: (category, shots) launches left out because the category is not eligible at
+            that shot count (too few users with enough positives, or too few items).
+    """
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    tuning: list[dict[str, Any]] = field(default_factory=list)
+    folds: list[Fold] = field(default_factory=list)
+    split_keys: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def random_tie_order(
+    seed: int, key: str, scores: torch.Tensor, *masks: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """Permute the item columns by a seeded random order before ranking.
+
+    The metrics break ties by the lower column index. Item indices follow the data's ids, and
+    ids often encode popularity (MovieLens and Douban number well-known items first), so a method
+    that returns equal scores (popularity at zero shots, a model that cannot tell items apart)
+    would be rewarded for the id order. A seeded permutation makes ties random but reproducible;
+    the metrics are otherwise invariant to it.
+    """
+    generator = torch.Generator().manual_seed(derived_seed(seed, f"ties:{key}"))
+    order = torch.randperm(scores.shape[-1], generator=generator)
+    return (scores[..., order], *(mask[..., order] for mask in masks))
+
+
+def records(
+    per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]],
+    tops: dict[tuple[str, int | None, str, int], float],
+    n_users: dict[tuple[str, int | None, str], int],
+    families: Mapping[str, str],
+    config: EvalConfig,
+) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    methods = list(dict.fromkeys(m for m, _, _ in per_user))
+    shots_list = list(dict.fromkeys(s for _, s, _ in per_user))
+    for method in methods:
+        for shots in shots_list:
+            keys = sorted(c for m, s, c in per_user if m == method and s == shots)
+            pooled: dict[tuple[str, int | None], list[np.ndarray]] = {}
+            for category in keys:
+                for (metric, k), values in per_user[(method, shots, category)].items():
+                    pooled.setdefault((metric, k), []).append(values)
+                    records.append(
+                        record(method, families[method], shots, category, metric, k, values, config)
+                    )
+                for k in config.ks:
+                    share = tops[(method, shots, category, k)]
+                    records.append(
+                        {
+                            "method": method,
+                            "family": families[method],
+                            "shots": shots,
+                            "category": category,
+                            "metric": "coverage",
+                            "k": k,
+                            "mean": share,
+                            "ci_low": share,
+                            "ci_high": share,
+                            "n_users": n_users[(method, shots, category)],
+                        }
+                    )
+            for (metric, k), parts in pooled.items():
+                records.append(
+                    record(
+                        method,
+                        families[method],
+                        shots,
+                        "all",
+                        metric,
+                        k,
+                        np.concatenate(parts),
+                        config,
+                    )
+                )
+    return records
+
+
+def record(
+    method: str,
+    family: str,
+    shots: int | None,
+    category: str,
+    metric: str,
+    k: int | None,
+    values: np.ndarray,
+    config: EvalConfig,
+) -> dict[str, Any]:
+    kept = values[~np.isnan(values)]
+    if len(kept):
+        mean, low, high = bootstrap_ci(
+            kept, n_resamples=config.n_resamples, seed=derived_seed(config.seed, category)
+        )
+    else:
+        mean = low = high = float("nan")
+    return {
+        "method": method,
+        "family": family,
+        "shots": shots,
+        "category": category,
+        "metric": metric,
+        "k": k,
+        "mean": float(mean),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "n_users": len(kept),
+    }
+
+
+def comparisons(
+    per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]],
+    families: Mapping[str, str],
+    shots_list: Sequence[int | None],
+) -> list[dict[str, Any]]:
+    """Paired Wilcoxon tests on NDCG@10 of every method against the best baseline, per shots."""
+    out: list[dict[str, Any]] = []
+    methods = list(dict.fromkeys(m for m, _, _ in per_user))
+    for shots in shots_list:
+        pooled: dict[str, np.ndarray] = {}
+        for method in methods:
+            parts = [
+                per_user[(m, s, c)][("ndcg", VALIDATION_K)]
+                for (m, s, c) in sorted(per_user, key=lambda key: key[2])
+                if m == method and s == shots
+            ]
+            if parts:
+                pooled[method] = np.concatenate(parts)
+        baselines = [m for m in pooled if families[m] == "baseline"]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda m: float(np.nanmean(pooled[m])))
+        for method, values in pooled.items():
+            if method == best:
+                continue
+            both = ~np.isnan(values) & ~np.isnan(pooled[best])
+            a, b = values[both], pooled[best][both]
+            out.append(
+                {
+                    "method": method,
+                    "family": families[method],
+                    "baseline": best,
+                    "shots": shots,
+                    "metric": "ndcg",
+                    "k": VALIDATION_K,
+                    "mean": float(a.mean()) if len(a) else float("nan"),
+                    "baseline_mean": float(b.mean()) if len(b) else float("nan"),
+                    "relative_change": float(a.mean() / b.mean() - 1)
+                    if len(a) and b.mean()
+                    else None,
+                    "p_value": float(paired_test(a, b)) if len(a) else None,
+                    "n_users": int(both.sum()),
+                }
+            )
+    return out
+
+
+def checksum(rows: np.ndarray) -> str:
+    """sha256 of an int64 array's bytes (the split keys' fingerprint)."""
+    return hashlib.sha256(np.ascontiguousarray(rows, dtype=np.int64).tobytes()).hexdigest()
