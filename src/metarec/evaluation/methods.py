@@ -19,6 +19,7 @@ from metarec.baselines.mf import ALS, BPR
 from metarec.baselines.pretrain import Pretrain, PretrainFinetune
 from metarec.baselines.simple import Popularity, Random
 from metarec.errors import ConfigError
+from metarec.evaluation.ridge import MetarecRidge
 from metarec.meta.model import MetaModel, train_on
 from metarec.ranking import category_scores
 
@@ -105,6 +106,7 @@ METHODS: dict[str, type[Method]] = {
     for cls in (
         MetarecMAML,
         MetarecFiLM,
+        MetarecRidge,
         Random,
         Popularity,
         ContentKNN,

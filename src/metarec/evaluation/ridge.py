@@ -1,0 +1,269 @@
+"""metarec-ridge: the closed-form inner loop (:mod:`metarec.meta.ridge`) as a method.
+
+Fit, on the fold's training categories:
+
+1. implicit's ALS gives item factors ``Y`` (the same fit as the ``als`` baseline's default);
+2. every user's factors are the least-squares solve of their history against ``Y`` (ALS's user
+   half-step), and for an episode in training category ``c`` the same solve *without* ``c``'s
+   positives, so that a training episode sees users as a launch will: knowing nothing of ``c``;
+3. episodes: a training category, a shot count drawn from ``(0, *tasks.train_shots)``, the
+   k-shot split of PROTOCOL.md §2 (each eligible user's first k positives by time), up to
+   ``query_users`` of its eligible users scored over every item of the category, listwise loss;
+4. Adam on the meta-parameters, the fold's validation NDCG@10 checked every ``validate_every``
+   steps *and at step 0*, where the parameters are exactly ALS's fold-in: the best is kept, so on
+   validation this method cannot end below fold-in with the same user factors.
+
+Launch: user factors from the launch's visible history, each item folded in from the support by
+the ridge solve, scores plus the popularity tie-break of the ``als`` baseline.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from metarec.baselines.base import Family, FitContext, Launch
+from metarec.baselines.mf import (
+    QUICK_ALS_ITERATIONS,
+    als_model,
+    fit_factors,
+    positive_matrix,
+    solve_rows,
+    with_tie_break,
+)
+from metarec.errors import NotAdaptedError
+from metarec.meta.ridge import (
+    RidgeSupport,
+    fold_in,
+    init_ridge,
+    listwise_loss,
+    ridge_scores,
+)
+from metarec.models.scorer import Params
+from metarec.seeds import derived_seed
+from metarec.tasks import CategoryData, evaluation_masks, split_k_shot
+
+QUICK_STEPS = 60
+
+
+class MetarecRidge:
+    """Ridge fold-in with meta-learned user map, content prior, support-dependent strength.
+
+    Example:
+        >>> method = MetarecRidge(steps=300)
+        >>> method.fit(context)  # doctest: +SKIP
+        >>> scores = method.scores(launch)  # (len(launch.users), n_items)  # doctest: +SKIP
+    """
+
+    name: ClassVar[str] = "metarec-ridge"
+    family: ClassVar[Family] = "metarec"
+    grid: ClassVar[list[dict[str, Any]]] = [
+        {},
+        {"factors": 64},
+        {"learning_rate": 0.003},
+        {"steps": 0},  # ALS fold-in exactly (with the user factors of step 2)
+    ]
+
+    def __init__(
+        self,
+        factors: int = 32,
+        regularization: float = 30.0,
+        alpha: float = 10.0,
+        iterations: int = 15,
+        steps: int = 300,
+        learning_rate: float = 0.01,
+        temperature: float = 0.1,
+        query_users: int = 256,
+        validate_every: int = 25,
+    ) -> None:
+        self.factors = factors
+        self.regularization = regularization
+        self.alpha = alpha
+        self.iterations = iterations
+        self.steps = steps
+        self.learning_rate = learning_rate
+        self.temperature = temperature
+        self.query_users = query_users
+        self.validate_every = validate_every
+        self.item_factors: np.ndarray | None = None
+        self.params: Params = {}
+        self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
+        self.seed = 0
+        self._cache: tuple[tuple[object, ...], torch.Tensor, torch.Tensor] | None = None
+
+    # ---- fit ----------------------------------------------------------------------------------
+
+    def fit(self, context: FitContext) -> None:
+        catalog = context.catalog
+        self.seed = context.seed
+        matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
+        iterations = QUICK_ALS_ITERATIONS if context.quick else self.iterations
+        key = ("als-items", self.factors, self.regularization, self.alpha, iterations)
+        if key not in context.memo:  # shared with other methods of the fold fitted the same way
+            model = als_model(
+                self.factors, self.regularization, self.alpha, iterations, context.seed
+            )
+            context.memo[key] = fit_factors(lambda: model, matrix)[1]
+        self.item_factors = context.memo[key]
+        self._cache = None
+        data = [c for c in context.train_data.values() if c.n_items > 1 and c.n_users > 1]
+        content_dim = data[0].item_x.shape[1] if data else 0
+        self.params = init_ridge(self.factors, content_dim, self.regularization, self.alpha)
+        steps = min(self.steps, QUICK_STEPS) if context.quick else self.steps
+        if steps == 0 or not data:
+            return
+        episodes = _Episodes(context, data, matrix * self.alpha, self, steps)
+        self._meta_train(episodes, steps, context)
+
+    def _meta_train(self, episodes: _Episodes, steps: int, context: FitContext) -> None:
+        params = {k: v.clone().requires_grad_(True) for k, v in self.params.items()}
+        optimiser = torch.optim.Adam(params.values(), lr=self.learning_rate)
+        best = (self._validate(context, params, step=0), self._detached(params))
+        for step in range(1, steps + 1):
+            optimiser.zero_grad()
+            loss = episodes.loss(params)
+            loss.backward()
+            optimiser.step()
+            if step % self.validate_every == 0 or step == steps:
+                score = self._validate(context, params, step=step)
+                if np.isnan(best[0]) or score > best[0]:
+                    best = (score, self._detached(params))
+        self.params = best[1]
+        self._cache = None
+
+    def _validate(self, context: FitContext, params: Params, *, step: int) -> float:
+        if context.validate is None:
+            return float("nan") if step == 0 else float(step)  # no validation: the last step
+        self.params = self._detached(params)
+        score = float(context.validate(self))
+        self.history.append({"step": step, "validation_ndcg@10": score})
+        return score
+
+    @staticmethod
+    def _detached(params: Params) -> Params:
+        return {k: v.detach().clone() for k, v in params.items()}
+
+    # ---- launch -------------------------------------------------------------------------------
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        """(len(launch.users), n_items) ridge scores plus the popularity tie-break.
+
+        Raises:
+            NotAdaptedError: :meth:`fit` was not called.
+        """
+        if self.item_factors is None:
+            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
+        users, gram = self._user_factors(launch)
+        category = launch.category
+        positives = launch.catalog.positives_in([launch.name])
+        support = RidgeSupport(
+            users=torch.as_tensor(positives["user_idx"].to_numpy(), dtype=torch.long),
+            items=torch.as_tensor(
+                np.searchsorted(category.item_idx, positives["item_idx"].to_numpy()),
+                dtype=torch.long,
+            ),
+            weights=torch.as_tensor(positives["weight"].to_numpy(dtype=np.float64)),
+            n_items=category.n_items,
+        )
+        with torch.no_grad():
+            vectors = fold_in(self.params, users, support, category.item_x, gram=gram)
+            rows = users[torch.as_tensor(launch.users, dtype=torch.long)]
+            dots = ridge_scores(self.params, rows, vectors, support.counts)
+        return with_tie_break(dots, launch, self.seed)
+
+    def _user_factors(self, launch: Launch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's half-step factors from the launch's visible history, and their gram.
+
+        The same for every launch over the same visible history (every shot count and category
+        of a fold), so the last one is cached, keyed by a checksum of that history.
+        """
+        assert self.item_factors is not None
+        catalog = launch.catalog
+        history = catalog.positives_in(launch.visible)
+        key = (
+            tuple(sorted(launch.visible)),
+            zlib.crc32(history["user_idx"].to_numpy(dtype=np.int64).tobytes()),
+            zlib.crc32(history["item_idx"].to_numpy(dtype=np.int64).tobytes()),
+        )
+        if self._cache is None or self._cache[0] != key:
+            confidence = positive_matrix(history, len(catalog.users), len(catalog.items))
+            factors = torch.from_numpy(
+                solve_rows(confidence * self.alpha, self.item_factors, self.regularization)
+            )
+            self._cache = (key, factors, factors.T @ factors)
+        return self._cache[1], self._cache[2]
+
+
+class _Episodes:
+    """Seeded training episodes over the fold's training categories (see the module docstring)."""
+
+    def __init__(
+        self,
+        context: FitContext,
+        data: list[CategoryData],
+        confidence: sp.csr_matrix,
+        method: MetarecRidge,
+        steps: int,
+    ) -> None:
+        assert method.item_factors is not None
+        self.data = data
+        self.method = method
+        self.shots = (0, *context.config.tasks.train_shots)
+        self.rng = np.random.default_rng(derived_seed(context.seed, "ridge-episodes"))
+        catalog = context.catalog
+        codes = (
+            catalog.positives["user_idx"].to_numpy() * len(catalog.items)
+            + catalog.positives["item_idx"].to_numpy()
+        )
+        order = np.argsort(codes)
+        self._codes, self._weights = codes[order], catalog.positives["weight"].to_numpy()[order]
+        self._n_items = len(catalog.items)
+        self._confidence = confidence.tocsc()
+        self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        items = method.item_factors
+        self._items = items
+        self._gram = items.T @ items
+
+    def users_without(self, category: CategoryData) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every user's half-step factors from their history outside ``category``, and the gram."""
+        if category.name not in self._factors:
+            inside = np.zeros(self._items.shape[0], dtype=bool)
+            inside[category.item_idx] = True
+            rest = self._confidence @ sp.diags((~inside).astype(np.float64))
+            gram = self._gram - self._items[inside].T @ self._items[inside]
+            factors = torch.from_numpy(
+                solve_rows(rest.tocsr(), self._items, self.method.regularization, gram=gram)
+            )
+            self._factors[category.name] = (factors, factors.T @ factors)
+        return self._factors[category.name]
+
+    def loss(self, params: Params) -> torch.Tensor:
+        category = self.data[int(self.rng.integers(len(self.data)))]
+        shots = int(self.rng.choice(self.shots))
+        split = split_k_shot(category, shots)
+        eligible = np.flatnonzero(split.eligible)
+        if len(eligible) == 0:
+            split = split_k_shot(category, 0)
+            eligible = np.flatnonzero(split.eligible)
+        factors, gram = self.users_without(category)
+        global_users = category.users[category.pos_user[split.support]]
+        global_items = category.item_idx[category.pos_item[split.support]]
+        found = np.searchsorted(self._codes, global_users * self._n_items + global_items)
+        support = RidgeSupport(
+            users=torch.as_tensor(global_users, dtype=torch.long),
+            items=torch.as_tensor(category.pos_item[split.support], dtype=torch.long),
+            weights=torch.as_tensor(self._weights[found], dtype=torch.float64),
+            n_items=category.n_items,
+        )
+        chosen = eligible
+        if len(eligible) > self.method.query_users:
+            chosen = np.sort(self.rng.choice(eligible, self.method.query_users, replace=False))
+        relevant, exclude = evaluation_masks(category, split, chosen)
+        vectors = fold_in(params, factors, support, category.item_x, gram=gram)
+        rows = factors[torch.as_tensor(category.users[chosen], dtype=torch.long)]
+        scores = ridge_scores(params, rows, vectors, support.counts)
+        return listwise_loss(scores, relevant, exclude, self.method.temperature)

@@ -1,0 +1,80 @@
+"""The closed-form inner loop: ALS fold-in as its special case, gradients through the solve."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from metarec.baselines.mf import solve_rows
+from metarec.meta.ridge import RidgeSupport, fold_in, init_ridge, listwise_loss, ridge_scores
+
+
+def _problem(seed: int = 0, n_users: int = 30, n_items: int = 7, f: int = 4, d: int = 3):
+    rng = np.random.default_rng(seed)
+    factors = rng.normal(size=(n_users, f))
+    factors[:3] = 0.0  # users without history
+    users = rng.integers(0, n_users, size=25)
+    items = rng.integers(0, n_items - 1, size=25)  # the last item has no support
+    pairs = np.unique(np.stack([users, items], 1), axis=0)
+    weights = rng.uniform(0.5, 2.0, size=len(pairs))
+    support = RidgeSupport(
+        users=torch.as_tensor(pairs[:, 0]),
+        items=torch.as_tensor(pairs[:, 1]),
+        weights=torch.as_tensor(weights),
+        n_items=n_items,
+    )
+    content = torch.as_tensor(rng.normal(size=(n_items, d)))
+    return torch.as_tensor(factors), support, content, pairs, weights
+
+
+def test_identity_parameters_are_als_fold_in() -> None:
+    factors, support, content, pairs, weights = _problem()
+    regularization, alpha = 3.0, 10.0
+    params = init_ridge(factors.shape[1], content.shape[1], regularization, alpha)
+    ours = fold_in(params, factors, support, content)
+    confidence = sp.csr_matrix(
+        (alpha * weights, (pairs[:, 1], pairs[:, 0])), shape=(support.n_items, len(factors))
+    )
+    reference = solve_rows(confidence, factors.numpy(), regularization)
+    np.testing.assert_allclose(ours.numpy(), reference, atol=1e-5, rtol=1e-5)
+    assert torch.all(ours[-1] == 0)  # no support and a zero prior: a zero vector, as in ALS
+
+
+def test_an_item_without_support_gets_its_prior_shrunk_by_the_gram() -> None:
+    factors, support, content, _, _ = _problem()
+    params = init_ridge(factors.shape[1], content.shape[1], 3.0, 10.0)
+    params["prior"] = torch.ones_like(params["prior"])
+    vectors = fold_in(params, factors, support, content)
+    g = factors.T @ factors
+    expected = torch.linalg.solve(
+        g + 3.0 * torch.eye(4, dtype=g.dtype),
+        3.0 * content[-1].sum() * torch.ones(4, dtype=g.dtype),
+    )
+    torch.testing.assert_close(vectors[-1], expected)
+
+
+def test_meta_gradient_through_the_solve_matches_finite_differences() -> None:
+    factors, support, content, _, _ = _problem(seed=1)
+    params = init_ridge(factors.shape[1], content.shape[1], 3.0, 10.0)
+    generator = torch.Generator().manual_seed(0)
+    params = {
+        k: v + 0.1 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        for k, v in params.items()
+    }
+    users = torch.arange(5, 15)
+    relevant = torch.rand((10, support.n_items), generator=generator) < 0.3
+    relevant[:, 0] = True
+    exclude = torch.zeros_like(relevant)
+    exclude[:, 1] = True
+    relevant &= ~exclude
+    names = list(params)
+
+    def loss(*values: torch.Tensor) -> torch.Tensor:
+        p = dict(zip(names, values, strict=True))
+        vectors = fold_in(p, factors, support, content)
+        scores = ridge_scores(p, factors[users], vectors, support.counts)
+        return listwise_loss(scores, relevant, exclude, temperature=0.5)
+
+    inputs = tuple(params[n].clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
