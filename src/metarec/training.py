@@ -14,6 +14,7 @@ Validation ranks each validation category exactly as the benchmark and serving d
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -115,7 +116,20 @@ def train(
 
     Raises:
         DataError: not enough data to build any meta-training task.
+
+    Warns:
+        UserWarning: the store holds numbers outside the range ingest accepts (stored before it
+            checked ranges); the store's reads skip them, and `metarec check` lists them.
     """
+    bad = store.bad_counts()
+    if bad:
+        shown = ", ".join(f"{n} in {column}" for column, n in bad.items())
+        warnings.warn(
+            f"store {store.path} holds values outside the range the model can carry ({shown}); "
+            f"training skips those interactions (and reads such item numbers as unknown). "
+            f"List them with `metarec check --store {store.path}`, then fix or re-ingest them",
+            stacklevel=2,
+        )
     catalog = load_catalog(store, config)
     splits = split_categories(catalog, config)
     validation = CategoryValidation(

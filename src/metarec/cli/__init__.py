@@ -10,7 +10,8 @@ import importlib
 
 from metarec.cli.app import app
 
-for _group in ("data", "model", "bench", "serve"):  # registers the commands, in --help's order
+# registers the commands, in --help's order
+for _group in ("data", "model", "bench", "serve", "check"):
     importlib.import_module(f"metarec.cli.{_group}")
 
 

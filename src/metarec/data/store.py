@@ -24,6 +24,7 @@ from metarec.data.schema import (
     SCHEMA_VERSION,
     USERS_DTYPES,
 )
+from metarec.data.values import NUMBER_LIMITS, range_text
 from metarec.errors import StoreError
 
 TEXT_EMBEDDINGS_DDL = """CREATE TABLE IF NOT EXISTS text_embeddings (
@@ -132,7 +133,14 @@ class Store:
             brand (str or None), year, price (float64, NaN when unknown), extra (JSON text of
             other attributes, e.g. ``{"genres": "Action|Comedy"}``, or None).
         """
-        query = f"SELECT {', '.join(ITEMS_DTYPES)} FROM items ORDER BY item_idx"
+        columns = [
+            f"CASE WHEN {_out_of_range(c)} THEN NULL ELSE {c} END AS {c}"
+            if c in NUMBER_LIMITS
+            else c
+            for c in ITEMS_DTYPES
+        ]
+        # A number outside its range (stored before ingest checked ranges) reads as unknown.
+        query = f"SELECT {', '.join(columns)} FROM items ORDER BY item_idx"
         return _typed(self.connection.execute(query).df(), ITEMS_DTYPES)
 
     def users(self) -> pd.DataFrame:
@@ -143,12 +151,58 @@ class Store:
     def interactions(self) -> pd.DataFrame:
         """Every interaction, in insertion order.
 
+        Rows with a rating or weight outside its range (non-finite, or beyond what float32
+        features carry: stored before ingest checked ranges) are left out; :meth:`bad_rows`
+        lists them and `metarec check` reports them.
+
         Returns:
             Columns user_idx, item_idx (int64), timestamp (Int64 unix seconds, <NA> when
             unknown), rating, weight (float64, NaN when absent), event (str or None).
         """
-        query = f"SELECT {', '.join(INTERACTIONS_DTYPES)} FROM interactions"
+        query = (
+            f"SELECT {', '.join(INTERACTIONS_DTYPES)} FROM interactions "
+            f"WHERE NOT ({_out_of_range('rating')} OR {_out_of_range('weight')})"
+        )
         return _typed(self.connection.execute(query).df(), INTERACTIONS_DTYPES)
+
+    def bad_counts(self) -> dict[str, int]:
+        """How many stored numbers lie outside the range ingest now accepts, per column.
+
+        Returns:
+            ``"<table>.<column>"`` -> count, only columns with some (empty: nothing to report).
+        """
+        counts = {}
+        for table, _, column in _NUMBER_COLUMNS:
+            (n_bad,) = _one_row(
+                self.connection, f"SELECT count(*) FROM {table} WHERE {_out_of_range(column)}"
+            )
+            if n_bad:
+                counts[f"{table}.{column}"] = int(n_bad)
+        return counts
+
+    def bad_rows(self, limit: int = 1000) -> pd.DataFrame:
+        """Stored numbers outside the range ingest now accepts (``NUMBER_LIMITS``).
+
+        Reads skip them: :meth:`interactions` leaves such rows out, :meth:`items` reads such a
+        year or price as unknown. Written before ingest checked ranges (or by another tool).
+
+        Args:
+            limit: rows listed at most per column (:meth:`bad_counts` has the full counts).
+
+        Returns:
+            Columns table, key (the row's event_id or item_id), column, value (as text),
+            reason; by table and column, then key.
+        """
+        parts = []
+        for table, key, column in _NUMBER_COLUMNS:
+            rows = self.connection.execute(
+                f"SELECT {key}, CAST({column} AS VARCHAR) FROM {table} "
+                f"WHERE {_out_of_range(column)} ORDER BY {key} LIMIT ?",
+                [limit],
+            ).fetchall()
+            reason = f"{column} is not a finite number in {range_text(column)}"
+            parts.extend((table, k, column, v, reason) for k, v in rows)
+        return pd.DataFrame(parts, columns=["table", "key", "column", "value", "reason"])
 
     def category_descriptions(self) -> dict[str, str]:
         """Descriptions given in a ``categories`` table, by category (only non-empty ones)."""
@@ -281,6 +335,23 @@ class Store:
         )
         keys = ("n_users", "n_items", "n_interactions", "n_categories")
         return {key: int(value) for key, value in zip(keys, row, strict=True)}
+
+
+_NUMBER_COLUMNS = (
+    ("interactions", "event_id", "rating"),
+    ("interactions", "event_id", "weight"),
+    ("items", "item_id", "year"),
+    ("items", "item_id", "price"),
+)
+
+
+def _out_of_range(column: str) -> str:
+    """SQL that is true when ``column`` holds a value outside its range (NaN and +-inf too)."""
+    low, high = NUMBER_LIMITS[column]
+    return (
+        f"({column} IS NOT NULL AND (isnan({column}) OR NOT ({column} BETWEEN {low!r} AND "
+        f"{high!r})))"
+    )
 
 
 def _connect(path: Path, read_only: bool) -> duckdb.DuckDBPyConnection:

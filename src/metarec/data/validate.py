@@ -30,10 +30,12 @@ from metarec.data.values import (
     _ids,
     _nulls,
     _numbers,
+    _out_of_range,
     _repeated,
     _shown,
     _text,
     _times,
+    range_text,
 )
 from metarec.errors import DataError
 
@@ -192,8 +194,7 @@ def _clean_items(marks: _Marks) -> pd.DataFrame:
         out[column] = _text(raw[column]) if column in raw.columns else _nulls(len(raw))
     for column in ITEM_NUMBER_COLUMNS:
         if column in raw.columns:
-            out[column], bad = _numbers(raw[column])
-            marks.add(bad, column, f"{column} is not a number")
+            out[column] = _checked_numbers(marks, raw[column], column)
         else:
             out[column] = pd.Series(np.nan, index=raw.index)
     extra_columns = [
@@ -202,6 +203,18 @@ def _clean_items(marks: _Marks) -> pd.DataFrame:
     out["extra"] = _extra_json(raw, extra_columns)
     marks.add(_repeated(item_id), "item_id", "duplicate item_id within this load")
     return _kept(pd.DataFrame(out), marks)
+
+
+def _checked_numbers(marks: _Marks, raw: pd.Series, column: str) -> pd.Series:
+    """A number column with non-numbers, non-finite and out-of-range values marked bad."""
+    values, bad = _numbers(raw)
+    marks.add(bad, column, f"{column} is not a number, or not finite")
+    marks.add(
+        _out_of_range(values, column),
+        column,
+        f"{column} is outside {range_text(column)}, the range the model can carry in float32",
+    )
+    return values
 
 
 def _clean_users(marks: _Marks) -> pd.DataFrame:
@@ -237,8 +250,7 @@ def _clean_interactions(marks: _Marks, findings: list[str]) -> pd.DataFrame:
         out["timestamp"] = pd.Series(pd.NA, index=raw.index, dtype="Int64")
     for column in ("rating", "weight"):
         if column in raw.columns:
-            out[column], bad = _numbers(raw[column])
-            marks.add(bad, column, f"{column} is not a number")
+            out[column] = _checked_numbers(marks, raw[column], column)
         else:
             out[column] = pd.Series(np.nan, index=raw.index)
     for column in ("event", "event_id", "category"):

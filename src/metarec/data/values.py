@@ -12,7 +12,17 @@ import pandas as pd
 # Text a number or time column may hold to mean "no value" (ids never: "NA" can be an id).
 _MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
 # Beyond this a time value is not a time at all (even in microseconds): a bad row.
-_MAX_TIME_VALUE = 10**17
+MAX_TIME_VALUE = 10**17
+# The range each number column may hold (inclusive): well inside float32 (3.4e38), which features
+# and parameters use, so that sums over many rows, squares in a standardisation and weight x
+# feature products stay finite. A weight of 1e39 is finite in JSON and float64 but infinite in
+# float32: stored, it turned a category's every score into NaN. Beyond these: a bad row.
+NUMBER_LIMITS: dict[str, tuple[float, float]] = {
+    "rating": (-1e6, 1e6),
+    "weight": (0.0, 1e6),
+    "year": (-1e6, 1e6),
+    "price": (-1e12, 1e12),
+}
 
 
 def _ids(column: pd.Series) -> pd.Series:
@@ -50,7 +60,10 @@ def _missing(column: pd.Series) -> tuple[pd.Series, pd.Series]:
 
 
 def _numbers(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Parse a number column. Returns (float64 values, NaN when missing; bad-row mask)."""
+    """Parse a number column. Returns (float64 values, NaN when missing; bad-row mask).
+
+    Non-finite values are bad rows; the range is checked separately (:func:`_out_of_range`).
+    """
     if pd.api.types.is_bool_dtype(column.dtype) or pd.api.types.is_numeric_dtype(column.dtype):
         values = column.astype("float64")
         return values, (values.notna() & ~np.isfinite(values)).to_numpy()
@@ -58,6 +71,18 @@ def _numbers(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
     values = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
     bad = ~missing & ~np.isfinite(values.fillna(np.inf))
     return values.where(~bad), bad.to_numpy()
+
+
+def _out_of_range(values: pd.Series, name: str) -> np.ndarray:
+    """Rows whose (finite) value lies outside ``NUMBER_LIMITS[name]``; missing values are fine."""
+    low, high = NUMBER_LIMITS[name]
+    return (values.notna() & ((values < low) | (values > high))).to_numpy()
+
+
+def range_text(name: str) -> str:
+    """The allowed range of a number column, for messages: ``[0, 1e+06]``."""
+    low, high = NUMBER_LIMITS[name]
+    return f"[{low:g}, {high:g}]"
 
 
 def _times(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -77,7 +102,7 @@ def _times(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
         numbers = pd.to_numeric(text.where(~missing), errors="coerce").astype("float64")
         present = ~missing
         iso = present & numbers.isna()
-    in_range = np.isfinite(numbers.fillna(np.inf)) & (numbers.abs() < _MAX_TIME_VALUE)
+    in_range = np.isfinite(numbers.fillna(np.inf)) & (numbers.abs() < MAX_TIME_VALUE)
     seconds = np.floor(numbers.where(in_range)).astype("Int64")
     if iso.any():
         parsed = pd.to_datetime(text[iso], format="ISO8601", utc=True, errors="coerce")
