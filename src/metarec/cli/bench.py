@@ -37,6 +37,20 @@ def evaluate(
     ks: Annotated[str, typer.Option(help="Comma-separated cutoffs.")] = "5,10,20",
     min_users: Annotated[int, typer.Option(help="Eligible categories need this many users.")] = 20,
     config: Annotated[Path | None, typer.Option(help="TOML training config.")] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            help="(fold, method) units run side by side, one torch thread each (default: every "
+            "core). The metrics do not depend on it."
+        ),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse units already finished in OUT/units under the same data and settings "
+            "(after a kill, re-run the same command)."
+        ),
+    ] = True,
 ) -> None:
     """Benchmark every method on sealed categories (PROTOCOL.md); write metrics, report, plots."""
     import time
@@ -65,7 +79,16 @@ def evaluate(
         return
     with open_store(store, read_only=True) as opened:
         catalog = load_catalog(opened, train_config)
-    result = run(catalog, train_config, eval_config, log=console.print)
+    import os
+
+    result = run(
+        catalog,
+        train_config,
+        eval_config,
+        log=console.print,
+        jobs=jobs or os.cpu_count() or 1,
+        units_dir=out / "units" if resume else None,
+    )
     write_run(
         result,
         out,

@@ -22,29 +22,29 @@ Nothing here depends on wall-clock time or global random state: the same seed gi
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
-from metarec.baselines.base import Method, fit_context
 from metarec.config import EvalConfig, TrainConfig
 from metarec.data.catalog import Catalog
 from metarec.errors import DataError
-from metarec.evaluation.cases import (
-    Validation,
-    make_case,
-    score_case,
-    split_keys,
-    validation_launches,
-)
-from metarec.evaluation.folds import Fold, eligible_categories, fixed_fold, make_folds
+from metarec.evaluation.folds import eligible_categories, fixed_fold, make_folds
 from metarec.evaluation.methods import resolve_methods
 from metarec.evaluation.records import Result, comparisons, records
-from metarec.seeds import derived_seed
+from metarec.evaluation.units import (
+    Plan,
+    UnitResult,
+    run_unit,
+    unit_key,
+)
 
 
 def evaluate(
@@ -54,6 +54,8 @@ def evaluate(
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    jobs: int = 1,
+    units_dir: Path | None = None,
 ) -> Result:
     """Run the benchmark.
 
@@ -61,8 +63,12 @@ def evaluate(
         catalog: the store's catalogue (loaded with ``train_config.feedback``).
         train_config: shared settings every method uses (features, tasks, inner-loop budget).
         config: the benchmark settings.
-        progress: progress bars.
+        progress: report each unit as it starts and finishes (through ``log``).
         log: where to send one-line progress notes (the CLI prints them).
+        jobs: (fold, method) units run side by side in this many processes, one torch thread
+            each; the result is the same for any number.
+        units_dir: where finished units are kept; a unit found there under the same key (same
+            data, configs, fold and method) is read back, not recomputed (resume after a kill).
 
     Raises:
         ConfigError: an unknown method name.
@@ -71,6 +77,83 @@ def evaluate(
     """
     method_classes = resolve_methods(config.methods)
     say = log or (lambda _: None)
+    plan = plan_run(catalog, config, say)
+    result = Result(folds=plan.folds)
+    categories = plan.eligible_at[plan.shots_list[0]]
+    result.skipped = [
+        {"category": name, "shots": shots}
+        for shots in plan.shots_list
+        for name in categories
+        if name not in plan.eligible_at[shots]
+    ]
+    units = [(fold.index, cls.name) for fold in plan.folds for cls in method_classes]
+    keys = {
+        unit: unit_key(catalog, train_config, config, plan.folds[unit[0]], unit[1])
+        for unit in units
+    }
+    firsts = {(fold.index, method_classes[0].name) for fold in plan.folds}
+    finished: dict[tuple[int, str], UnitResult] = {}
+    if units_dir is not None:
+        units_dir.mkdir(parents=True, exist_ok=True)
+        for unit in units:
+            found = UnitResult.load(_unit_path(units_dir, unit), keys[unit])
+            if found is not None:
+                finished[unit] = found
+        if finished:
+            say(f"resuming: {len(finished)} of {len(units)} units already finished in {units_dir}")
+    todo = [unit for unit in units if unit not in finished]
+    clock = _Clock(len(units), len(finished), say if progress else (lambda _: None))
+    if jobs <= 1 or len(todo) <= 1:
+        for unit in todo:
+            clock.started(unit)
+            fold = plan.folds[unit[0]]
+            finished[unit] = run_unit(
+                catalog, train_config, config, plan, fold, unit[1], split_keys=unit in firsts
+            )
+            if units_dir is not None:
+                finished[unit].save(_unit_path(units_dir, unit), keys[unit])
+            clock.finished(unit, finished[unit].seconds)
+    else:
+        context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
+        with ProcessPoolExecutor(
+            max_workers=min(jobs, len(todo)),
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(catalog, train_config, config, plan),
+        ) as pool:
+            futures = {}
+            for unit in todo:
+                path = None if units_dir is None else _unit_path(units_dir, unit)
+                futures[pool.submit(_worker_unit, unit, keys[unit], path, unit in firsts)] = unit
+            for future in as_completed(futures):
+                unit = futures[future]
+                finished[unit] = future.result()
+                clock.finished(unit, finished[unit].seconds)
+
+    per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]] = {}
+    top_lists: dict[tuple[str, int | None, str, int], float] = {}
+    n_users: dict[tuple[str, int | None, str], int] = {}
+    for unit in units:  # in (fold, method) order, whatever order they finished in
+        done = finished[unit]
+        result.tuning.extend(done.tuning)
+        result.timings[done.method] = result.timings.get(done.method, 0.0) + done.seconds
+        for (shots, name), values in done.per_user.items():
+            per_user[(done.method, shots, name)] = values
+            n_users[(done.method, shots, name)] = done.n_users[(shots, name)]
+        for (shots, name, k), share in done.tops.items():
+            top_lists[(done.method, shots, name, k)] = share
+        result.split_keys.extend(done.split_keys)  # carried by each fold's first unit
+    families = {cls.name: cls.family for cls in method_classes}
+    result.records = records(per_user, top_lists, n_users, families, config)
+    result.comparisons = comparisons(per_user, families, plan.shots_list)
+    return result
+
+
+def plan_run(catalog: Catalog, config: EvalConfig, say: Callable[[str], None]) -> Plan:
+    """Shot counts, eligible categories per shot count, and folds (PROTOCOL.md §2 steps 1-2).
+
+    Every category or shot count left out is named through ``say``, with the reason.
+    """
     if config.protocol == "launch" and catalog.positives["timestamp"].isna().any():
         raise DataError(
             "the launch protocol needs a timestamp on every interaction and this store has "
@@ -98,6 +181,20 @@ def evaluate(
             )
     categories = eligible_at[shots_list[0]]  # the smallest shot count admits the most
     say(f"{len(categories)} eligible categories of {len(catalog.categories)}: {categories}")
+    left_out = sorted(set(catalog.categories) - set(categories))
+    if left_out:
+        say(
+            f"not eligible (fewer than {config.min_users} users with enough positives, or too "
+            f"few items), used for training only: {left_out}"
+        )
+    for shots in shots_list[1:]:
+        dropped = [c for c in categories if c not in eligible_at[shots]]
+        if dropped:
+            say(
+                f"at {shots} shots, not evaluated (fewer than {config.min_users} users with more "
+                f"than {shots} positives, or at most {max(config.ks) + (shots or 0)} items): "
+                f"{dropped}"
+            )
     folds = (
         [fixed_fold(categories, catalog, config)]
         if config.test_categories
@@ -105,86 +202,77 @@ def evaluate(
     )
     if config.quick:
         folds = folds[:1]
-    result = Result(folds=folds)
-    result.skipped = [
-        {"category": name, "shots": shots}
-        for shots in shots_list
-        for name in categories
-        if name not in eligible_at[shots]
-    ]
-    per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]] = {}
-    top_lists: dict[tuple[str, int | None, str, int], float] = {}
-    n_users: dict[tuple[str, int | None, str], int] = {}
-
     for fold in folds:
         say(
             f"fold {fold.index + 1}/{len(folds)}: test {fold.test}, "
             f"validation {fold.validation}, {len(fold.train)} training categories"
         )
-        validation = validation_launches(catalog, train_config, fold)
-        context = fit_context(
-            catalog,
-            train_config,
-            fold.train,
-            quick=config.quick,
-            validate=validation.score if validation.launches else None,
+    return Plan(shots_list=shots_list, eligible_at=eligible_at, folds=folds)
+
+
+def _unit_path(folder: Path, unit: tuple[int, str]) -> Path:
+    return folder / f"fold{unit[0]}-{unit[1]}"
+
+
+class _Clock:
+    """Plain progress lines per unit: what runs, what finished, elapsed and a naive ETA."""
+
+    def __init__(self, total: int, done: int, say: Callable[[str], None]) -> None:
+        self.total, self.done, self.say = total, done, say
+        self.ran = 0
+        self.start = time.perf_counter()
+
+    def started(self, unit: tuple[int, str]) -> None:
+        elapsed = _clock(time.perf_counter() - self.start)
+        self.say(f"  fold {unit[0] + 1} {unit[1]}: started ({elapsed} elapsed)")
+
+    def finished(self, unit: tuple[int, str], seconds: float) -> None:
+        self.done += 1
+        self.ran += 1
+        elapsed = time.perf_counter() - self.start
+        left = self.total - self.done
+        eta = f", ETA {_clock(elapsed / self.ran * left)}" if left else ""
+        self.say(
+            f"  fold {unit[0] + 1} {unit[1]}: done in {seconds:.1f} s "
+            f"[{self.done}/{self.total} units, {_clock(elapsed)} elapsed{eta}]"
         )
-        visible = sorted(fold.train + fold.validation)
-        cases = [
-            make_case(catalog, config, name, shots, visible, context.features)
-            for name in fold.test
-            for shots in shots_list
-            if name in eligible_at[shots]
-        ]
-        result.split_keys.extend(split_keys(fold.index, case) for case in cases)
-        for cls in method_classes:
-            started = time.perf_counter()
-            method = _tune(cls, context, validation, config, fold, result)
-            for case in tqdm(cases, desc=cls.name, disable=not progress, leave=False):
-                key = (cls.name, case.launch.shots, case.launch.name)
-                values, tops = score_case(method, case, config)
-                per_user[key] = values
-                n_users[key] = len(case.users)
-                for k, share in tops.items():
-                    top_lists[(*key, k)] = share
-            result.timings[cls.name] = result.timings.get(cls.name, 0.0) + (
-                time.perf_counter() - started
-            )
-            say(f"  {cls.name}: done in {time.perf_counter() - started:.1f} s")
-
-    families = {cls.name: cls.family for cls in method_classes}
-    result.records = records(per_user, top_lists, n_users, families, config)
-    result.comparisons = comparisons(per_user, families, shots_list)
-    return result
 
 
-def _tune(
-    cls: type[Method],
-    context: Any,
-    validation: Validation,
-    config: EvalConfig,
-    fold: Fold,
-    result: Result,
-) -> Method:
-    """Fit every setting of the method's grid; keep the best on validation NDCG@10."""
-    # quick runs, and folds without a validation category, use every method's default setting
-    grid = cls.grid[:1] if config.quick or not validation.launches else cls.grid
-    grid = grid[: config.tuning_budget]  # the same budget for every method
-    best: tuple[float, Method] | None = None
-    for setting in grid:
-        torch.manual_seed(derived_seed(config.seed, f"{cls.name}-{fold.index}"))
-        method = cls(**setting)
-        method.fit(context)
-        score = validation.score(method) if validation.launches else float("nan")
-        result.tuning.append(
-            {
-                "method": cls.name,
-                "fold": fold.index,
-                "setting": setting,
-                "validation_ndcg@10": None if np.isnan(score) else round(score, 6),
-            }
-        )
-        if best is None or (not np.isnan(score) and (np.isnan(best[0]) or score > best[0])):
-            best = (score, method)
-    assert best is not None  # every grid has at least one setting
-    return best[1]
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
+
+
+# ---- worker processes -------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(
+    catalog: Catalog, train_config: TrainConfig, config: EvalConfig, plan: Plan
+) -> None:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    _WORKER.update(catalog=catalog, train_config=train_config, config=config, plan=plan)
+
+
+def _worker_unit(
+    unit: tuple[int, str], key: str, path: Path | None, with_split_keys: bool
+) -> UnitResult:
+    plan: Plan = _WORKER["plan"]
+    print(
+        f"  fold {unit[0] + 1} {unit[1]}: started in worker {os.getpid()}",
+        file=sys.stderr,
+        flush=True,
+    )
+    done = run_unit(
+        _WORKER["catalog"],
+        _WORKER["train_config"],
+        _WORKER["config"],
+        plan,
+        plan.folds[unit[0]],
+        unit[1],
+        split_keys=with_split_keys,
+    )
+    if path is not None:
+        done.save(path, key)  # written by the worker: a unit survives the parent being killed
+    return done

@@ -161,7 +161,7 @@ class MetarecRidge:
         category = launch.category
         positives = launch.catalog.positives_in([launch.name])
         support = RidgeSupport(
-            users=torch.as_tensor(positives["user_idx"].to_numpy(), dtype=torch.long),
+            users=torch.as_tensor(positives["user_idx"].to_numpy(dtype=np.int64, copy=True)),
             items=torch.as_tensor(
                 np.searchsorted(category.item_idx, positives["item_idx"].to_numpy()),
                 dtype=torch.long,

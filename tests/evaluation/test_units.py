@@ -1,0 +1,138 @@
+"""Runs split into (fold, method) units: parallel, resumable, and the same metrics either way."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tests.conftest import known_answer_config
+
+from metarec.config import EvalConfig
+from metarec.data.catalog import Catalog
+from metarec.evaluation.harness import evaluate
+from metarec.evaluation.units import UnitResult
+
+_METHODS = ("popularity", "als", "metarec-ridge", "metarec-maml")
+
+
+def _config(**kw: object) -> EvalConfig:
+    base: dict[str, object] = {
+        "methods": _METHODS,
+        "shots": (1, 3),
+        "folds": 2,
+        "min_users": 10,
+        "ks": (5, 10),
+        "n_resamples": 50,
+    }
+    base.update(kw)
+    return EvalConfig(**base)
+
+
+def _same(a: object, b: object) -> None:
+    assert json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def test_two_processes_give_the_metrics_of_one(known_catalog: Catalog) -> None:
+    train_config, config = known_answer_config(), _config()
+    one = evaluate(known_catalog, train_config, config, progress=False, jobs=1)
+    two = evaluate(known_catalog, train_config, config, progress=False, jobs=2)
+    _same(one.records, two.records)
+    _same(one.comparisons, two.comparisons)
+    _same(one.tuning, two.tuning)
+    assert len(one.split_keys) == len(two.split_keys) > 0
+    for a, b in zip(one.split_keys, two.split_keys, strict=True):
+        assert (a["fold"], a["category"], a["shots"]) == (b["fold"], b["category"], b["shots"])
+        np.testing.assert_array_equal(a["support"], b["support"])
+        np.testing.assert_array_equal(a["query"], b["query"])
+
+
+def test_finished_units_are_reused_and_stale_ones_are_not(
+    known_catalog: Catalog, tmp_path: Path
+) -> None:
+    train_config = known_answer_config()
+    config = _config(methods=("popularity", "als"))
+    lines: list[str] = []
+    first = evaluate(known_catalog, train_config, config, progress=False, units_dir=tmp_path)
+    again = evaluate(
+        known_catalog, train_config, config, progress=False, units_dir=tmp_path, log=lines.append
+    )
+    assert any("resuming: 4 of 4 units" in line for line in lines)
+    _same(first.records, again.records)
+    # another seed is another key: nothing is reused, the results differ
+    lines.clear()
+    evaluate(
+        known_catalog,
+        train_config,
+        _config(methods=("popularity", "als"), seed=1),
+        progress=False,
+        units_dir=tmp_path,
+        log=lines.append,
+    )
+    assert not any("resuming" in line for line in lines)
+
+
+def test_a_unit_cut_off_mid_write_is_run_again(tmp_path: Path) -> None:
+    unit = UnitResult(fold=0, method="als", per_user={(1, "C"): {("ndcg", 10): np.ones(3)}})
+    unit.save(tmp_path / "fold0-als", key="k")
+    assert UnitResult.load(tmp_path / "fold0-als", key="k") is not None
+    assert UnitResult.load(tmp_path / "fold0-als", key="other") is None
+    (tmp_path / "fold0-als.npz").write_bytes(b"truncated")
+    assert UnitResult.load(tmp_path / "fold0-als", key="k") is None
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(
+    known_store: Path, tmp_path: Path
+) -> None:
+    def command(out: Path) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "metarec",
+            "evaluate",
+            "--store",
+            str(known_store),
+            "--out",
+            str(out),
+            "--methods",
+            "popularity,als,metarec-ridge,emcdr",
+            "--shots",
+            "1,3",
+            "--folds",
+            "2",
+            "--min-users",
+            "10",
+            "--ks",
+            "5,10",
+            "--jobs",
+            "1",
+        ]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(tmp_path / "whole"), check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list((killed / "units").glob("*.json"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = len(list((killed / "units").glob("*.json")))
+    assert 3 <= finished < 8, "the kill should land between the first and the last unit"
+    assert not (killed / "metrics.json").exists()
+    resumed = subprocess.run(command(killed), check=True, env=env, capture_output=True, text=True)
+    assert f"resuming: {finished} of 8 units" in " ".join(resumed.stdout.split()), resumed.stdout[
+        :600
+    ]
+    whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    again = json.loads((killed / "metrics.json").read_text())
+    assert whole == again
