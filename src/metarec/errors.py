@@ -59,5 +59,10 @@ class TrainingDivergedError(MetarecError):
     """The meta-loss became NaN or infinite (learning rates too high, or bad feature values)."""
 
 
+class NonFiniteError(MetarecError):
+    """A computation gave NaN or infinity where a finite number is required (adapted
+    parameters, a score); nothing non-finite is stored or answered."""
+
+
 class CheckpointError(MetarecError):
     """A training checkpoint is missing, damaged, or belongs to another run (config or data)."""

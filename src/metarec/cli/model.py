@@ -167,7 +167,7 @@ def recommend(
     with open_store(store, read_only=True) as opened:
         result = Recommender.open(model, opened).recommend(user, category, k)
     if as_json:
-        typer.echo(json.dumps(result.to_json(), indent=2))
+        typer.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
         return
     title = f"top {k} in {category} for user {user}"
     if result.fallback:

@@ -35,12 +35,14 @@ from metarec.errors import (
     ConfigError,
     DataError,
     MetarecError,
+    NonFiniteError,
     NotAdaptedError,
     StoreError,
     UnknownCategoryError,
     UnknownUserError,
 )
 from metarec.serving import schemas
+from metarec.serving.conflicts import EventConflictError
 from metarec.serving.jobs import ServiceBusyError
 from metarec.serving.service import EventsRejectedError, Service
 from metarec.serving.settings import ServeSettings
@@ -53,6 +55,8 @@ Send = Callable[[Message], Awaitable[None]]
 # The first class in a raised error's MRO found here decides the status.
 ERROR_STATUS: dict[type[MetarecError], int] = {
     ServiceBusyError: 503,
+    EventConflictError: 409,
+    NonFiniteError: 500,
     BadRowsError: 422,
     UnknownCategoryError: 404,
     UnknownUserError: 404,
@@ -289,6 +293,14 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and isinstance(exc.__cause__, ValueError):
+            # FastAPI's answer to a body its JSON parser refuses other than by syntax, e.g. an
+            # integer of more than 4,300 digits: a malformed body, 422 like every other.
+            body = schemas.Error(
+                error="RequestValidationError",
+                detail=f"the body is not acceptable JSON: {exc.__cause__}",
+            )
+            return Response(body.model_dump_json(), 422, media_type=_JSON)
         body = schemas.Error(error=HTTPStatus(exc.status_code).phrase, detail=str(exc.detail))
         return Response(
             body.model_dump_json(exclude_none=True), exc.status_code, exc.headers, media_type=_JSON

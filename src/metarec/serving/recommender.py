@@ -30,7 +30,7 @@ from torch import Tensor
 
 from metarec.artifacts import read_artifact, slugify, update_artifact
 from metarec.data.catalog import Catalog
-from metarec.errors import DataError
+from metarec.errors import DataError, NonFiniteError
 from metarec.features import ProfileTable, load_catalog, profiles
 from metarec.meta.model import MetaModel, load_model
 from metarec.models.scorer import Params
@@ -293,6 +293,13 @@ class Recommender:
         started = time.perf_counter()
         ranker = CategoryRanker.launch(self.model, view.data, split, state=view.state)
         seconds = time.perf_counter() - started
+        bad = sorted(name for name, value in ranker.params.items() if not value.isfinite().all())
+        if bad:
+            raise NonFiniteError(
+                f"adapting {category!r} gave non-finite parameters ({', '.join(bad[:3])}); "
+                "nothing was stored and the previous version keeps serving. Check the "
+                f"category's events (`metarec check --store {self.store.path}`)"
+            )
         previous = self._adapted.get(category)
         adaptation = Adaptation(
             category=category,
@@ -396,6 +403,11 @@ class Recommender:
                 index=view.index,
                 projection=projection,
                 short_list=self.retrieval.short_list,
+            )
+        if not scores.isfinite().all():
+            raise NonFiniteError(
+                f"the model gives non-finite scores in {category!r} for {user_id!r}; no list "
+                "was answered. Re-adapt the category, or serve another model"
             )
         chosen = positions.numpy()
         return Recommendation(

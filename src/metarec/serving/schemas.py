@@ -1,20 +1,38 @@
 """Request and response bodies of the HTTP service (pydantic: a malformed body is a 422).
 
 Numbers must be finite (``NaN`` and ``Infinity``, which Python's JSON parser accepts, are refused)
-and unknown fields are refused, so a typo in a field name fails loudly instead of being ignored.
+and within the range the store accepts (:data:`metarec.data.values.NUMBER_LIMITS`, shown in the
+OpenAPI schema), ids and category paths hold no control characters, and unknown fields are
+refused, so a typo in a field name fails loudly instead of being ignored.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-Id = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=256)]
+from metarec.data.values import MAX_TIME_VALUE, NUMBER_LIMITS
+
+# No C0/C1 control characters (NUL, newline, escape...): such a name cannot be put in a URL path
+# or a log line unambiguously (a category launched with one was then 404 on every path).
+_PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+Id = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=256, pattern=_PRINTABLE),
+]
 Text = Annotated[str, StringConstraints(max_length=10_000)]
 CategoryPath = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=512)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=512, pattern=_PRINTABLE),
 ]
+Attribute = Annotated[float, Field(ge=-1e12, le=1e12)]
+
+
+def _bounded(column: str, description: str) -> Any:
+    """An optional number field bounded like the store's column of that name."""
+    low, high = NUMBER_LIMITS[column]
+    return Field(default=None, ge=low, le=high, description=description)
 
 
 class _Body(BaseModel):
@@ -27,14 +45,18 @@ class Event(_Body):
     event_id: Id
     user_id: Id
     item_id: Id
-    timestamp: int | Annotated[str, StringConstraints(max_length=64)] | None = Field(
-        default=None, description="unix seconds, or ISO-8601 text (UTC without an offset)"
-    )
-    event: Annotated[str, StringConstraints(max_length=64)] | None = Field(
+    timestamp: (
+        Annotated[int, Field(gt=-MAX_TIME_VALUE, lt=MAX_TIME_VALUE)]
+        | Annotated[str, StringConstraints(max_length=64)]
+        | None
+    ) = Field(default=None, description="unix seconds, or ISO-8601 text (UTC without an offset)")
+    event: Annotated[str, StringConstraints(max_length=64, pattern=_PRINTABLE)] | None = Field(
         default=None, description="view, click, cart, order, read, rating, ..."
     )
-    rating: float | None = None
-    weight: float | None = None
+    rating: float | None = _bounded("rating", "explicit rating")
+    weight: float | None = _bounded(
+        "weight", "how much this positive counts (default: by event kind)"
+    )
 
 
 class EventsRequest(_Body):
@@ -68,9 +90,9 @@ class Item(_Body):
     authors: Text | list[Text] | None = Field(default=None, description="'|'-separated or a list")
     publisher: Text | None = None
     brand: Text | None = None
-    year: float | None = None
-    price: float | None = None
-    attributes: dict[Id, Text | float | bool | list[Text]] = Field(
+    year: float | None = _bounded("year", "e.g. of publication")
+    price: float | None = _bounded("price", "in any one currency")
+    attributes: dict[Id, Text | bool | Attribute | list[Text]] = Field(
         default_factory=dict, description="any other attribute (e.g. genres), kept as extra"
     )
 
@@ -143,8 +165,8 @@ class Recommendation(BaseModel):
 
 
 class ModelSwapRequest(_Body):
-    path: Annotated[str, StringConstraints(min_length=1, max_length=4096)] = Field(
-        description="a model folder on the server's machine"
+    path: Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=_PRINTABLE)] = (
+        Field(description="a model folder under one of the service's model roots")
     )
 
 

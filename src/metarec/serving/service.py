@@ -31,6 +31,7 @@ from metarec.data.schema import ITEM_COLUMNS, BadRow
 from metarec.data.store import Store
 from metarec.errors import BadRowsError, DataError, MetarecError
 from metarec.serving import schemas
+from metarec.serving.conflicts import EventConflictError, conflicts
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
 from metarec.serving.recommender import Adaptation, Recommender
@@ -188,6 +189,8 @@ class Service:
             DataError: more events than ``settings.max_events``.
             EventsRejectedError: some rows are bad (unknown item, unparsable time, repeated
                 event_id...) and ``skip_bad_rows`` is False; nothing was stored.
+            EventConflictError: some events re-use a stored event_id with different content
+                and ``skip_bad_rows`` is False; nothing was stored.
         """
         if len(events) > self.settings.max_events:
             raise DataError(
@@ -198,9 +201,22 @@ class Service:
             [e.model_dump() for e in events],
             columns=["event_id", "user_id", "item_id", "timestamp", "event", "rating", "weight"],
         )
-        ids = frame["event_id"].tolist()
         with self._store_lock:
             connection = self.store.connection
+            clashes = conflicts(connection, frame)
+            if clashes and not skip_bad_rows:
+                self.metrics.events.labels("rejected").inc(len(events))
+                shown = "; ".join(
+                    f"#{i} {events[i].event_id!r}: {d}" for i, d in list(clashes.items())[:3]
+                )
+                raise EventConflictError(
+                    f"{len(clashes)} event(s) re-use a stored event_id with different content; "
+                    f"nothing was stored. Give new events new ids. First: {shown}",
+                    list(clashes),
+                )
+            clashed = [_conflict_row(i, detail) for i, detail in clashes.items()]
+            frame = frame.drop(index=list(clashes))
+            ids = frame["event_id"].tolist()
             stored_before = {
                 row[0]
                 for row in connection.execute(
@@ -211,11 +227,14 @@ class Service:
             }
             try:
                 report = ingest_frames(
-                    frame, self.store, skip_bad_rows=skip_bad_rows, source="POST /events"
+                    frame.reset_index(drop=True),
+                    self.store,
+                    skip_bad_rows=skip_bad_rows,
+                    source="POST /events",
                 )
             except BadRowsError as exc:
                 self.metrics.events.labels("rejected").inc(len(events))
-                rows = _rejected_rows(exc.report.bad_rows)  # type: ignore[attr-defined]
+                rows = _rejected_rows(exc.report.bad_rows, frame.index)  # type: ignore[attr-defined]
                 raise EventsRejectedError(
                     f"{len(rows)} of {len(events)} events are bad; nothing was stored. Fix them, "
                     "or send ?skip_bad_rows=true to store the rest. First: "
@@ -229,7 +248,9 @@ class Service:
                 "WHERE x.event_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY i.category",
                 [new_ids],
             ).fetchall()
-        rejected = _rejected_rows(report.bad_rows)
+        rejected = sorted(
+            [*_rejected_rows(report.bad_rows, frame.index), *clashed], key=lambda r: r.index
+        )
         counts = report.interactions
         self.metrics.events.labels("inserted").inc(counts.inserted)
         self.metrics.events.labels("duplicate").inc(counts.unchanged)
@@ -396,14 +417,26 @@ def _adaptation_info(adaptation: Adaptation) -> schemas.AdaptationInfo:
     )
 
 
-def _rejected_rows(rows: list[BadRow]) -> list[schemas.RejectedRow]:
-    """Bad rows of an in-memory load (1-based row numbers) as 0-based batch positions."""
+def _rejected_rows(rows: list[BadRow], positions: pd.Index) -> list[schemas.RejectedRow]:
+    """Bad rows of an in-memory load (1-based row numbers of the loaded frame) as 0-based
+    positions in the batch (``positions``: the loaded rows' batch positions)."""
     return [
         schemas.RejectedRow(
-            index=row.line - 1, column=row.column, reason=row.reason, value=row.value
+            index=int(positions[row.line - 1]),
+            column=row.column,
+            reason=row.reason,
+            value=row.value,
         )
         for row in rows
     ]
+
+
+def _conflict_row(position: int, detail: str) -> schemas.RejectedRow:
+    return schemas.RejectedRow(
+        index=position,
+        column="event_id",
+        reason=f"event_id already stored with different content ({detail}); use a new id",
+    )
 
 
 def _items_frame(request: schemas.LaunchRequest) -> pd.DataFrame:

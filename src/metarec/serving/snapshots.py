@@ -21,7 +21,7 @@ import torch
 from metarec.data.catalog import Catalog
 from metarec.data.positives import positives
 from metarec.data.store import Store
-from metarec.errors import ArtifactError, MetarecError
+from metarec.errors import ArtifactError, MetarecError, NonFiniteError
 from metarec.features import input_dim, load_catalog
 from metarec.meta.model import MetaModel, load_model
 from metarec.serving.recommender import Recommender
@@ -145,6 +145,11 @@ def smoke_test(recommender: Recommender, path: Path) -> None:
         user_id = str(users.iloc[user_idx]) if len(users) else "smoke-test-user"
         try:
             result = recommender.recommend(user_id, category, _SMOKE_K)
+        except NonFiniteError as exc:
+            raise ArtifactError(
+                f"model {path} gives non-finite scores on {category!r}; the previous model "
+                "keeps serving"
+            ) from exc
         except MetarecError:
             raise
         except Exception as exc:
