@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,9 @@ TABLE_EXTENSIONS: dict[str, FileKind] = {
 """Extensions of the generic table format (each may also end in ``.gz``, except Parquet)."""
 
 _CHUNK = 1 << 20
+BAD_JSON_COLUMN = "(json)"
+"""Column of a JSON-lines frame holding the raw text of lines that are not JSON objects (a
+truncated last line, say); validation marks those rows bad, so ``skip_bad_rows`` skips them."""
 
 
 def table_kind(path: Path) -> FileKind | None:
@@ -170,10 +174,31 @@ def _read_json_lines(path: Path, schema: pa.Schema | None) -> pd.DataFrame:
     # strings) where pyarrow's reader refuses a column that changes type.
     try:
         return pd.read_json(path, lines=True, dtype=False)  # dtype=False: no date guessing
-    except ValueError as exc:
+    except ValueError:
+        return _read_json_lines_one_by_one(path)
+
+
+def _read_json_lines_one_by_one(path: Path) -> pd.DataFrame:
+    """Each non-blank line parsed alone: a line that is not a JSON object becomes a row with
+    only :data:`BAD_JSON_COLUMN` (its text), reported as a bad row at its line number."""
+    records: list[dict[str, object]] = []
+    with _open_text(path) as handle:
+        for line in handle:
+            if not line.strip():
+                continue  # blank lines are not records (as record_lines counts them)
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                record = {BAD_JSON_COLUMN: line.strip()}
+            records.append(record)
+    if all(BAD_JSON_COLUMN in r for r in records):
         raise DataError(
-            f"cannot read {path} as JSON lines (one JSON object per line): {exc}"
-        ) from exc
+            f"cannot read {path} as JSON lines: no line is a JSON object (one object per line, "
+            "e.g. {\"user_id\": \"u1\", \"item_id\": \"i1\"})"
+        )
+    return pd.DataFrame.from_records(records)
 
 
 @contextmanager

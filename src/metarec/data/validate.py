@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from metarec.data.readers import BAD_JSON_COLUMN
 from metarec.data.schema import (
     FILE_COLUMN,
     INTERACTION_COLUMNS,
@@ -72,6 +73,10 @@ class _Marks:
         self.frame = frame.reset_index(drop=True)  # marks are positional
         self.bad = np.zeros(len(frame), dtype=bool)
         self.parts: list[pd.DataFrame] = []
+        if BAD_JSON_COLUMN in self.frame.columns:  # lines of a JSON-lines file that did not parse
+            broken = self.frame[BAD_JSON_COLUMN].notna().to_numpy()
+            self.add(broken, BAD_JSON_COLUMN, "not a JSON object: the line is truncated or broken")
+            self.frame = self.frame.drop(columns=BAD_JSON_COLUMN)
 
     def add(self, mask: np.ndarray | pd.Series, column: str, reason: str) -> None:
         """Mark the rows in ``mask`` bad for ``reason``, keeping the raw value of ``column``."""
