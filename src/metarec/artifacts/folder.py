@@ -28,7 +28,7 @@ import secrets
 import shutil
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -48,10 +48,12 @@ from metarec.artifacts.manifest import (
     encode_manifest,
     encode_tensors,
     is_replaceable,
+    manifest_digest,
     model_folder,
     read_manifest,
     read_verified,
     tensors_file,
+    tensors_metadata,
     write_entry,
 )
 from metarec.atomic import fsync_dir, fsync_tree, make_dirs, write_atomic
@@ -59,6 +61,9 @@ from metarec.errors import ArtifactError
 
 _SLUG_READABLE_CHARS = 48
 _SLUG_HASH_CHARS = 12  # 48 bits: a collision needs ~16 M categories with the same readable part
+# Each tensor file carries its folder's artifact id in its safetensors header, and the manifest
+# lists it: a file copied in from another model (its manifest entry recomputed) is refused.
+ARTIFACT_ID = "metarec_artifact"
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,9 @@ class Artifact:
         metadata: the JSON metadata given to :func:`write_artifact`, equal to what was written.
         files: extra raw file name -> its bytes.
         manifest: the parsed ``manifest.json`` (``format_version``, ``created_at``,
-            ``metarec_version``, ``metadata``, ``files``).
+            ``metarec_version``, ``metadata``, ``files``, ``artifact_id``).
+        damaged: listed files under ``read_artifact``'s ``tolerate`` prefix that failed their
+            checks, by name, with the reason (their tensors are absent).
     """
 
     folder: Path
@@ -80,6 +87,12 @@ class Artifact:
     metadata: dict[str, Any]
     files: dict[str, bytes]
     manifest: dict[str, Any]
+    damaged: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        """A digest of every listed file but ``adapted/`` ones: any change gives another."""
+        return manifest_digest(self.manifest, skip_prefix="adapted/")
 
 
 def write_artifact(
@@ -125,9 +138,12 @@ def write_artifact(
     replace = is_replaceable(target)
 
     staging = _make_staging(target)
+    artifact_id = secrets.token_hex(16)
     try:
         entries = {
-            name: write_entry(staging, name, encode_tensors(group_tensors, name))
+            name: write_entry(
+                staging, name, encode_tensors(group_tensors, name, {ARTIFACT_ID: artifact_id})
+            )
             for name, group_tensors in tensor_files
         }
         entries |= {name: write_entry(staging, name, data) for name, data in raw_files.items()}
@@ -135,6 +151,7 @@ def write_artifact(
             "format_version": FORMAT_VERSION,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "metarec_version": _metarec_version(),
+            "artifact_id": artifact_id,
             "metadata": stored_metadata,
             "files": entries,
         }
@@ -146,14 +163,18 @@ def write_artifact(
     return target
 
 
-def read_artifact(folder: str | Path) -> Artifact:
+def read_artifact(folder: str | Path, *, tolerate: str | None = None) -> Artifact:
     """Read a model folder after checking the format version and every listed file.
 
     Only files listed in ``manifest.json`` are read; anything else in the folder (for example
-    a file from an interrupted :func:`update_artifact`) is ignored.
+    a file from an interrupted :func:`update_artifact`) is ignored. Only regular files are
+    read, each after its size is checked (never a FIFO or a device). A tensor file whose header
+    names another artifact than the manifest does (a file copied from another model) is refused.
 
     Args:
         folder: a folder written by :func:`write_artifact`.
+        tolerate: a name prefix (e.g. ``"adapted/"``): listed files under it that fail their
+            checks are reported in :attr:`Artifact.damaged` instead of refusing the folder.
 
     Returns:
         The verified artifact, tensors loaded on the CPU.
@@ -167,19 +188,43 @@ def read_artifact(folder: str | Path) -> Artifact:
     manifest = read_manifest(target)
     tensors: dict[str, dict[str, Tensor]] = {}
     files: dict[str, bytes] = {}
+    damaged: dict[str, str] = {}
     for name, entry in manifest["files"].items():
-        data = read_verified(target / name, entry)
-        if name.endswith(TENSORS_SUFFIX):
-            tensors[name.removesuffix(TENSORS_SUFFIX)] = decode_tensors(target / name, data)
-        else:
-            files[name] = data
+        try:
+            data = read_verified(target / name, entry)
+            if name.endswith(TENSORS_SUFFIX):
+                group = decode_tensors(target / name, data)
+                _check_same_artifact(target / name, data, manifest)
+                tensors[name.removesuffix(TENSORS_SUFFIX)] = group
+            else:
+                files[name] = data
+        except ArtifactError as err:
+            if tolerate is None or not name.startswith(tolerate):
+                raise
+            damaged[name] = str(err)
     return Artifact(
         folder=target,
         tensors=tensors,
         metadata=manifest["metadata"],
         files=files,
         manifest=manifest,
+        damaged=damaged,
     )
+
+
+def _check_same_artifact(path: Path, data: bytes, manifest: dict[str, Any]) -> None:
+    """Refuse a tensor file written for another artifact (folders older than artifact ids
+    have none to compare and are read as before)."""
+    expected = manifest.get("artifact_id")
+    if expected is None:
+        return
+    found = tensors_metadata(path, data).get(ARTIFACT_ID)
+    if found != expected:
+        raise ArtifactError(
+            f"{path} belongs to another model (artifact {found or 'unknown'}, this folder is "
+            f"{expected}): the folder mixes files of different models; copy the whole folder "
+            f"of one model, or {RETRAIN}"
+        )
 
 
 def update_artifact(
@@ -218,7 +263,10 @@ def update_artifact(
     listed = list(manifest["files"])
     check_no_clash([*listed, file_name] if file_name not in listed else listed)
     extra = {} if metadata is None else {"metadata": check_metadata(metadata)}
-    data = encode_tensors(tensors, file_name)
+    artifact_id = manifest.get("artifact_id")
+    data = encode_tensors(
+        tensors, file_name, None if artifact_id is None else {ARTIFACT_ID: artifact_id}
+    )
     if file_name not in listed:
         entries = manifest["files"] | {file_name: write_entry(target, file_name, data) | extra}
         write_atomic(target / MANIFEST_NAME, encode_manifest(manifest | {"files": entries}))

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ TENSORS_SUFFIX = ".safetensors"
 _NAME_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 RETRAIN = "re-run `metarec train` to write a fresh artifact"
+_READ_CHUNK = 1 << 20
+MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists files; far larger is not one of ours
 # What safetensors raises on bytes it cannot turn into tensors: header problems are
 # SafetensorError, dtypes this torch lacks (F4, F8_E8M0, ...) are KeyError.
 _PARSE_ERRORS = (SafetensorError, KeyError, ValueError, RuntimeError)
@@ -155,11 +158,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """Parse and validate ``folder/manifest.json``."""
     path = folder / MANIFEST_NAME
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
+        raw = read_regular(path, max_bytes=MAX_MANIFEST_BYTES, what="manifest")
+    except (FileNotFoundError, NotADirectoryError):
         raise ArtifactError(_missing_manifest_message(folder)) from None
-    except OSError as err:
-        raise ArtifactError(f"cannot read {path} ({err.strerror}); {RETRAIN}") from err
     try:
         manifest = json.loads(raw)
     except ValueError as err:
@@ -230,17 +231,67 @@ def _check_manifest(path: Path, manifest: object) -> None:
             )
 
 
-def read_verified(path: Path, entry: Mapping[str, Any]) -> bytes:
-    """Return a listed file's bytes after checking its size and sha256."""
+def read_regular(path: Path, *, max_bytes: int, what: str) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, read without ever blocking.
+
+    The path is checked with ``os.stat`` before it is opened (a FIFO would block ``open`` and a
+    device such as ``/dev/zero`` never ends), opened with ``O_NONBLOCK``, checked again through
+    the open descriptor (the path may have been replaced in between), and read up to one byte
+    beyond the limit, so a file that grows is caught too.
+
+    Raises:
+        FileNotFoundError, NotADirectoryError: the path does not exist (callers say what that
+            means for them).
+        ArtifactError: not a regular file, larger than ``max_bytes``, or unreadable.
+    """
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ArtifactError(f"{what} {path} is not a regular file; {RETRAIN}")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as err:
+        raise ArtifactError(f"cannot read {path} ({err.strerror}); {RETRAIN}") from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ArtifactError(f"{what} {path} is not a regular file; {RETRAIN}")
+        if info.st_size > max_bytes:
+            raise ArtifactError(
+                f"{what} {path} is {info.st_size} bytes, more than the {max_bytes} expected: "
+                f"the file was modified after it was written; {RETRAIN}"
+            )
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(_READ_CHUNK, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as err:
+        raise ArtifactError(f"cannot read {path} ({err.strerror}); {RETRAIN}") from err
+    finally:
+        os.close(fd)
+    if total > max_bytes:
+        raise ArtifactError(
+            f"{what} {path} grew beyond the {max_bytes} bytes expected while it was read; {RETRAIN}"
+        )
+    return b"".join(chunks)
+
+
+def read_verified(path: Path, entry: Mapping[str, Any]) -> bytes:
+    """Return a listed file's bytes after checking its size and sha256.
+
+    The size is checked before anything is read (:func:`read_regular`): only a regular file of
+    at most the listed size is ever read.
+    """
+    try:
+        data = read_regular(path, max_bytes=entry["bytes"], what="listed file")
+    except (FileNotFoundError, NotADirectoryError):
         raise ArtifactError(
             f"{path} is listed in {MANIFEST_NAME} but missing: the artifact is incomplete; "
             f"copy the whole folder again, or {RETRAIN}"
         ) from None
-    except OSError as err:
-        raise ArtifactError(f"cannot read {path} ({err.strerror}); {RETRAIN}") from err
     if len(data) != entry["bytes"]:
         raise ArtifactError(
             f"{path} is {len(data)} bytes but {MANIFEST_NAME} says {entry['bytes']}: the file "
@@ -251,6 +302,37 @@ def read_verified(path: Path, entry: Mapping[str, Any]) -> bytes:
             f"{path} fails its sha256 check: the file was modified after it was written; {RETRAIN}"
         )
     return data
+
+
+def manifest_digest(manifest: Mapping[str, Any], *, skip_prefix: str | None = None) -> str:
+    """A sha256 over every listed file's name, size and checksum (and the format version).
+
+    Any change of any listed file gives another digest, so it names a version of the folder's
+    contents. ``skip_prefix`` leaves out files under it (the service's model version skips
+    ``adapted/``, whose files carry their own adaptation versions).
+    """
+    listed = {
+        name: [entry["sha256"], entry["bytes"]]
+        for name, entry in manifest["files"].items()
+        if skip_prefix is None or not name.startswith(skip_prefix)
+    }
+    text = json.dumps(
+        {"format_version": manifest["format_version"], "files": listed}, sort_keys=True
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tensors_metadata(path: Path, data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of verified safetensors bytes (empty when it has none)."""
+    try:
+        size = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + size])
+    except ValueError as err:
+        raise ArtifactError(
+            f"{path} matches its checksum but its safetensors header is not JSON; {RETRAIN}"
+        ) from err
+    found = header.get("__metadata__") if isinstance(header, dict) else None
+    return found if isinstance(found, dict) else {}
 
 
 def decode_tensors(path: Path, data: bytes) -> dict[str, Tensor]:

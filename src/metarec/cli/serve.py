@@ -33,6 +33,13 @@ def serve(
         ),
     ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    model_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A folder POST /admin/model may load models from (repeatable; default: the "
+            "served model's parent folder)."
+        ),
+    ] = None,
 ) -> None:
     """Serve MODEL over HTTP: launch categories, take events, adapt, recommend (docs/SERVING.md).
 
@@ -68,6 +75,7 @@ def serve(
             host=host,
             port=port,
             readapt_every=readapt_every,
+            model_roots=tuple(model_root or ()),
         )
     except ValidationError as exc:
         # the message names the field; the token's value is never echoed (SecretStr)

@@ -215,10 +215,15 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         tags=["health"],
     )
     async def ready(request: Request) -> Response:
-        """Ready to serve: the model is loaded and the background worker runs."""
+        """Ready to serve: the model is loaded and the background worker runs, no job past its
+        deadline (503 ``stuck`` names the job otherwise)."""
         service: Service | None = request.app.state.service
         if service is None or not service.ready:
             body = schemas.Health(status="starting" if service is None else "stopping")
+            return Response(body.model_dump_json(), status_code=503, media_type=_JSON)
+        stuck = service.stuck()
+        if stuck is not None:
+            body = schemas.Health(status="stuck", detail=stuck)
             return Response(body.model_dump_json(), status_code=503, media_type=_JSON)
         body = schemas.Health(
             status="ready",

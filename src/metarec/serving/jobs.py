@@ -76,6 +76,8 @@ class JobQueue:
         queue_size: jobs waiting at most.
         refresh_seconds: how long to wait for more writes before a refresh.
         metrics: the service's metrics.
+        deadline_seconds: a job still queued this long after it was submitted fails without
+            running; one running longer makes :meth:`stuck` name it (None: no deadline).
     """
 
     def __init__(
@@ -87,7 +89,10 @@ class JobQueue:
         queue_size: int,
         refresh_seconds: float,
         metrics: ServiceMetrics,
+        deadline_seconds: float | None = None,
     ) -> None:
+        self.deadline_seconds = deadline_seconds
+        self._running: Job | None = None
         self._run_job, self._refresh, self._current = run, refresh, current_version
         self.queue_size, self.refresh_seconds, self.metrics = queue_size, refresh_seconds, metrics
         self._cv = threading.Condition()
@@ -125,6 +130,19 @@ class JobQueue:
     @property
     def running(self) -> bool:
         return self._worker is not None and self._worker.is_alive() and not self._stopping
+
+    def stuck(self) -> str | None:
+        """Why the worker looks stuck (a job running past its deadline), or None."""
+        job = self._running
+        if job is None or job.started_at is None or self.deadline_seconds is None:
+            return None
+        ran = time.time() - job.started_at
+        if ran <= self.deadline_seconds:
+            return None
+        return (
+            f"the background worker has been running {job.kind} job {job.job_id} for "
+            f"{ran:.0f} s (deadline {self.deadline_seconds:g} s); adaptations and swaps wait"
+        )
 
     # ---- jobs ---------------------------------------------------------------------------------
 
@@ -243,7 +261,18 @@ class JobQueue:
             waiter.set_result(version)
 
     def _run(self, job: Job) -> None:
+        waited = time.time() - job.submitted_at
+        if self.deadline_seconds is not None and waited > self.deadline_seconds:
+            self._finish(
+                job,
+                error=ServiceBusyError(
+                    f"job {job.job_id} waited {waited:.0f} s in the queue, past its deadline of "
+                    f"{self.deadline_seconds:g} s, and did not run; submit it again"
+                ),
+            )
+            return
         job.state, job.started_at = "running", time.time()
+        self._running = job
         try:
             result = self._run_job(job)
         except Exception as exc:
@@ -251,6 +280,8 @@ class JobQueue:
                 log.exception("%s job %s failed", job.kind, job.job_id)
             self._finish(job, error=exc)
             return
+        finally:
+            self._running = None
         self._finish(job, result=result)
 
     def _finish(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -28,14 +28,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from metarec.artifacts import read_artifact, slugify, update_artifact
+from metarec.artifacts import Artifact, read_artifact, slugify, update_artifact
 from metarec.data.catalog import Catalog
 from metarec.errors import DataError, NonFiniteError
 from metarec.features import ProfileTable, load_catalog, profiles
-from metarec.meta.model import MetaModel, load_model
-from metarec.models.scorer import Params
+from metarec.meta.model import MetaModel
 from metarec.ranking import CategoryRanker, RetrievalSettings, UserInputs
 from metarec.ranking.retrieval import Projection
+from metarec.serving.adaptations import (
+    ADAPTED,
+    Adaptation,
+    Damaged,
+    read_adaptations,
+    read_model,
+)
 from metarec.serving.views import (
     CategoryView,
     LazyViews,
@@ -49,31 +55,6 @@ from metarec.tasks import split_launch
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """One adaptation of a category: its parameters and what they were adapted from."""
-
-    category: str
-    version: int
-    support_size: int  # support positives used
-    n_users: int  # users with support
-    adapted_at: float  # unix seconds
-    seconds: float  # wall time of the inner loop
-    as_of: int | None  # only interactions up to this unix time were used (None: all)
-    params: Params = field(repr=False)
-
-    def info(self) -> dict[str, str]:
-        return {
-            "category": self.category,
-            "version": str(self.version),
-            "support_size": str(self.support_size),
-            "n_users": str(self.n_users),
-            "adapted_at": f"{self.adapted_at:.3f}",
-            "seconds": f"{self.seconds:.4f}",
-            "as_of": "" if self.as_of is None else str(self.as_of),
-        }
 
 
 @dataclass(frozen=True)
@@ -124,6 +105,7 @@ class Recommender:
         profile_x: (n_items, d + r) ``item_x`` with the collaborative factors, likewise.
         retrieval: how categories larger than the short list are ranked (the service passes
             its settings; keep the defaults to get the service's answers).
+        artifact: ``model_dir`` as just read (else read here, for its adapted categories).
     """
 
     def __init__(
@@ -136,6 +118,7 @@ class Recommender:
         item_x: Tensor | None = None,
         profile_x: Tensor | None = None,
         retrieval: RetrievalSettings | None = None,
+        artifact: Artifact | None = None,
     ) -> None:
         self.model = model
         self.model_dir = Path(model_dir)
@@ -154,14 +137,22 @@ class Recommender:
         self._user_index = dict(
             zip(users["user_id"].astype(str), users["user_idx"].tolist(), strict=True)
         )
-        self._adapted = self._read_adaptations()
+        if artifact is None:
+            artifact = read_artifact(self.model_dir, tolerate=ADAPTED)
+        # a hash over every file of the meta-model: any change of any file is a new version
+        self.model_version = artifact.version[:16]
+        found = read_adaptations(artifact)
+        self._adapted: dict[str, Adaptation] = found.adapted
+        self.damaged: dict[str, Damaged] = found.damaged
 
     @classmethod
     def open(
         cls, model_dir: str | Path, store: Store, *, retrieval: RetrievalSettings | None = None
     ) -> Recommender:
-        """Load and verify the model folder, then bind it to ``store``."""
-        return cls(load_model(model_dir), Path(model_dir), store, retrieval=retrieval)
+        """Load and verify the model folder, then bind it to ``store`` (a damaged adapted group
+        only marks its category: see :mod:`metarec.serving.adaptations`)."""
+        model, artifact = read_model(model_dir)
+        return cls(model, Path(model_dir), store, retrieval=retrieval, artifact=artifact)
 
     # ---- new data, new model ------------------------------------------------------------------
 
@@ -209,8 +200,11 @@ class Recommender:
         other._reusable = self._views.snapshot()
         return other
 
-    def for_model(self, model: MetaModel, model_dir: str | Path) -> Recommender:
-        """Another model bound to the same catalogue (a hot swap).
+    def for_model(
+        self, model: MetaModel, model_dir: str | Path, artifact: Artifact | None = None
+    ) -> Recommender:
+        """Another model bound to the same catalogue (a hot swap); ``artifact``: its folder as
+        just read, if at hand.
 
         When both models represent items the same way, the encoded items, the users' profiles
         and the categories' views are shared, not recomputed: those do not depend on the
@@ -226,6 +220,7 @@ class Recommender:
             item_x=self._item_x if model.space.to_json() == self.model.space.to_json() else None,
             profile_x=self._profile_x if same else None,
             retrieval=self.retrieval,
+            artifact=artifact,
         )
         if same:
             other._others = dict(self._others)
@@ -241,27 +236,6 @@ class Recommender:
         )
 
     # ---- adaptations --------------------------------------------------------------------------
-
-    def _read_adaptations(self) -> dict[str, Adaptation]:
-        artifact = read_artifact(self.model_dir)
-        # the params file's checksum names the meta-model version
-        self.model_version = str(artifact.manifest["files"]["params.safetensors"]["sha256"][:12])
-        out: dict[str, Adaptation] = {}
-        for name, entry in artifact.manifest["files"].items():
-            info = entry.get("metadata") or {}
-            if not name.startswith("adapted/") or "category" not in info:
-                continue
-            out[info["category"]] = Adaptation(
-                category=info["category"],
-                version=int(info["version"]),
-                support_size=int(info["support_size"]),
-                n_users=int(info["n_users"]),
-                adapted_at=float(info["adapted_at"]),
-                seconds=float(info["seconds"]),
-                as_of=int(info["as_of"]) if info.get("as_of") else None,
-                params=artifact.tensors[name.removesuffix(".safetensors")],
-            )
-        return out
 
     def user_index(self, user_id: str) -> int | None:
         """The store index of an external user id; None for a user the store does not know."""
@@ -300,7 +274,7 @@ class Recommender:
                 "nothing was stored and the previous version keeps serving. Check the "
                 f"category's events (`metarec check --store {self.store.path}`)"
             )
-        previous = self._adapted.get(category)
+        previous = self._adapted.get(category) or self.damaged.get(category)
         adaptation = Adaptation(
             category=category,
             version=(previous.version + 1) if previous else 1,
@@ -318,6 +292,7 @@ class Recommender:
             metadata=adaptation.info(),
         )
         self._adapted[category] = adaptation
+        self.damaged.pop(category, None)
         return adaptation
 
     # ---- views and rankers --------------------------------------------------------------------
@@ -388,7 +363,14 @@ class Recommender:
             reason = f"unknown user {user_id!r}: the category's most supported items"
             positions, scores = view.popular[:k], view.popular_scores[:k]
         else:
-            if adaptation is None:
+            if category in self.damaged:
+                fallback = "zero-shot"
+                reason = (
+                    f"the adapted parameters of {category!r} are damaged "
+                    f"({self.damaged[category].reason}): ranked by the meta-initialisation "
+                    "until the category is adapted again"
+                )
+            elif adaptation is None:
                 fallback = "zero-shot"
                 reason = (
                     f"category {category!r} is not adapted yet: ranked by the "

@@ -185,6 +185,7 @@ class Error(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["live", "ready", "starting", "stopping"]
+    status: Literal["live", "ready", "starting", "stopping", "stuck"]
     model_version: str | None = None
     data_version: int | None = None
+    detail: str | None = Field(default=None, description="why not ready, when stuck")

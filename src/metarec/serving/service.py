@@ -35,6 +35,7 @@ from metarec.serving.conflicts import EventConflictError, conflicts
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
 from metarec.serving.recommender import Adaptation, Recommender
+from metarec.serving.roots import model_folder_under
 from metarec.serving.settings import ServeSettings
 from metarec.serving.snapshots import Snapshot, Snapshots
 
@@ -82,6 +83,7 @@ class Service:
             queue_size=settings.queue_size,
             refresh_seconds=settings.refresh_seconds,
             metrics=self.metrics,
+            deadline_seconds=settings.job_timeout_seconds,
         )
         self.metrics.data_version.set(0)
 
@@ -106,8 +108,21 @@ class Service:
     # ---- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background worker (idempotent)."""
+        """Start the background worker (idempotent) and queue the re-adaptation of categories
+        whose adapted file is damaged (served zero-shot until then)."""
         self._jobs.start()
+        self._readapt(sorted(self.snapshot.recommender.damaged))
+
+    def _readapt(self, categories: list[str]) -> list[str]:
+        """Queue adaptations; returns the categories queued (a full queue is logged)."""
+        queued = []
+        for category in categories:
+            try:
+                self.submit_adapt(category)
+                queued.append(category)
+            except MetarecError as exc:
+                log.warning("could not queue the re-adaptation of %r: %s", category, exc)
+        return queued
 
     def close(self) -> None:
         """Stop the worker (the running job finishes; queued ones fail) and close the store."""
@@ -118,6 +133,10 @@ class Service:
     @property
     def ready(self) -> bool:
         return self._jobs.running
+
+    def stuck(self) -> str | None:
+        """Why the background worker looks stuck (a job past its deadline), or None."""
+        return self._jobs.stuck()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -334,9 +353,12 @@ class Service:
         """Queue a hot swap to the model in ``path`` (checked, loaded and smoke-tested aside).
 
         Raises:
+            ArtifactError: ``path`` is not a folder inside a model root
+                (``settings.model_roots``).
             ServiceBusyError: the queue is full.
         """
-        return self._jobs.submit("swap", path=Path(path))
+        folder = model_folder_under(path, self.settings.roots())
+        return self._jobs.submit("swap", path=folder)
 
     def job(self, job_id: str) -> Job | None:
         return self._jobs.job(job_id)
@@ -375,14 +397,8 @@ class Service:
         started = time.perf_counter()
         previous, current = self._snapshots.swap(path)
         old, new = previous.recommender, current.recommender
-        lost = sorted(old.adapted_categories() - new.adapted_categories())
-        readapting = []
-        for category in lost:
-            try:
-                self.submit_adapt(category)
-                readapting.append(category)
-            except MetarecError as exc:
-                log.warning("could not queue the re-adaptation of %r: %s", category, exc)
+        lost = old.adapted_categories() - new.adapted_categories()
+        readapting = self._readapt(sorted(lost | set(new.damaged)))
         log.info("swapped model %s -> %s", old.model_version, new.model_version)
         return schemas.ModelSwapResponse(
             model_version=new.model_version,

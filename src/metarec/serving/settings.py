@@ -7,6 +7,7 @@ documented HTTP answer (docs/SERVING.md): a body over ``max_body_bytes`` gets 41
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -36,7 +37,11 @@ class ServeSettings(BaseModel):
         refresh_seconds: after writes, how long to wait for more before rebuilding the view of
             the store that recommendations read (events are durable at once either way).
         retry_after_seconds: the Retry-After of 503 answers.
-        job_timeout_seconds: how long POST /admin/model waits for its swap before 504.
+        job_timeout_seconds: how long POST /admin/model waits for its swap before 504; also
+            every job's deadline (a job still queued after it fails; one still running after
+            it makes /health/ready answer 503 "stuck").
+        model_roots: folders a swap may load a model from (the model folder must be inside
+            one, symlinks resolved); empty: the served model's parent folder.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -58,6 +63,12 @@ class ServeSettings(BaseModel):
     refresh_seconds: float = Field(default=0.5, ge=0)
     retry_after_seconds: int = Field(default=1, ge=1)
     job_timeout_seconds: float = Field(default=300.0, gt=0)
+    model_roots: tuple[Path, ...] = ()
+
+    def roots(self) -> tuple[Path, ...]:
+        """The folders swaps may load from, resolved (``model_roots``, else the model's parent)."""
+        roots = self.model_roots or (Path(os.path.abspath(self.model_dir)).parent,)
+        return tuple(Path(os.path.realpath(root)) for root in roots)
 
     def retrieval(self) -> RetrievalSettings:
         """How large categories are ranked (the library's defaults unless changed here)."""

@@ -23,7 +23,8 @@ from metarec.data.positives import positives
 from metarec.data.store import Store
 from metarec.errors import ArtifactError, MetarecError, NonFiniteError
 from metarec.features import input_dim, load_catalog
-from metarec.meta.model import MetaModel, load_model
+from metarec.meta.model import MetaModel
+from metarec.serving.adaptations import read_model
 from metarec.serving.recommender import Recommender
 
 log = logging.getLogger("metarec.serve")
@@ -98,15 +99,20 @@ class Snapshots:
         """
         current = self.current
         old = current.recommender
-        model = load_model(path)  # verifies the manifest and every checksum
+        model, artifact = read_model(path)  # verifies the manifest and every checksum
         check_widths(model, path)
         if model.config.feedback == old.model.config.feedback:
-            recommender = old.for_model(model, path)
+            recommender = old.for_model(model, path, artifact)
         else:  # positives are counted differently: reload the catalogue for this model
             with self._store_lock:
                 catalog = load_catalog(self.store, model.config)
             recommender = Recommender(
-                model, path, self.store, catalog=catalog, retrieval=old.retrieval
+                model,
+                path,
+                self.store,
+                catalog=catalog,
+                retrieval=old.retrieval,
+                artifact=artifact,
             )
         candidate = self._prepared(recommender, current.data_version, previous=current)
         smoke_test(candidate.recommender, path)
