@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
 from metarec.baselines.mf import solve_rows
-from metarec.meta.ridge import RidgeSupport, fold_in, init_ridge, listwise_loss, ridge_scores
+from metarec.meta.ridge import (
+    RidgeSupport,
+    fold_in,
+    init_ridge,
+    lambda_loss,
+    listwise_loss,
+    ridge_scores,
+)
 
 
 def _problem(seed: int = 0, n_users: int = 30, n_items: int = 7, f: int = 4, d: int = 3):
@@ -78,3 +86,35 @@ def test_meta_gradient_through_the_solve_matches_finite_differences() -> None:
 
     inputs = tuple(params[n].clone().requires_grad_(True) for n in names)
     assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
+
+
+def test_lambda_loss_by_hand() -> None:
+    scores = torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
+    relevant = torch.tensor([[False, True, False]])
+    exclude = torch.zeros_like(relevant)
+    # ranks 1, 2, 3: discounts 1, 1/log2(3), 1/2; one relevant item, so IDCG = 1
+    d = 1 / np.log2(3)
+    expected = abs(d - 1) * np.log1p(np.exp(1.0)) + abs(d - 0.5) * np.log1p(np.exp(-1.0))
+    value = lambda_loss(scores, relevant, exclude, temperature=1.0, negatives=2)
+    assert float(value) == pytest.approx(expected, rel=1e-9)
+    # an excluded item is neither a negative nor a place in the ranking
+    exclude[0, 0] = True
+    d1 = 1.0  # item 1 now ranks first, item 2 second
+    expected = abs(d1 - d) * np.log1p(np.exp(-1.0))
+    value = lambda_loss(scores, relevant, exclude, temperature=1.0, negatives=2)
+    assert float(value) == pytest.approx(expected, rel=1e-9)
+
+
+def test_lambda_loss_gradient_matches_finite_differences() -> None:
+    generator = torch.Generator().manual_seed(3)
+    scores = torch.randn((4, 9), generator=generator, dtype=torch.float64, requires_grad=True)
+    relevant = torch.rand((4, 9), generator=generator) < 0.3
+    relevant[:, 0] = True
+    exclude = torch.zeros_like(relevant)
+    exclude[:, 8] = True
+    relevant &= ~exclude
+
+    def loss(s: torch.Tensor) -> torch.Tensor:
+        return lambda_loss(s, relevant, exclude, temperature=0.5, negatives=4)
+
+    assert torch.autograd.gradcheck(loss, (scores,), eps=1e-6, atol=1e-5)

@@ -3,22 +3,34 @@
 Fit, on the fold's training categories:
 
 1. implicit's ALS gives item factors ``Y`` (the same fit as the ``als`` baseline's default);
-2. every user's factors are the least-squares solve of their history against ``Y`` (ALS's user
-   half-step), and for an episode in training category ``c`` the same solve *without* ``c``'s
-   positives, so that a training episode sees users as a launch will: knowing nothing of ``c``;
-3. episodes: a training category, a shot count drawn from ``(0, *tasks.train_shots)``, the
-   k-shot split of PROTOCOL.md §2 (each eligible user's first k positives by time), up to
-   ``query_users`` of its eligible users scored over every item of the category, listwise loss;
-4. Adam on the meta-parameters, the fold's validation NDCG@10 checked every ``validate_every``
-   steps *and at step 0*, where the parameters are exactly ALS's fold-in: the best is kept, so on
-   validation this method cannot end below fold-in with the same user factors.
+   at launch every user's factors are the least-squares solve of their visible history against
+   ``Y`` (ALS's user half-step);
+2. episodes (``episodes="cross-fit"``): the training categories are dealt into two seeded
+   halves, and each half's episodes see users through an ALS fitted on the other half only, as
+   a launch sees them through one that never saw the new category (``"leave-out"``: the
+   half-step without the episode's category, against the ``Y`` that saw it);
+3. an episode is a training category, a shot count drawn from ``(0, *tasks.train_shots)``,
+   the k-shot split of PROTOCOL.md §2 (each eligible user's first k positives by time), and up
+   to ``query_users`` of its eligible users scored over every item of the category, with an
+   NDCG@10-weighted pairwise loss (:func:`~metarec.meta.ridge.lambda_loss`; or ``"softmax"``);
+4. Adam on the meta-parameters named in ``learn``, the fold's validation NDCG@10 checked every
+   ``validate_every`` steps *and at step 0*, where the parameters are exactly ALS's fold-in:
+   the best is kept, so on validation this method cannot end below fold-in with the same user
+   factors.
 
-Launch: user factors from the launch's visible history, each item folded in from the support by
-the ridge solve, scores plus the popularity tie-break of the ``als`` baseline.
+By default only the content prior ``P`` is learned: on the validation categories of ML-100K and
+ML-1M, learning the user map, the ridge strengths or the support bias through the solve lowered
+validation NDCG@10 below fold-in's at 5 shots, with either loss (docs/META.md, "metarec-ridge").
+The prior is what fold-in lacks: an item with little or no support starts from what its
+attributes and text say, not from zero.
+
+Launch: each item folded in from the support by the ridge solve, scores plus the popularity
+tie-break of the ``als`` baseline.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any, ClassVar
 
@@ -40,6 +52,7 @@ from metarec.meta.ridge import (
     RidgeSupport,
     fold_in,
     init_ridge,
+    lambda_loss,
     listwise_loss,
     ridge_scores,
 )
@@ -64,7 +77,7 @@ class MetarecRidge:
     grid: ClassVar[list[dict[str, Any]]] = [
         {},
         {"factors": 64},
-        {"learning_rate": 0.003},
+        {"learn": ("prior", "user_map")},
         {"steps": 0},  # ALS fold-in exactly (with the user factors of step 2)
     ]
 
@@ -74,11 +87,14 @@ class MetarecRidge:
         regularization: float = 30.0,
         alpha: float = 10.0,
         iterations: int = 15,
-        steps: int = 300,
+        steps: int = 200,
         learning_rate: float = 0.01,
         temperature: float = 0.1,
         query_users: int = 256,
         validate_every: int = 25,
+        learn: tuple[str, ...] | None = ("prior",),
+        episodes: str = "cross-fit",
+        loss: str = "lambda",
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -89,6 +105,9 @@ class MetarecRidge:
         self.temperature = temperature
         self.query_users = query_users
         self.validate_every = validate_every
+        self.learn = learn  # the meta-parameters trained (None: all of them)
+        self.loss = loss  # "lambda" (NDCG-weighted pairs) or "softmax"
+        self.episodes = episodes  # "cross-fit" or "leave-out" (see _Episodes)
         self.item_factors: np.ndarray | None = None
         self.params: Params = {}
         self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
@@ -120,12 +139,20 @@ class MetarecRidge:
         self._meta_train(episodes, steps, context)
 
     def _meta_train(self, episodes: _Episodes, steps: int, context: FitContext) -> None:
-        params = {k: v.clone().requires_grad_(True) for k, v in self.params.items()}
-        optimiser = torch.optim.Adam(params.values(), lr=self.learning_rate)
+        learn = set(self.params) if self.learn is None else set(self.learn)
+        params = {k: v.clone().requires_grad_(k in learn) for k, v in self.params.items()}
+        # The loss's own score scale, learned beside the parameters: with a fixed scale a
+        # pairwise loss is lowered by shrinking every score, which the ridge strength can do
+        # item by item, and that changes the ranking for nothing.
+        sharpness = torch.tensor(math.log(1.0 / self.temperature), dtype=torch.float64)
+        sharpness.requires_grad_(True)
+        optimiser = torch.optim.Adam(
+            [v for k, v in params.items() if k in learn] + [sharpness], lr=self.learning_rate
+        )
         best = (self._validate(context, params, step=0), self._detached(params))
         for step in range(1, steps + 1):
             optimiser.zero_grad()
-            loss = episodes.loss(params)
+            loss = episodes.loss(params, sharpness)
             loss.backward()
             optimiser.step()
             if step % self.validate_every == 0 or step == steps:
@@ -227,9 +254,36 @@ class _Episodes:
         items = method.item_factors
         self._items = items
         self._gram = items.T @ items
+        self._group: dict[str, int] = {}
+        if method.episodes == "cross-fit":
+            self._cross_fit(context, confidence)
+
+    def _cross_fit(self, context: FitContext, confidence: sp.csr_matrix) -> None:
+        """Two halves of the training categories; each half's episodes see users through an
+        ALS fitted on the *other* half only, as a launch sees them through one that never saw
+        the new category."""
+        names = sorted(c.name for c in self.data)
+        order = self.rng.permutation(len(names))
+        for position, index in enumerate(order):
+            self._group[names[index]] = position % 2
+        catalog = context.catalog
+        method = self.method
+        iterations = QUICK_ALS_ITERATIONS if context.quick else method.iterations
+        for group in (0, 1):
+            other = [n for n, g in self._group.items() if g != group]
+            keep = np.isin(catalog.item_category, other).astype(np.float64)
+            visible = (confidence @ sp.diags(keep)).tocsr()
+            model = als_model(
+                method.factors, method.regularization, method.alpha, iterations, context.seed
+            )
+            items = fit_factors(lambda model=model: model, visible / method.alpha)[1]
+            factors = torch.from_numpy(solve_rows(visible, items, method.regularization))
+            self._factors[f"group{group}"] = (factors, factors.T @ factors)
 
     def users_without(self, category: CategoryData) -> tuple[torch.Tensor, torch.Tensor]:
         """Every user's half-step factors from their history outside ``category``, and the gram."""
+        if category.name in self._group:
+            return self._factors[f"group{self._group[category.name]}"]
         if category.name not in self._factors:
             inside = np.zeros(self._items.shape[0], dtype=bool)
             inside[category.item_idx] = True
@@ -241,7 +295,7 @@ class _Episodes:
             self._factors[category.name] = (factors, factors.T @ factors)
         return self._factors[category.name]
 
-    def loss(self, params: Params) -> torch.Tensor:
+    def loss(self, params: Params, sharpness: torch.Tensor) -> torch.Tensor:
         category = self.data[int(self.rng.integers(len(self.data)))]
         shots = int(self.rng.choice(self.shots))
         split = split_k_shot(category, shots)
@@ -266,4 +320,7 @@ class _Episodes:
         vectors = fold_in(params, factors, support, category.item_x, gram=gram)
         rows = factors[torch.as_tensor(category.users[chosen], dtype=torch.long)]
         scores = ridge_scores(params, rows, vectors, support.counts)
-        return listwise_loss(scores, relevant, exclude, self.method.temperature)
+        scores = scores * torch.exp(sharpness)
+        if self.method.loss == "lambda":
+            return lambda_loss(scores, relevant, exclude, temperature=1.0)
+        return listwise_loss(scores, relevant, exclude, temperature=1.0)

@@ -127,11 +127,68 @@ def ridge_scores(params: Params, factors: Tensor, vectors: Tensor, counts: Tenso
 
 
 def listwise_loss(scores: Tensor, relevant: Tensor, exclude: Tensor, temperature: float) -> Tensor:
-    """Mean over users of the mean softmax cross-entropy of their relevant items.
+    """Mean over users of the mean, over their relevant items, of a softmax cross-entropy of
+    that item against the user's *non-relevant* candidates only.
 
+    ``softplus(logsumexp(negatives) - positive)``: each relevant item must beat the items the
+    user did not take, not the user's other relevant items (a softmax over every relevant item
+    at once would ask for a flat score among them, and rewards flat lists, not top-heavy ones).
     Each user's own support items (``exclude``) are not candidates, as in evaluation.
     """
-    logits = (scores / temperature).masked_fill(exclude, float("-inf"))
-    log_p = torch.log_softmax(logits, dim=1)
-    per_user = -(log_p.masked_fill(~relevant, 0.0)).sum(1) / relevant.sum(1).clamp(min=1)
+    logits = scores / temperature
+    negatives = torch.logsumexp(logits.masked_fill(relevant | exclude, float("-inf")), dim=1)
+    per_pair = torch.nn.functional.softplus(negatives[:, None] - logits)
+    per_user = per_pair.masked_fill(~relevant, 0.0).sum(1) / relevant.sum(1).clamp(min=1)
     return per_user[relevant.any(1)].mean()
+
+
+def lambda_loss(
+    scores: Tensor,
+    relevant: Tensor,
+    exclude: Tensor,
+    temperature: float,
+    negatives: int = 50,
+    cutoff: int | None = 10,
+) -> Tensor:
+    """LambdaRank-weighted pairwise loss (Burges 2010; Wang et al., LambdaLoss, CIKM 2018).
+
+    Each (relevant item, highly ranked non-relevant item) pair costs
+    ``|delta NDCG| * softplus((s_neg - s_pos) / temperature)``, with ``delta NDCG`` the change of
+    the user's NDCG if the two swapped places in the current ranking. A list is judged where
+    NDCG looks, at its top: a softmax over every item rewards lifting the mass of a user's many
+    relevant items, which can cost the few that reach the top ten. The non-relevant items are
+    the user's ``negatives`` highest-scored ones (every swap that can change the top); with
+    ``cutoff`` the NDCG is NDCG@cutoff, so only swaps across or inside the top count.
+    """
+    b, n = scores.shape
+    with torch.no_grad():
+        ranked = scores.masked_fill(exclude, float("-inf"))
+        order = torch.argsort(ranked, dim=1, descending=True)
+        rank = torch.empty_like(order).scatter_(
+            1, order, torch.arange(1, n + 1, device=scores.device).expand(b, n).contiguous()
+        )
+        discount = 1.0 / torch.log2(1.0 + rank.to(scores.dtype))
+        if cutoff is not None:  # NDCG@cutoff: only places in the top change it
+            discount = discount * (rank <= cutoff)
+        n_relevant = relevant.sum(1)
+        ideal = torch.cumsum(1.0 / torch.log2(torch.arange(2, n + 2, dtype=scores.dtype)), 0)
+        top = n_relevant if cutoff is None else n_relevant.clamp(max=cutoff)
+        idcg = ideal[(top - 1).clamp(min=0)]
+        m = min(negatives, n)
+        negative_index = torch.topk(
+            scores.masked_fill(relevant | exclude, float("-inf")), m, dim=1
+        ).indices
+        width = int(n_relevant.max())
+        positive_index = torch.topk(relevant.to(torch.int8), max(width, 1), dim=1).indices
+        positive_valid = torch.gather(relevant, 1, positive_index)
+        negative_valid = ~torch.gather(relevant | exclude, 1, negative_index)
+        weight = (
+            torch.gather(discount, 1, positive_index)[:, :, None]
+            - torch.gather(discount, 1, negative_index)[:, None, :]
+        ).abs() / idcg[:, None, None]
+        weight = weight * (positive_valid[:, :, None] & negative_valid[:, None, :])
+    s_pos = torch.gather(scores, 1, positive_index)[:, :, None]
+    s_neg = torch.gather(scores, 1, negative_index)[:, None, :]
+    pairs = weight * torch.nn.functional.softplus((s_neg - s_pos) / temperature)
+    users = relevant.any(1)
+    return pairs.sum((1, 2))[users].mean()
