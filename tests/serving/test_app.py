@@ -18,7 +18,8 @@ from fastapi.testclient import TestClient
 from tests.conftest import KNOWN_HELD_OUT
 from tests.serving.test_service import TOKEN, copy_store, serve_settings
 
-from metarec.serving.app import _Guard, create_app
+from metarec.serving.app import create_app
+from metarec.serving.guard import Guard
 from metarec.serving.service import Service
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -296,7 +297,7 @@ def test_in_flight_limit_answers_503() -> None:
         return {"ok": True}
 
     settings = serve_settings(Path("unused"), Path("unused"), max_in_flight=1)
-    app.add_middleware(_Guard, settings=settings)
+    app.add_middleware(Guard, settings=settings)
 
     async def scenario() -> tuple[int, int, int, str]:
         transport = httpx.ASGITransport(app=app)

@@ -5,8 +5,8 @@ worker) and closes it; ``create_app(settings, service=...)`` serves a service th
 and will close (what `metarec serve` does, so that a damaged model or a locked store fails before
 the server listens). Endpoints, status codes and the curl session: docs/SERVING.md.
 
-Pure ASGI middleware (cheaper than ``BaseHTTPMiddleware`` on every request) enforces the body
-limit (413) and the in-flight limit (503 + ``Retry-After``) and records request metrics. Library
+Pure ASGI middleware (:class:`~metarec.serving.guard.Guard`) enforces the in-flight limit, the
+token of writes before their bodies, and bounded body reads, and records request metrics. Library
 errors map to status codes in one handler (:data:`ERROR_STATUS`).
 """
 
@@ -15,12 +15,10 @@ errors map to status codes in one handler (:data:`ERROR_STATUS`).
 import asyncio
 import functools
 import hmac
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -43,14 +41,10 @@ from metarec.errors import (
 )
 from metarec.serving import schemas
 from metarec.serving.conflicts import EventConflictError
+from metarec.serving.guard import Guard
 from metarec.serving.jobs import ServiceBusyError
 from metarec.serving.service import EventsRejectedError, Service
 from metarec.serving.settings import ServeSettings
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 # The first class in a raised error's MRO found here decides the status.
 ERROR_STATUS: dict[type[MetarecError], int] = {
@@ -68,7 +62,6 @@ ERROR_STATUS: dict[type[MetarecError], int] = {
     MetarecError: 400,
 }
 _JSON = "application/json"
-_EXEMPT = ("/health/", "/metrics")  # answered even when the service is saturated
 
 
 def create_app(settings: ServeSettings, *, service: Service | None = None) -> FastAPI:
@@ -112,7 +105,7 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         },
     )
     app.state.service = None
-    app.add_middleware(_Guard, settings=settings)
+    app.add_middleware(Guard, settings=settings)
     _add_error_handlers(app, settings)
     authorised = [Depends(_token_checker(settings))]
 
@@ -310,111 +303,3 @@ def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
         return Response(
             body.model_dump_json(exclude_none=True), exc.status_code, exc.headers, media_type=_JSON
         )
-
-
-class _Guard:
-    """Body limit (413), in-flight limit (503 + Retry-After) and request metrics, as plain ASGI.
-
-    A body is read completely (up to the limit) before the app sees it, so an oversize body is
-    refused before any handler runs, whether or not the client sent Content-Length.
-    """
-
-    def __init__(
-        self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, settings: ServeSettings
-    ) -> None:
-        self.app = app
-        self.settings = settings
-        self.in_flight = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        service: Service | None = scope["app"].state.service
-        exempt = scope["path"].startswith(_EXEMPT)
-        if not exempt and self.in_flight >= self.settings.max_in_flight:
-            if service is not None:
-                service.metrics.busy.labels("in_flight").inc()
-            await _reply(
-                send,
-                503,
-                ServiceBusyError.__name__,
-                f"{self.in_flight} requests in flight (the limit); retry in a moment",
-                [(b"retry-after", str(self.settings.retry_after_seconds).encode())],
-            )
-            return
-        if scope["method"] in ("POST", "PUT", "PATCH"):
-            body = await self._read_body(scope, receive, send)
-            if body is None:
-                return
-            receive = _replay(body, receive)
-        status = 500
-
-        async def tracked(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        self.in_flight += 1
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, tracked)
-        finally:
-            self.in_flight -= 1
-            if service is not None:
-                route = getattr(scope.get("route"), "path", "unmatched")
-                service.metrics.latency.labels(route).observe(time.perf_counter() - started)
-                service.metrics.requests.labels(route, scope["method"], str(status)).inc()
-
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> bytes | None:
-        """The whole body, or None after answering 413 (or when the client went away)."""
-        limit = self.settings.max_body_bytes
-        declared = dict(scope["headers"]).get(b"content-length")
-        too_large = f"request body over {limit} bytes; send smaller batches"
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _reply(send, 413, "PayloadTooLarge", too_large, [(b"connection", b"close")])
-            return None
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            if len(body) > limit:
-                await _reply(send, 413, "PayloadTooLarge", too_large, [(b"connection", b"close")])
-                return None
-            if not message.get("more_body", False):
-                return bytes(body)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A receive that hands the app the already-read body, then the client's later messages."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
-
-
-async def _reply(
-    send: Send, status: int, error: str, detail: str, headers: list[tuple[bytes, bytes]]
-) -> None:
-    payload = json.dumps({"error": error, "detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", _JSON.encode()),
-                (b"content-length", str(len(payload)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": payload})

@@ -40,6 +40,9 @@ class ServeSettings(BaseModel):
         job_timeout_seconds: how long POST /admin/model waits for its swap before 504; also
             every job's deadline (a job still queued after it fails; one still running after
             it makes /health/ready answer 503 "stuck").
+        body_timeout_seconds: a request body must arrive whole within this (408 beyond).
+        max_buffered_bytes: request body bytes held by all requests together (503 beyond):
+            with ``max_body_bytes`` and ``max_in_flight``, what bounds the memory bodies take.
         model_roots: folders a swap may load a model from (the model folder must be inside
             one, symlinks resolved); empty: the served model's parent folder.
     """
@@ -63,6 +66,8 @@ class ServeSettings(BaseModel):
     refresh_seconds: float = Field(default=0.5, ge=0)
     retry_after_seconds: int = Field(default=1, ge=1)
     job_timeout_seconds: float = Field(default=300.0, gt=0)
+    body_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     model_roots: tuple[Path, ...] = ()
 
     def roots(self) -> tuple[Path, ...]:
