@@ -193,7 +193,7 @@ class Store:
             Columns table, key (the row's event_id or item_id), column, value (as text),
             reason; by table and column, then key.
         """
-        parts = []
+        parts: list[tuple[str, str, str, str, str]] = []
         for table, key, column in _NUMBER_COLUMNS:
             rows = self.connection.execute(
                 f"SELECT {key}, CAST({column} AS VARCHAR) FROM {table} "
