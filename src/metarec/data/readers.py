@@ -196,7 +196,7 @@ def _read_json_lines_one_by_one(path: Path) -> pd.DataFrame:
     if all(BAD_JSON_COLUMN in r for r in records):
         raise DataError(
             f"cannot read {path} as JSON lines: no line is a JSON object (one object per line, "
-            "e.g. {\"user_id\": \"u1\", \"item_id\": \"i1\"})"
+            'e.g. {"user_id": "u1", "item_id": "i1"})'
         )
     return pd.DataFrame.from_records(records)
 
