@@ -40,9 +40,11 @@ from metarec.errors import (
     UnknownUserError,
 )
 from metarec.serving import schemas
+from metarec.serving.batcher import RecommendBatcher
 from metarec.serving.conflicts import EventConflictError
 from metarec.serving.guard import Guard
 from metarec.serving.jobs import ServiceBusyError
+from metarec.serving.responses import FiniteJSONResponse
 from metarec.serving.service import EventsRejectedError, Service
 from metarec.serving.settings import ServeSettings
 
@@ -85,6 +87,12 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         )
         opened.start()
         app.state.compute = anyio.CapacityLimiter(settings.compute_threads)
+        app.state.batcher = RecommendBatcher(
+            opened.recommend_many,
+            app.state.compute,
+            max_batch=settings.max_batch,
+            wait_seconds=settings.batch_wait_seconds,
+        )
         app.state.service = opened
         try:
             yield
@@ -117,12 +125,10 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
     ) -> Response:
         """Top-k items of a category for a user (fallback named when not personalised)."""
-        service = _service(request)
-        result = await anyio.to_thread.run_sync(
-            functools.partial(service.recommend, user_id, category, k),
-            limiter=request.app.state.compute,
-        )
-        return Response(result.model_dump_json(), media_type=_JSON)
+        _service(request)
+        # concurrent requests of the category are ranked together (serving/batcher.py)
+        result = await request.app.state.batcher.recommend(category, user_id, k)
+        return FiniteJSONResponse(result.to_json())
 
     @app.post(
         "/events", response_model=schemas.EventsResponse, dependencies=authorised, tags=["write"]

@@ -18,7 +18,7 @@ Fallbacks (documented in the README and docs/SERVING.md, and named in every
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +30,7 @@ from torch import Tensor
 
 from metarec.artifacts import Artifact, read_artifact, slugify, update_artifact
 from metarec.data.catalog import Catalog
-from metarec.errors import DataError, NonFiniteError
+from metarec.errors import DataError, MetarecError, NonFiniteError
 from metarec.features import ProfileTable, load_catalog, profiles
 from metarec.meta.model import MetaModel
 from metarec.ranking import CategoryRanker, RetrievalSettings, UserInputs
@@ -42,6 +42,7 @@ from metarec.serving.adaptations import (
     read_adaptations,
     read_model,
 )
+from metarec.serving.batched import rank_many
 from metarec.serving.views import (
     CategoryView,
     LazyViews,
@@ -350,62 +351,82 @@ class Recommender:
         Raises:
             UnknownCategoryError: the category is not in the store.
             DataError: the category has no items, or ``k`` < 1.
+            NonFiniteError: the model gives a non-finite score.
         """
-        if k < 1:
-            raise DataError(f"k must be at least 1, got {k}")
+        (result,) = self.recommend_many(category, [(user_id, k)])
+        if isinstance(result, MetarecError):
+            raise result
+        return result
+
+    def recommend_many(
+        self, category: str, requests: Sequence[tuple[str, int]]
+    ) -> list[Recommendation | MetarecError]:
+        """:meth:`recommend` for many ``(user_id, k)`` of one category, ranked in one pass
+        (:func:`metarec.serving.batched.rank_many`): the same lists as one call each.
+
+        Returns:
+            Per request, its recommendation or the error :meth:`recommend` would raise for it.
+
+        Raises:
+            UnknownCategoryError, DataError: the category is unknown or has no items.
+        """
         self.catalog.require_category(category)
         adaptation = self._adapted.get(category)
         view = self.serving_view(category)
-        user_idx = self.user_index(user_id)
-        fallback = reason = None
-        if user_idx is None:
-            fallback = "popularity"
-            reason = f"unknown user {user_id!r}: the category's most supported items"
-            positions, scores = view.popular[:k], view.popular_scores[:k]
-        else:
+        n = len(requests)
+        results: list[Recommendation | MetarecError] = [
+            DataError(f"k must be at least 1, got {k}") for _, k in requests
+        ]
+        fallbacks: list[tuple[str | None, str | None]] = [(None, None)] * n
+        ranked: list[tuple[Tensor, Tensor] | None] = [None] * n
+        personal: list[tuple[int, UserInputs, int]] = []  # (request, inputs, k)
+        for i, (user_id, k) in enumerate(requests):
+            user_idx = self.user_index(user_id)
+            if k < 1:
+                continue
+            if user_idx is None:
+                reason = f"unknown user {user_id!r}: the category's most supported items"
+                fallbacks[i] = ("popularity", reason)
+                ranked[i] = (view.popular[:k], view.popular_scores[:k])
+                continue
             if category in self.damaged:
-                fallback = "zero-shot"
-                reason = (
-                    f"the adapted parameters of {category!r} are damaged "
-                    f"({self.damaged[category].reason}): ranked by the meta-initialisation "
-                    "until the category is adapted again"
-                )
+                fallbacks[i] = ("zero-shot", _damaged_reason(category, self.damaged[category]))
             elif adaptation is None:
-                fallback = "zero-shot"
-                reason = (
-                    f"category {category!r} is not adapted yet: ranked by the "
-                    f"meta-initialisation; adapt it with `metarec adapt --category {category!r}` "
-                    f"or POST /categories/{quote(category, safe='')}/adapt"
-                )
+                fallbacks[i] = ("zero-shot", _zero_shot_reason(category))
+            personal.append((i, self.user_inputs(view, user_idx), k))
+        if personal:
             ranker = self.ranker(category)
-            projection = self._projection(view, ranker, self.params_key(category))
-            positions, scores = ranker.top_k(
-                self.user_inputs(view, user_idx),
-                k,
+            found = rank_many(
+                ranker,
+                [inputs for _, inputs, _ in personal],
+                [k for *_, k in personal],
                 index=view.index,
-                projection=projection,
+                projection=self._projection(view, ranker, self.params_key(category)),
                 short_list=self.retrieval.short_list,
             )
-        if not scores.isfinite().all():
-            raise NonFiniteError(
-                f"the model gives non-finite scores in {category!r} for {user_id!r}; no list "
-                "was answered. Re-adapt the category, or serve another model"
-            )
-        chosen = positions.numpy()
-        return Recommendation(
-            user_id=user_id,
-            category=category,
-            items=[
-                RecommendedItem(str(i), float(s), _text_or_none(t))
-                for i, s, t in zip(
-                    view.item_ids[chosen], scores.tolist(), view.titles[chosen], strict=True
+            for (i, *_), top in zip(personal, found, strict=True):
+                ranked[i] = top
+        for i, ((user_id, _), top) in enumerate(zip(requests, ranked, strict=True)):
+            if top is None:
+                continue
+            if not top[1].isfinite().all():
+                results[i] = NonFiniteError(
+                    f"the model gives non-finite scores in {category!r} for {user_id!r}; no "
+                    "list was answered. Re-adapt the category, or serve another model"
                 )
-            ],
-            model_version=self.model_version,
-            adaptation_version=None if adaptation is None else adaptation.version,
-            fallback=fallback,
-            fallback_reason=reason,
-        )
+                continue
+            chosen = top[0].numpy()
+            items = zip(view.item_ids[chosen], top[1].tolist(), view.titles[chosen], strict=True)
+            results[i] = Recommendation(
+                user_id=user_id,
+                category=category,
+                items=[RecommendedItem(str(j), float(s), _text_or_none(t)) for j, s, t in items],
+                model_version=self.model_version,
+                adaptation_version=None if adaptation is None else adaptation.version,
+                fallback=fallbacks[i][0],
+                fallback_reason=fallbacks[i][1],
+            )
+        return results
 
     # ---- building -----------------------------------------------------------------------------
 
@@ -453,6 +474,21 @@ class Recommender:
 def view_as_of(adaptation: Adaptation | None) -> int | None:
     """The ``as_of`` of the view serving a category with this adaptation."""
     return None if adaptation is None else adaptation.as_of
+
+
+def _damaged_reason(category: str, damaged: Damaged) -> str:
+    return (
+        f"the adapted parameters of {category!r} are damaged ({damaged.reason}): ranked by the "
+        "meta-initialisation until the category is adapted again"
+    )
+
+
+def _zero_shot_reason(category: str) -> str:
+    return (
+        f"category {category!r} is not adapted yet: ranked by the meta-initialisation; adapt it "
+        f"with `metarec adapt --category {category!r}` or "
+        f"POST /categories/{quote(category, safe='')}/adapt"
+    )
 
 
 def _text_or_none(value: object) -> str | None:

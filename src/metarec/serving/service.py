@@ -34,7 +34,7 @@ from metarec.serving import schemas
 from metarec.serving.conflicts import EventConflictError, conflicts
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
-from metarec.serving.recommender import Adaptation, Recommender
+from metarec.serving.recommender import Adaptation, Recommendation, Recommender
 from metarec.serving.roots import model_folder_under
 from metarec.serving.settings import ServeSettings
 from metarec.serving.snapshots import Snapshot, Snapshots
@@ -167,6 +167,21 @@ class Service:
             self.metrics.fallbacks.labels(result.fallback).inc()
         self.metrics.recommend_seconds.observe(time.perf_counter() - started)
         return schemas.Recommendation.model_validate(result.to_json())
+
+    def recommend_many(
+        self, category: str, requests: Sequence[tuple[str, int]]
+    ) -> list[Recommendation | MetarecError]:
+        """:meth:`recommend` for many ``(user_id, k)`` of one category, ranked in one pass
+        (the micro-batches of :mod:`metarec.serving.batcher`); per request, its answer or its
+        error. Raises as :meth:`recommend` for the whole category."""
+        started = time.perf_counter()
+        results = self.snapshot.recommender.recommend_many(category, requests)
+        seconds = time.perf_counter() - started
+        for result in results:
+            if isinstance(result, Recommendation) and result.fallback is not None:
+                self.metrics.fallbacks.labels(result.fallback).inc()
+            self.metrics.recommend_seconds.observe(seconds)
+        return results
 
     def category_status(self, category: str) -> schemas.CategoryStatus:
         """Size, support, adaptation and latest job of a category.

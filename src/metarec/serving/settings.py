@@ -43,6 +43,9 @@ class ServeSettings(BaseModel):
         body_timeout_seconds: a request body must arrive whole within this (408 beyond).
         max_buffered_bytes: request body bytes held by all requests together (503 beyond):
             with ``max_body_bytes`` and ``max_in_flight``, what bounds the memory bodies take.
+        max_batch: concurrent personalised recommendations of one category ranked in one call
+            at most (micro-batching, :mod:`metarec.serving.batcher`); 1 turns it off.
+        batch_wait_seconds: how long the first request of a batch waits for others.
         model_roots: folders a swap may load a model from (the model folder must be inside
             one, symlinks resolved); empty: the served model's parent folder.
     """
@@ -68,6 +71,8 @@ class ServeSettings(BaseModel):
     job_timeout_seconds: float = Field(default=300.0, gt=0)
     body_timeout_seconds: float = Field(default=10.0, gt=0)
     max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_batch: int = Field(default=16, ge=1)
+    batch_wait_seconds: float = Field(default=0.001, ge=0, le=0.1)
     model_roots: tuple[Path, ...] = ()
 
     def roots(self) -> tuple[Path, ...]:

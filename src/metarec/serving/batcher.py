@@ -1,0 +1,99 @@
+"""Micro-batching: concurrent ``/recommend`` requests of one category ranked in one call.
+
+A personalised recommendation is mostly fixed cost (some 30 small torch operations, the hop to
+a worker thread), so ranking b users of a category together costs little more than ranking one
+(:func:`metarec.serving.batched.retrieve_top_k_many`). The batcher lives on the event loop: the
+first request of a category opens a group, requests of that category arriving within
+``wait_seconds`` join it, and the group is ranked in one worker-thread call when the wait ends
+or ``max_batch`` requests are waiting. ``max_batch=1`` turns batching off (each request is
+ranked alone, as before). Each request gets its own answer or its own error; an error of the
+whole call (an unknown category) reaches every request of the group; a request whose client
+hung up is dropped from the answers, not from the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+import anyio
+
+R = TypeVar("R")
+Pending = list[tuple[str, int, "asyncio.Future[object]"]]
+
+
+class RecommendBatcher(Generic[R]):
+    """Groups concurrent requests per category and ranks each group in one worker-thread call.
+
+    Args:
+        rank: ``rank(category, [(user_id, k), ...])`` returns, per request, its answer or the
+            exception to raise for it (e.g. :meth:`Recommender.recommend_many`); it may raise
+            for the whole group.
+        limiter: worker threads shared with the rest of the app's computations.
+        max_batch: requests ranked in one call at most (1: no batching).
+        wait_seconds: how long the first request of a group waits for others (0: only those
+            that arrive in the same turn of the event loop).
+    """
+
+    def __init__(
+        self,
+        rank: Callable[[str, Sequence[tuple[str, int]]], Sequence[R | Exception]],
+        limiter: anyio.CapacityLimiter,
+        *,
+        max_batch: int,
+        wait_seconds: float,
+    ) -> None:
+        self._rank = rank
+        self._limiter = limiter
+        self.max_batch = max_batch
+        self.wait_seconds = wait_seconds
+        self._pending: dict[str, Pending] = {}
+        self._running: set[asyncio.Task[None]] = set()  # strong references until done
+
+    async def recommend(self, category: str, user_id: str, k: int) -> R:
+        """The answer of ``rank`` for this request, ranked with the others of its group.
+
+        Raises:
+            Whatever ``rank`` gives or raises for this request.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[object] = loop.create_future()
+        group = self._pending.setdefault(category, [])
+        group.append((user_id, k, future))
+        if len(group) >= self.max_batch:
+            self._flush(category, group)
+        elif len(group) == 1:
+            if self.wait_seconds > 0:
+                loop.call_later(self.wait_seconds, self._flush, category, group)
+            else:
+                loop.call_soon(self._flush, category, group)
+        return await future  # type: ignore[return-value]
+
+    def _flush(self, category: str, group: Pending) -> None:
+        """Rank ``group`` unless it was already flushed (a full group, then its timer)."""
+        if self._pending.get(category) is not group:
+            return
+        del self._pending[category]
+        task = asyncio.get_running_loop().create_task(self._run(category, group))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _run(self, category: str, group: Pending) -> None:
+        requests = [(user_id, k) for user_id, k, _ in group]
+        try:
+            answers = await anyio.to_thread.run_sync(
+                self._rank, category, requests, limiter=self._limiter
+            )
+        except Exception as exc:  # the whole group: each request raises it
+            for *_, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (*_, future), answer in zip(group, answers, strict=True):
+            if future.done():  # the client hung up
+                continue
+            if isinstance(answer, Exception):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
