@@ -34,9 +34,15 @@ LAUNCH_SHARE = 0.10  # the launch replay adapts on the category's first 10% of p
 
 
 def run_demo(
-    workdir: Path, *, seed: int = 0, steps: int | None = None, console: Console | None = None
+    workdir: Path,
+    *,
+    seed: int = 0,
+    steps: int | None = None,
+    console: Console | None = None,
+    progress: bool = True,
 ) -> list[dict[str, object]]:
-    """Run the demo end to end, printing as it goes; returns the evaluation records."""
+    """Run the demo end to end, printing as it goes (``progress``: the ingest and meta-training
+    progress on stderr too); returns the evaluation records."""
     console = console or Console()
     started = time.perf_counter()
     data_dir, store_path, model_dir = workdir / "data", workdir / "store.duckdb", workdir / "model"
@@ -47,7 +53,7 @@ def run_demo(
         f"simulated {summary.n_users:,} users, {summary.n_items:,} items, "
         f"{summary.n_events:,} events in {len(summary.categories)} categories -> {data_dir}"
     )
-    report = ingest(data_dir, store_path, fmt="table")
+    report = ingest(data_dir, store_path, fmt="table", progress=progress)
     counts = report.interactions
     console.print(
         f"ingested into {store_path} in {report.seconds:.1f} s: {counts.inserted:,} new "
@@ -61,7 +67,7 @@ def run_demo(
             update={"meta": config.meta.model_copy(update={"meta_steps": steps})}
         )
     with Store.open(store_path, read_only=True) as store:
-        model = train(store, config)
+        model = train(store, config, progress=progress)
         save_model(model, model_dir)
         console.print(
             f"meta-trained {config.meta.algorithm} "

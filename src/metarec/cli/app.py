@@ -23,6 +23,28 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from metarec import __version__
+
+        typer.echo(f"metarec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Meta-learned recommendations for new categories."""
+
+
 console = Console(soft_wrap=True)  # long paths and messages stay on one line
 err_console = Console(stderr=True)
 
@@ -46,3 +68,5 @@ def command(fn: F) -> F:
 
 StoreOption = Annotated[Path, typer.Option("--store", help="DuckDB store file.")]
 ModelOption = Annotated[Path, typer.Option("--model", help="Model folder (from `metarec train`).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")]

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from metarec.cli.app import StoreOption, command, console
+from metarec.cli.app import JsonOption, QuietOption, StoreOption, command, console, err_console
 
 
 @command
@@ -51,6 +51,8 @@ def evaluate(
             "(after a kill, re-run the same command)."
         ),
     ] = True,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Benchmark every method on sealed categories (PROTOCOL.md); write metrics, report, plots."""
     import time
@@ -85,7 +87,8 @@ def evaluate(
         catalog,
         train_config,
         eval_config,
-        log=console.print,
+        log=err_console.print if as_json else console.print,  # stdout holds only the JSON
+        progress=not quiet,
         jobs=jobs or os.cpu_count() or 1,
         units_dir=out / "units" if resume else None,
     )
@@ -99,6 +102,13 @@ def evaluate(
         item_ids=catalog.items["item_id"],
     )
     header, rows = main_table(result.records)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {"out": str(out), "header": header, "rows": rows, "comparisons": result.comparisons}
+            )
+        )
+        return
     table = Table(title="NDCG@10 on sealed categories (pooled users, 95% CI)")
     table.add_column(header[0], no_wrap=True)
     for name in header[1:]:

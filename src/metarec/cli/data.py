@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from metarec.cli.app import StoreOption, command, console
+from metarec.cli.app import JsonOption, QuietOption, StoreOption, command, console
+
+_SORTS = {"category": False, "items": True, "users": True, "positives": True}  # descending?
 
 
 @command
@@ -38,6 +40,8 @@ def ingest(
     skip_bad_rows: Annotated[
         bool, typer.Option(help="Load the good rows and write a bad-row report beside the store.")
     ] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Load data into the store (atomic; re-running the same load changes nothing)."""
     from metarec.data import ingest as run
@@ -47,8 +51,27 @@ def ingest(
         store,
         fmt=fmt,  # type: ignore[arg-type]  # validated by ingest()
         skip_bad_rows=skip_bad_rows,
-        progress=True,
+        progress=not quiet,
     )
+    if as_json:
+        counts = {
+            name: vars(getattr(report, name))
+            for name in ("interactions", "items", "users", "categories")
+        }
+        typer.echo(
+            json.dumps(
+                {
+                    "store": str(store),
+                    **counts,
+                    "findings": list(report.findings),
+                    "bad_rows_report": None
+                    if report.report_path is None
+                    else str(report.report_path),
+                    "seconds": round(report.seconds, 3),
+                }
+            )
+        )
+        return
     table = Table("table", "read", "inserted", "unchanged", "updated", "bad", title=str(store))
     for name in ("interactions", "items", "users", "categories"):
         counts = getattr(report, name)
@@ -71,6 +94,7 @@ def ingest(
 def embed(
     store: StoreOption,
     config: Annotated[Path | None, typer.Option(help="TOML training config.")] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Embed item and category texts into the store's cache once (text features, pip extra
     `text`); later commands open the store read-only and read the cache."""
@@ -80,7 +104,7 @@ def embed(
 
     features = load_config(config).features
     with open_store(store) as opened:
-        table = fill_text_cache(opened, features, progress=True)
+        table = fill_text_cache(opened, features, progress=not quiet)
     console.print(
         f"[green]text cache[/] {store}: {len(table.items):,} items and "
         f"{len(table.categories):,} categories embedded with {table.model}"
@@ -96,6 +120,12 @@ def categories(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print JSON lines, one per category.")
     ] = False,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="Order by category (A to Z), or by items, users or positives (most first)."
+        ),
+    ] = "category",
 ) -> None:
     """List the store's categories: items, users with a positive, positives (what the service's
     GET /categories/{category} reports too)."""
@@ -103,9 +133,16 @@ def categories(
     from metarec.data.catalog import Catalog
     from metarec.data.export import open_store
 
+    if sort not in _SORTS:
+        raise typer.BadParameter(f"--sort must be one of {', '.join(_SORTS)}, got {sort!r}")
     feedback = load_config(config).feedback
     with open_store(store, read_only=True) as opened:
         table = Catalog.load(opened, feedback).category_table
+    column = sort if sort == "category" else f"n_{sort}"
+    # ties by name, so the order never depends on the store's insertion order
+    table = table.sort_values(
+        [column, "category"], ascending=[not _SORTS[sort], True], kind="stable"
+    )
     if as_json:
         for record in table.to_dict(orient="records"):
             typer.echo(json.dumps({k: v if k == "category" else int(v) for k, v in record.items()}))

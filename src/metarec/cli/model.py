@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from metarec.cli.app import ModelOption, StoreOption, command, console
+from metarec.cli.app import ModelOption, QuietOption, StoreOption, command, console
 
 
 @command
@@ -37,7 +37,7 @@ def train(
             "anil or melu_local (docs/META.md).",
         ),
     ] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    quiet: QuietOption = False,
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option(help="Folder for resumable checkpoints (docs/SCALING.md)."),
@@ -185,8 +185,9 @@ def demo(
     ] = Path("demo-run"),
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     steps: Annotated[int | None, typer.Option(help="Meta-training steps.")] = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Simulate a bookstore, meta-train, launch a held-out category, adapt and recommend."""
     from metarec.demo import run_demo
 
-    run_demo(workdir, seed=seed, steps=steps, console=console)
+    run_demo(workdir, seed=seed, steps=steps, console=console, progress=not quiet)

@@ -12,11 +12,41 @@ Read this package top to bottom: :mod:`~metarec.data.readers` (files to raw fram
 :mod:`~metarec.data.simulate` (the offline bookstore the demo and tests run on).
 """
 
-from metarec.data.catalog import Catalog
-from metarec.data.export import open_store
-from metarec.data.ingest import ingest, ingest_frames
-from metarec.data.schema import BadRow, Format, LoadReport, TableCounts
-from metarec.data.store import Store
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# name -> defining module, imported on first use (PEP 562): reading a store's category counts
+# (`metarec categories`) need not import every adapter and validator
+_EXPORTS = {
+    "Catalog": "metarec.data.catalog",
+    "open_store": "metarec.data.export",
+    "ingest": "metarec.data.ingest",
+    "ingest_frames": "metarec.data.ingest",
+    "BadRow": "metarec.data.schema",
+    "Format": "metarec.data.schema",
+    "LoadReport": "metarec.data.schema",
+    "TableCounts": "metarec.data.schema",
+    "Store": "metarec.data.store",
+}
+
+if TYPE_CHECKING:
+    from metarec.data.catalog import Catalog
+    from metarec.data.export import open_store
+    from metarec.data.ingest import ingest, ingest_frames
+    from metarec.data.schema import BadRow, Format, LoadReport, TableCounts
+    from metarec.data.store import Store
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'metarec.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BadRow",

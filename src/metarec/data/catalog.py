@@ -11,15 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from metarec.config import FeedbackConfig
 from metarec.data.positives import positives
 from metarec.data.store import Store
 from metarec.errors import DataError, UnknownCategoryError
+
+if TYPE_CHECKING:  # `metarec categories` reads a catalogue without paying for torch
+    import torch
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from metarec.data.adapters import ADAPTERS, detect_format
 from metarec.data.bad_rows import _bad_rows, _bad_rows_message, _write_bad_rows
@@ -40,6 +39,7 @@ from metarec.data.store import Store
 from metarec.data.validate import _check_columns, _validate
 from metarec.data.write import _write
 from metarec.errors import BadRowsError, DataError, StoreError
+from metarec.progress import Progress, progress_bar
 
 __all__ = ["Format", "LoadReport", "ingest", "ingest_frames", "load_tables"]
 
@@ -83,7 +83,7 @@ def ingest(
     for path in sources:
         if not path.exists():
             raise DataError(f"{path} does not exist; pass a data folder or files")
-    with tqdm(total=4, desc="ingest", unit="step", disable=not progress) as bar:
+    with progress_bar(4, "ingest", enabled=progress, unit="step") as bar:
         bar.set_postfix_str("read")
         name = detect_format(sources) if fmt == "auto" else str(fmt)
         if name not in ADAPTERS:
@@ -169,7 +169,7 @@ def load_tables(
     sha256: str | None,
     skip_bad_rows: bool = False,
     started: float | None = None,
-    bar: tqdm | None = None,
+    bar: Progress | None = None,
 ) -> LoadReport:
     """Validate adapter output and write it to the store in one transaction.
 
@@ -225,7 +225,7 @@ def load_tables(
                 leftover.unlink(missing_ok=True)
 
 
-def _advance(bar: tqdm | None, step: str) -> None:
+def _advance(bar: Progress | None, step: str) -> None:
     if bar is not None:
         bar.set_postfix_str(step)
         bar.update()

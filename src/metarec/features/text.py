@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -34,11 +35,11 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from metarec.config import FeatureConfig
 from metarec.data.catalog import TextTable
 from metarec.errors import ConfigError, MissingExtraError, StoreError
+from metarec.progress import progress_bar
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
@@ -211,8 +212,8 @@ def embed_texts(
         ``(len(texts), encoder.dim)`` float32.
     """
     out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    disable = None if progress is None else not progress  # tqdm: None = only on a terminal
-    bar = tqdm(total=len(texts), desc="embed texts", unit="text", disable=disable)
+    shown = sys.stderr.isatty() if progress is None else progress
+    bar = progress_bar(len(texts), "embed texts", enabled=shown, unit="text")
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         out[start : start + len(chunk)] = encoder.encode(chunk)

@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from metarec.config import MetaConfig
 from metarec.errors import CheckpointError, ConfigError, TrainingDivergedError
@@ -20,6 +19,7 @@ from metarec.meta.distributed import World, params_digest
 from metarec.meta.maml import MetaLearner
 from metarec.meta.state import TrainState
 from metarec.models.scorer import Params
+from metarec.progress import progress_bar
 from metarec.tasks.batch import TaskBatch
 
 Sampler = Callable[[int, torch.Generator], TaskBatch]
@@ -85,7 +85,7 @@ def meta_train(
         world.require_same(params_digest({"rng": generator.get_state()}), "the sampler's RNG")
     running: float | None = None
     shown = progress and world.is_main
-    bar = tqdm(total=config.meta_steps, initial=state.step, desc="meta-train", disable=not shown)
+    bar = progress_bar(config.meta_steps, "meta-train", enabled=shown, initial=state.step)
     while state.step < config.meta_steps:
         record = _meta_step(state, learner, sample, config.meta_batch_size, world)
         last = state.step == config.meta_steps

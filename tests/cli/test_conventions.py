@@ -1,0 +1,131 @@
+"""The CLI behaves like the rest of a team's tools: fast help, --version, --json, sorting,
+--quiet, and whole progress lines when stderr is not a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from metarec import __version__
+from metarec.cli import app
+from metarec.progress import PlainProgress, progress_bar
+
+runner = CliRunner()
+
+
+def _ok(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_version_prints_the_installed_version() -> None:
+    assert _ok("--version").strip() == f"metarec {__version__}"
+
+
+def _modules_after(code: str) -> set[str]:
+    """Top-level modules a fresh interpreter has imported after running ``code``."""
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120
+    )
+    return set(done.stdout.split()[-1000:])
+
+
+def test_help_and_version_import_no_heavy_library() -> None:
+    loaded = _modules_after(
+        "from typer.testing import CliRunner\nfrom metarec.cli import app\n"
+        "CliRunner().invoke(app, ['--help']); CliRunner().invoke(app, ['--version'])"
+    )
+    assert not loaded & {"torch", "pandas", "sklearn", "scipy", "implicit", "fastapi", "duckdb"}
+
+
+def test_categories_reads_the_store_without_torch(known_store: Path) -> None:
+    loaded = _modules_after(
+        "from typer.testing import CliRunner\nfrom metarec.cli import app\n"
+        f"r = CliRunner().invoke(app, ['categories', '--store', {str(known_store)!r}])\n"
+        "assert r.exit_code == 0, r.output"
+    )
+    assert "duckdb" in loaded  # it did read the store
+    assert not loaded & {"torch", "sklearn", "scipy", "implicit", "fastapi", "matplotlib"}
+
+
+def test_categories_sort_and_json(known_store: Path) -> None:
+    rows = [
+        json.loads(line)
+        for line in _ok("categories", "--store", str(known_store), "--json", "--sort", "users")
+        .strip()
+        .splitlines()
+    ]
+    assert len(rows) == 8
+    keys = [(-r["n_users"], r["category"]) for r in rows]
+    assert keys == sorted(keys)  # most users first, ties by name
+    by_name = [
+        json.loads(line)["category"]
+        for line in _ok("categories", "--store", str(known_store), "--json").splitlines()
+    ]
+    assert by_name == sorted(by_name)
+    table = _ok("categories", "--store", str(known_store), "--sort", "positives")
+    shown = [line.split("│")[1].strip() for line in table.splitlines() if "Shelf > C" in line]
+    by_positives = [
+        json.loads(line)["category"]
+        for line in _ok(
+            "categories", "--store", str(known_store), "--json", "--sort", "positives"
+        ).splitlines()
+    ]
+    assert shown == by_positives  # the table and the JSON agree on the order
+    refused = runner.invoke(app, ["categories", "--store", str(known_store), "--sort", "size"])
+    assert refused.exit_code == 2
+    assert "--sort must be one of category, items, users, positives" in refused.output
+
+
+def test_ingest_json_and_quiet(tmp_path: Path) -> None:
+    from tests.conftest import write_known_answer_tables
+
+    tables = write_known_answer_tables(tmp_path / "tables")
+    store = str(tmp_path / "store.duckdb")
+    args = ["ingest", str(tables), "--store", store, "--format", "table", "--json", "--quiet"]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    report = json.loads(first.stdout)
+    assert report["interactions"]["inserted"] > 0 and report["interactions"]["bad"] == 0
+    assert report["items"]["inserted"] == 320
+    again = json.loads(_ok(*args))
+    assert again["interactions"]["inserted"] == 0  # idempotent, and still machine-readable
+    assert again["interactions"]["unchanged"] == report["interactions"]["inserted"]
+
+
+def test_plain_progress_writes_whole_lines_at_tenths() -> None:
+    stream = io.StringIO()
+    bar = PlainProgress(100, "meta-train", every_seconds=0.0, stream=stream)
+    for _ in range(100):
+        bar.update()
+        bar.set_postfix(loss="0.5000")
+    bar.close()
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue()
+    assert len(lines) == 10  # one per tenth, the last one at 100/100
+    assert lines[0].startswith("meta-train 10/100 (10%)") and "ETA" in lines[0]
+    assert lines[-1].startswith("meta-train 100/100 (100%)") and lines[-1].endswith("loss=0.5000")
+
+
+def test_plain_progress_is_throttled_but_always_ends() -> None:
+    stream = io.StringIO()
+    with PlainProgress(1000, "ingest", every_seconds=3600, stream=stream) as bar:
+        for _ in range(1000):
+            bar.update()
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["ingest 100/1000", "ingest 1000/1000"]
+
+
+def test_progress_bar_picks_lines_off_a_terminal_and_nothing_when_disabled() -> None:
+    assert isinstance(progress_bar(10, "x", stream=io.StringIO()), PlainProgress)
+    silent = io.StringIO()
+    with progress_bar(10, "x", enabled=False, stream=silent) as bar:
+        bar.update(10)
+    assert silent.getvalue() == ""
