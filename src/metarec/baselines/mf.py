@@ -56,7 +56,7 @@ def positive_matrix(positives: pd.DataFrame, n_users: int, n_items: int) -> sp.c
 def solve_rows(
     confidence: sp.csr_matrix,
     factors: np.ndarray,
-    regularization: float,
+    regularization: float | np.ndarray,
     *,
     gram: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -73,7 +73,7 @@ def solve_rows(
     Args:
         confidence: (n_rows, m) CSR, the confidence ``c_rj`` of each positive.
         factors: (m, f) the other side's fixed factors ``Y``.
-        regularization: ``lambda``.
+        regularization: ``lambda``, or (n_rows,) one per row (frequency-scaled, as in iALS).
         gram: (f, f) ``G`` when the zero-preference columns are not all of ``factors`` (for
             instance only some categories' items); ``factors.T @ factors`` by default.
 
@@ -83,7 +83,8 @@ def solve_rows(
     y = torch.as_tensor(np.asarray(factors, dtype=np.float64))
     f = y.shape[1]
     g = y.T @ y if gram is None else torch.as_tensor(np.asarray(gram, dtype=np.float64))
-    base = g + regularization * torch.eye(f, dtype=torch.float64)
+    eye = torch.eye(f, dtype=torch.float64)
+    penalty = torch.as_tensor(np.broadcast_to(regularization, confidence.shape[:1]).copy())
     out = torch.zeros((confidence.shape[0], f), dtype=torch.float64)
     counts = np.diff(confidence.indptr)
     for rows in _row_batches(counts, f):
@@ -94,7 +95,8 @@ def solve_rows(
         yr = y[torch.from_numpy(confidence.indices[entry].astype(np.int64))]  # (b, width, f)
         # padding entries have c = 0: they add nothing to either side
         weighted = yr * torch.where(c > 0, c - 1.0, 0.0)[..., None]
-        a = base + torch.bmm(weighted.transpose(1, 2), yr)
+        ridge = penalty[torch.from_numpy(rows)].double()[:, None, None] * eye
+        a = g + ridge + torch.bmm(weighted.transpose(1, 2), yr)
         rhs = torch.bmm(c[:, None, :], yr)[:, 0]
         out[torch.from_numpy(rows)] = torch.linalg.solve(a, rhs)
     return out.numpy()

@@ -14,10 +14,12 @@ from metarec.baselines.base import Family, FitContext, Launch, Method
 from metarec.baselines.content_knn import ContentKNN
 from metarec.baselines.dropoutnet import DropoutNet
 from metarec.baselines.emcdr import EMCDR
+from metarec.baselines.ials import IALSRefit
 from metarec.baselines.melu import MeLU
 from metarec.baselines.mf import ALS, BPR
 from metarec.baselines.pretrain import Pretrain, PretrainFinetune
 from metarec.baselines.simple import Popularity, Random
+from metarec.baselines.user_knn import UserKNN
 from metarec.errors import ConfigError
 from metarec.evaluation.ridge import MetarecRidge
 from metarec.meta.model import MetaModel, train_on
@@ -112,6 +114,8 @@ METHODS: dict[str, type[Method]] = {
         ContentKNN,
         ALS,
         BPR,
+        IALSRefit,
+        UserKNN,
         EMCDR,
         Pretrain,
         PretrainFinetune,
