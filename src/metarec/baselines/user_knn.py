@@ -79,20 +79,22 @@ class UserKNN:
     """User-kNN across categories: neighbours from the visible history, votes from the support.
 
     Example:
-        >>> method = UserKNN(neighbours=50)
+        >>> method = UserKNN(neighbours=100)
         >>> method.fit(context)  # doctest: +SKIP
         >>> scores = method.scores(launch)  # (len(launch.users), n_items)  # doctest: +SKIP
     """
 
     name: ClassVar[str] = "user-knn"
     family: ClassVar[Family] = "baseline"
+    # measured on ML-100K's validation genres (Action, Adventure): k from 50 to 200 and beta
+    # from 0 to 10 land within 0.015 NDCG@10 of each other; IDF adds about 0.01
     grid: ClassVar[list[dict[str, Any]]] = [
-        {"neighbours": 50, "shrinkage": 10.0, "idf": True},
+        {"neighbours": 100, "shrinkage": 2.0, "idf": True},
+        {"neighbours": 50, "shrinkage": 0.0, "idf": True},
         {"neighbours": 200, "shrinkage": 10.0, "idf": True},
-        {"neighbours": 20, "shrinkage": 0.0, "idf": False},
     ]
 
-    def __init__(self, neighbours: int = 50, shrinkage: float = 10.0, idf: bool = True) -> None:
+    def __init__(self, neighbours: int = 100, shrinkage: float = 2.0, idf: bool = True) -> None:
         self.neighbours = neighbours
         self.shrinkage = shrinkage
         self.idf = idf
