@@ -8,6 +8,9 @@ The choices (percentile bootstrap, Wilcoxon signed-rank) are argued in ``docs/ME
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
+
 import numpy as np
 from scipy import stats as scipy_stats
 
@@ -16,6 +19,7 @@ from metarec.errors import ConfigError, DataError
 # Resampled indices are drawn in chunks of about this many entries (16 MB of int64), so memory
 # stays flat even for pooled evaluations over hundreds of thousands of users.
 _DRAWS_PER_CHUNK = 2_000_000
+_CACHED_DRAWS = 2_000_000  # draws of one (seed, users, resamples) kept for reuse (16 MB)
 
 
 def bootstrap_ci(
@@ -45,19 +49,39 @@ def bootstrap_ci(
         raise ConfigError(f"n_resamples must be at least 1, got {n_resamples}")
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must lie in (0, 1), got {alpha}")
-    rng = np.random.default_rng(seed)
     n_users = values.shape[0]
-    per_chunk = max(1, _DRAWS_PER_CHUNK // n_users)
     means = np.concatenate(
-        [
-            values[
-                rng.integers(0, n_users, size=(min(per_chunk, n_resamples - done), n_users))
-            ].mean(axis=1)
-            for done in range(0, n_resamples, per_chunk)
-        ]
+        [values[rows].mean(axis=1) for rows in _draws(seed, n_users, n_resamples)]
     )
     low, high = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(values.mean()), float(low), float(high)
+
+
+def _draws(seed: int, n_users: int, n_resamples: int) -> Iterator[np.ndarray]:
+    """The resampled user indices, in chunks: the same for the same (seed, n_users, n_resamples).
+
+    A report bootstraps every metric and cutoff of a launch over the same users with the same
+    seed, so the draws of small problems are kept (up to 16 of 16 MB) and reused.
+    """
+    if n_users * n_resamples <= _CACHED_DRAWS:
+        yield from _cached_draws(seed, n_users, n_resamples)
+    else:
+        yield from _draws_uncached(seed, n_users, n_resamples)
+
+
+@functools.lru_cache(maxsize=16)  # at most 256 MB
+def _cached_draws(seed: int, n_users: int, n_resamples: int) -> tuple[np.ndarray, ...]:
+    chunks = tuple(_draws_uncached(seed, n_users, n_resamples))
+    for chunk in chunks:
+        chunk.setflags(write=False)
+    return chunks
+
+
+def _draws_uncached(seed: int, n_users: int, n_resamples: int) -> Iterator[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    per_chunk = max(1, _DRAWS_PER_CHUNK // n_users)
+    for done in range(0, n_resamples, per_chunk):
+        yield rng.integers(0, n_users, size=(min(per_chunk, n_resamples - done), n_users))
 
 
 def paired_test(a: np.ndarray, b: np.ndarray) -> float:
