@@ -1,6 +1,7 @@
 """Top costs of a py-spy profile (``py-spy record --format raw``), inclusive and by method.
 
-    .venv/bin/py-spy record --format raw -o runs/prof.txt -- .venv/bin/python -m metarec evaluate ...
+    .venv/bin/py-spy record --format raw -o runs/prof.txt -- \
+        .venv/bin/python -m metarec evaluate ...
     .venv/bin/python benchmarks/profile_summary.py runs/prof.txt
 
 Prints the share of samples under each (method unit) and, inside them, the functions with the
@@ -14,6 +15,15 @@ import re
 from collections import Counter
 from pathlib import Path
 
+_PHASES = (
+    "tune (",
+    "fit_context",
+    "validation_launches",
+    "make_case",
+    "score_case",
+    "load_catalog",
+    "write_run",
+)
 _FRAME = re.compile(r"^(?P<name>[^ ]+) \((?P<file>[^:]+)(?::\d+)?\)$")
 
 
@@ -40,7 +50,7 @@ def main() -> None:
             inclusive[name] += n
         phase = "other"
         for name in names:
-            if name.startswith(("tune (", "fit_context", "validation_launches", "make_case", "score_case", "load_catalog", "write_run")):
+            if name.startswith(_PHASES):
                 phase = name.split(" ")[0]
         phases[phase] += n
     print(f"{total} samples")
