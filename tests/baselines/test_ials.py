@@ -123,7 +123,7 @@ def fitted(known_fold: KnownFold) -> IALSRefit:
     return method
 
 
-def test_zero_shots_rank_by_the_tie_break_like_popularity(
+def test_zero_shots_give_everyone_the_same_tie_break_list(
     fitted: IALSRefit, known_fold: KnownFold
 ) -> None:
     """Without support nothing in the category has a positive: every new item's factors are
