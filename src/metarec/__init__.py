@@ -34,6 +34,8 @@ _EXPORTS = {
     "save_model": "metarec.meta.model",
     "Recommendation": "metarec.serving.recommender",
     "Recommender": "metarec.serving.recommender",
+    "recommend_batch": "metarec.serving.batch",
+    "write_recommendations": "metarec.serving.batch",
     "Store": "metarec.data.store",
     "ingest": "metarec.data.ingest",
     "TrainConfig": "metarec.config",
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from metarec.data.ingest import ingest
     from metarec.data.store import Store
     from metarec.meta.model import MetaModel, load_model, save_model
+    from metarec.serving.batch import recommend_batch, write_recommendations
     from metarec.serving.recommender import Recommendation, Recommender
     from metarec.training import train
 
@@ -73,6 +76,8 @@ __all__ = [
     "ingest",
     "load_config",
     "load_model",
+    "recommend_batch",
     "save_model",
     "train",
+    "write_recommendations",
 ]

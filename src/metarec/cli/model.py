@@ -5,12 +5,22 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from metarec.cli.app import ModelOption, QuietOption, StoreOption, command, console
+from metarec.cli.app import (
+    JsonOption,
+    ModelOption,
+    QuietOption,
+    StoreOption,
+    command,
+    console,
+)
+
+if TYPE_CHECKING:
+    from metarec.serving.recommender import Recommender
 
 
 @command
@@ -156,16 +166,39 @@ def recommend(
     model: ModelOption,
     store: StoreOption,
     category: Annotated[str, typer.Option(help="Category path.")],
-    user: Annotated[str, typer.Option(help="External user id.")],
+    user: Annotated[str | None, typer.Option(help="External user id.")] = None,
+    users: Annotated[
+        Path | None,
+        typer.Option(help="File of external user ids, one per line: a list for each (--out)."),
+    ] = None,
+    all_users: Annotated[
+        bool, typer.Option("--all-users", help="A list for every user of the store (--out).")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Parquet file for --users/--all-users: user_id, rank, item_id, score, fallback."
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOption = False,
+    quiet: QuietOption = False,
 ) -> None:
-    """Top-K items of CATEGORY for USER."""
+    """Top-K items of CATEGORY for one USER, or for many users into a Parquet file."""
     from metarec.data.export import open_store
+    from metarec.errors import ConfigError
     from metarec.serving.recommender import Recommender
 
+    if (user is not None) + (users is not None) + all_users != 1:
+        raise ConfigError("pass exactly one of --user ID, --users FILE or --all-users")
+    if user is None and out is None:
+        raise ConfigError("--users and --all-users write a table: pass --out recs.parquet")
     with open_store(store, read_only=True) as opened:
-        result = Recommender.open(model, opened).recommend(user, category, k)
+        recommender = Recommender.open(model, opened)
+        if user is None:
+            _recommend_many(recommender, category, users, k, out, as_json=as_json, quiet=quiet)
+            return
+        result = recommender.recommend(user, category, k)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
         return
@@ -176,6 +209,50 @@ def recommend(
     for rank, item in enumerate(result.items, 1):
         table.add_row(str(rank), item.item_id, item.title or "", f"{item.score:.4f}")
     console.print(table)
+
+
+def _recommend_many(
+    recommender: Recommender,
+    category: str,
+    users: Path | None,
+    k: int,
+    out: Path | None,
+    *,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """``recommend --users FILE | --all-users --out FILE``: the batch path of the library."""
+    import time
+
+    from metarec.errors import DataError
+    from metarec.serving.batch import recommend_batch, write_recommendations
+
+    assert out is not None
+    if users is not None and not users.is_file():
+        raise DataError(f"users file {users} does not exist (one user id per line)")
+    ids = None if users is None else [u.strip() for u in users.read_text().splitlines()]
+    ids = None if ids is None else [u for u in ids if u]
+    started = time.perf_counter()
+    table = recommend_batch(recommender, category, ids, k, progress=not quiet)
+    write_recommendations(table, out)
+    n_users = table["user_id"].nunique()
+    fallbacks = table.drop_duplicates("user_id")["fallback"].value_counts().to_dict()
+    summary = {
+        "out": str(out),
+        "category": category,
+        "users": int(n_users),
+        "rows": len(table),
+        "fallbacks": {str(key): int(n) for key, n in fallbacks.items()},
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    console.print(
+        f"[green]wrote[/] {out}: top {k} of {category!r} for {n_users:,} users "
+        f"({len(table):,} rows) in {summary['seconds']:.1f} s"
+        + (f"; fallbacks {summary['fallbacks']}" if fallbacks else "")
+    )
 
 
 @command
