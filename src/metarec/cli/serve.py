@@ -33,6 +33,12 @@ def serve(
         ),
     ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    runs: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of evaluation runs (`metarec evaluate --out`) the console lists."
+        ),
+    ] = None,
     model_root: Annotated[
         list[Path] | None,
         typer.Option(
@@ -89,12 +95,12 @@ def serve(
     try:
         err_console.print(
             f"serving {model} (version {service.model_version}) on http://{host}:{port} "
-            f"(store {store}); docs at /docs",
+            f"(store {store}); console at /console, API docs at /docs",
             highlight=False,
             soft_wrap=True,
         )
         uvicorn.run(
-            create_app(settings, service=service),
+            create_app(settings, service=service, runs_dir=runs),
             host=host,
             port=port,
             workers=1,

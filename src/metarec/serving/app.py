@@ -18,6 +18,7 @@ import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from pathlib import Path
 from typing import Annotated
 
 import anyio
@@ -42,6 +43,7 @@ from metarec.errors import (
 from metarec.serving import schemas
 from metarec.serving.batcher import RecommendBatcher
 from metarec.serving.conflicts import EventConflictError
+from metarec.serving.console import mount_console, mount_docs
 from metarec.serving.guard import Guard
 from metarec.serving.jobs import ServiceBusyError
 from metarec.serving.responses import FiniteJSONResponse
@@ -66,13 +68,16 @@ ERROR_STATUS: dict[type[MetarecError], int] = {
 _JSON = "application/json"
 
 
-def create_app(settings: ServeSettings, *, service: Service | None = None) -> FastAPI:
+def create_app(
+    settings: ServeSettings, *, service: Service | None = None, runs_dir: Path | None = None
+) -> FastAPI:
     """Build the HTTP app.
 
     Args:
         settings: the service settings (token, limits, paths).
         service: an opened service to serve (started here, closed by the caller); None opens
             one from ``settings`` when the app starts and closes it when the app stops.
+        runs_dir: evaluation run folders the console's runs page lists (None: none).
 
     Returns:
         The FastAPI app (run it with one uvicorn worker: the process owns the store).
@@ -105,6 +110,8 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
         title="metarec",
         summary="Launch a category, adapt it from its first events, serve top-K.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc from packaged files (mount_docs): they work offline
+        redoc_url=None,
         responses={
             401: {"model": schemas.Error, "description": "missing bearer token"},
             403: {"model": schemas.Error, "description": "wrong bearer token"},
@@ -238,6 +245,8 @@ def create_app(settings: ServeSettings, *, service: Service | None = None) -> Fa
             generate_latest(_service(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
         )
 
+    mount_docs(app)
+    mount_console(app, runs_dir=runs_dir)
     return app
 
 
