@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	# torch first, pinned to the version docs/ was measured with (README, "Installing"):
+	# pyproject accepts any torch>=2.3,<3, and an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[serve,dev]'
+	# core (serve, train) + eval (baselines, plots) + dev (tests, linters, deptry, playwright)
+	$(BIN)/python -m pip install --quiet -e '.[eval,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,10 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/deptry src
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[crosscheck]'  # ranx, for the metrics cross-check
 	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m pytest -q tests/ranking/test_metrics.py -k ranx
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
