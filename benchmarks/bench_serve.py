@@ -7,18 +7,24 @@ duration cap; it stops by itself, in about 5 minutes on 2 cores):
    ``--store``), and write model B: A's features with perturbed parameters (a retrained head);
 2. add one synthetic category per size to a copy of the store: items resampled from the
    bookstore's with new ids, and 600 users x 5 support events drawn from a long tail;
-3. in process: open the service, adapt the three categories, time ``Service.recommend`` for
-   known and unknown users, and measure recall@10 of the served top 10 against the exact full
+3. in process: open the service, adapt the categories, time ``Service.recommend`` for
+   known and unknown users one at a time, the same requests ranked ``--max-batch`` at a time
+   (``Service.recommend_many``), and recall@10 of the served top 10 against the exact full
    ranking (every item scored by the MLP);
-4. over HTTP: start `metarec serve` on 127.0.0.1, drive ``GET /recommend`` from keep-alive
-   connections (a minimal asyncio HTTP/1.1 client, so that the load generator spends as little
-   of the 2 cores as possible), then repeat the 1e5 run while the model is hot-swapped 20 times
-   (B, A, B, ...). Any non-200 answer (swaps included) or broken connection is a failure.
+4. over HTTP: start the service as `metarec serve` does, pinned to the first CPU (the load
+   generator, this process, on the others; ``--no-pin`` to share), and drive ``GET /recommend``
+   from keep-alive connections (a minimal asyncio HTTP/1.1 client, so that the load generator
+   spends as little CPU as possible): every size with micro-batching off (``max_batch=1``), then
+   on, in the same run, so the ratio is measured under the same machine load; then, batched,
+   ``POST /events`` batches of ``--events-batch`` new events, and the 1e5 run again while the
+   model is hot-swapped 20 times (B, A, B, ...). Any non-200 answer (swaps included) or broken
+   connection is a failure.
 
 The last line printed is one JSON object::
 
-    {"failed_requests": n, "swaps": s, "http_p99_ms": {"1e4": a, "1e5": b, "1e6": c},
-     "inproc_p99_ms": {"1e4": d, "1e5": e, "1e6": f}, "rps_1e5": r}
+    {"failed_requests": n, "swaps": s, "http_p99_ms": {"1e4": a, ...} (batched),
+     "inproc_p99_ms": {...}, "rps_1e5": r, "rps_1e5_unbatched": u, "batching_ratio": r / u,
+     "events_per_s": e, "events_p99_ms": p}
 
 Usage::
 
@@ -143,7 +149,9 @@ def request_users(store_users: np.ndarray, count: int, seed: int) -> list[str]:
 # ---- 3. in process -------------------------------------------------------------------------------
 
 
-def in_process(settings: ServeSettings, sizes: list[int], requests: dict[int, int]) -> dict:
+def in_process(
+    settings: ServeSettings, sizes: list[int], requests: dict[int, int], max_batch: int
+) -> dict:
     service = Service.open(settings)
     service.start()
     try:
@@ -163,8 +171,17 @@ def in_process(settings: ServeSettings, sizes: list[int], requests: dict[int, in
                 started = time.perf_counter()
                 service.recommend(name, category, 10)
                 latencies.append(time.perf_counter() - started)
+            # the same requests ranked ``max_batch`` at a time (Service.recommend_many)
+            started = time.perf_counter()
+            for i in range(0, len(names), max_batch):
+                service.recommend_many(category, [(name, 10) for name in names[i : i + max_batch]])
+            batched = (time.perf_counter() - started) / len(names)
             recall = short_list_recall(service, category, users, 20 if n <= 100_000 else 10)
-            out[n] = {**percentiles(latencies), "recall_at_10": recall}
+            out[n] = {
+                **percentiles(latencies),
+                "batched_ms_per_request": round(batched * 1000, 3),
+                "recall_at_10": recall,
+            }
             print(f"in-process {label(n)}: {out[n]} {load_average()}", flush=True)
         return out
     finally:
@@ -209,26 +226,38 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def start_server(settings: ServeSettings, workdir: Path, torch_threads: int) -> subprocess.Popen:
-    token = workdir / "token"
-    token.write_text(TOKEN)
-    command = [
-        sys.executable,
-        "-c",
-        "from metarec.cli import main; main()",
-        "serve",
-        "--model",
-        str(settings.model_dir),
-        "--store",
-        str(settings.store_path),
-        "--port",
-        str(settings.port),
-        "--token-file",
-        str(token),
-    ]
-    command += ["--torch-threads", str(torch_threads)]
+# What `metarec serve` does (metarec/cli/serve.py), with the settings the benchmark varies
+# (micro-batching on or off) instead of the command's flags.
+_SERVE = """
+import json, sys
+import torch, uvicorn
+from metarec.serving.app import create_app
+from metarec.serving.service import Service
+from metarec.serving.settings import ServeSettings
+options = json.loads(sys.argv[1])
+torch.set_num_threads(options.pop("torch_threads"))
+settings = ServeSettings(**options)
+service = Service.open(settings)
+try:
+    uvicorn.run(create_app(settings, service=service), host=settings.host, port=settings.port,
+                workers=1, access_log=False, log_level="warning")
+finally:
+    service.close()
+"""
+
+
+def start_server(
+    settings: ServeSettings, workdir: Path, torch_threads: int, cpus: set[int] | None = None
+) -> subprocess.Popen:
+    """Start the service on ``settings`` (its own process, on ``cpus`` when given)."""
+    options = json.loads(settings.model_dump_json())
+    options["token"] = settings.token.get_secret_value()
+    options["torch_threads"] = torch_threads
+    command = [sys.executable, "-c", _SERVE, json.dumps(options)]
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    if cpus:
+        os.sched_setaffinity(process.pid, cpus)
     deadline = time.monotonic() + 600
     url = f"http://127.0.0.1:{settings.port}"
     while time.monotonic() < deadline:
@@ -242,6 +271,14 @@ def start_server(settings: ServeSettings, workdir: Path, torch_threads: int) -> 
         time.sleep(0.25)
     process.kill()
     raise SystemExit("the server did not become ready in 600 s")
+
+
+def stop_server(process: subprocess.Popen) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 async def load(
@@ -298,6 +335,66 @@ async def load(
     }
 
 
+async def post_events(
+    port: int,
+    users: list[str],
+    items: list[str],
+    batch: int,
+    concurrency: int,
+    seconds: float,
+    tag: str,
+) -> dict:
+    """POST /events batches of ``batch`` new events from ``concurrency`` keep-alive connections
+    for ``seconds``; events/s counts acknowledged (200) events."""
+    rng = np.random.default_rng(0)
+    latencies: list[float] = []
+    failures = 0
+    deadline = time.monotonic() + seconds
+
+    async def connection(number: int) -> None:
+        nonlocal failures
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sent = 0
+        try:
+            while time.monotonic() < deadline:
+                rows = [
+                    {
+                        "event_id": f"{tag}-{number}-{sent}-{j}",
+                        "user_id": users[int(rng.integers(len(users)))],
+                        "item_id": items[int(rng.integers(len(items)))],
+                        "event": "click",
+                        "timestamp": 1_900_000_000 + sent,
+                    }
+                    for j in range(batch)
+                ]
+                sent += 1
+                body = json.dumps({"events": rows}).encode()
+                head = (
+                    "POST /events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+                    f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(body)}\r\n\r\n"
+                ).encode()
+                started = time.perf_counter()
+                writer.write(head + body)
+                status = await asyncio.wait_for(read_response(reader), 60)
+                latencies.append(time.perf_counter() - started)
+                failures += status != 200
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection(c) for c in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    ok = len(latencies) - failures
+    return {
+        **percentiles(latencies),
+        "failed": failures,
+        "batches_per_s": round(len(latencies) / elapsed, 1),
+        "events_per_s": round(ok * batch / elapsed, 1),
+        "seconds": round(elapsed, 2),
+    }
+
+
 def _while_alive(users: list[str], thread: threading.Thread) -> Iterator[str]:
     for n, user in enumerate(itertools.cycle(users)):
         if n >= len(users) and not thread.is_alive():
@@ -337,52 +434,97 @@ def swap_models(url: str, models: list[Path], count: int, done: list[dict]) -> N
             time.sleep(0.2)
 
 
-def over_http(
-    settings: ServeSettings,
-    workdir: Path,
-    sizes: list[int],
-    requests: dict[int, int],
-    concurrency: int,
-    max_seconds: float,
-    swaps: int,
-    model_b: Path,
-    torch_threads: int,
-) -> tuple[dict, list[dict]]:
-    started = time.perf_counter()
-    process = start_server(settings, workdir, torch_threads)
-    print(f"server ready in {time.perf_counter() - started:.1f} s", flush=True)
-    url = f"http://127.0.0.1:{settings.port}"
+@dataclasses.dataclass(frozen=True)
+class HttpRun:
+    """What the HTTP part of the benchmark does (see the module docstring)."""
+
+    sizes: list[int]
+    requests: dict[int, int]
+    concurrency: int
+    max_seconds: float
+    swaps: int
+    model_b: Path
+    torch_threads: int
+    max_batch: int
+    events_seconds: float
+    events_batch: int
+    events_concurrency: int
+    pin: bool
+
+
+def over_http(settings: ServeSettings, workdir: Path, run: HttpRun) -> tuple[dict, list[dict]]:
+    """Every size with micro-batching off (``max_batch=1``), then on, in one run (so the ratio
+    is measured under the same load); then, batched, ``POST /events`` and the hot swaps."""
     users = json.loads((workdir / "users.json").read_text())
-    results: dict[str, dict] = {}
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = {cpus[0]} if run.pin and len(cpus) > 1 else None
+    if server_cpus:  # the load generator (this process) on the other cores
+        os.sched_setaffinity(0, set(cpus[1:]))
+    results: dict[str, dict] = {"unbatched": {}, "batched": {}}
     swapped: list[dict] = []
-    try:
-        for n in sizes:
-            names = request_users(np.array(users), requests[n], seed=n + 1)
-            asyncio.run(load(settings.port, category_of(n), names[:50], 4, 30))  # warm-up
-            results[label(n)] = asyncio.run(
-                load(settings.port, category_of(n), names, concurrency, max_seconds)
-            )
-            print(f"http {label(n)}: {results[label(n)]} {load_average()}", flush=True)
-        # the same load on the middle catalogue, with `swaps` hot swaps (B, A, B, ...) during it
-        n = 100_000 if 100_000 in sizes else sizes[len(sizes) // 2]
-        names = request_users(np.array(users), requests[n], seed=n + 2)
-        swapper = threading.Thread(
-            target=swap_models, args=(url, [model_b, settings.model_dir], swaps, swapped)
-        )
-        swapper.start()
-        results["swaps"] = asyncio.run(
-            load(settings.port, category_of(n), names, concurrency, max_seconds, until=swapper)
-        )
-        swapper.join()
-        results["swaps"]["items"] = label(n)
-        print(f"http {label(n)} with {len(swapped)} swaps: {results['swaps']}", flush=True)
-    finally:
-        process.send_signal(signal.SIGINT)
+    for mode in ("unbatched", "batched"):
+        batch = 1 if mode == "unbatched" else run.max_batch
+        served = settings.model_copy(update={"max_batch": batch})
+        started = time.perf_counter()
+        process = start_server(served, workdir, run.torch_threads, server_cpus)
+        print(f"server ({mode}) ready in {time.perf_counter() - started:.1f} s", flush=True)
         try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            for n in run.sizes:
+                names = request_users(np.array(users), run.requests[n], seed=n + 1)
+                asyncio.run(load(settings.port, category_of(n), names[:50], 4, 30))  # warm-up
+                measured = asyncio.run(
+                    load(settings.port, category_of(n), names, run.concurrency, run.max_seconds)
+                )
+                results[mode][label(n)] = measured
+                print(f"http {mode} {label(n)}: {measured} {load_average()}", flush=True)
+            if mode == "batched":
+                results["events"] = events_run(settings.port, users, run)
+                swapped = swaps_run(settings, workdir, users, run, results)
+        finally:
+            stop_server(process)
     return results, swapped
+
+
+def events_run(port: int, users: list[str], run: HttpRun) -> dict:
+    """POST /events batches of ``run.events_batch`` into the smallest benchmark category."""
+    n = min(run.sizes)
+    items = [f"b{label(n)}-{i}" for i in range(n)]
+    tag = f"bench-{time.time_ns()}"
+    measured = asyncio.run(
+        post_events(
+            port,
+            users,
+            items,
+            run.events_batch,
+            run.events_concurrency,
+            run.events_seconds,
+            tag,
+        )
+    )
+    print(f"http events (batches of {run.events_batch}): {measured} {load_average()}", flush=True)
+    return measured
+
+
+def swaps_run(
+    settings: ServeSettings, workdir: Path, users: list[str], run: HttpRun, results: dict
+) -> list[dict]:
+    """The middle catalogue's load again while the model is hot-swapped (B, A, B, ...)."""
+    url = f"http://127.0.0.1:{settings.port}"
+    sizes = run.sizes
+    n = 100_000 if 100_000 in sizes else sizes[len(sizes) // 2]
+    names = request_users(np.array(users), run.requests[n], seed=n + 2)
+    swapped: list[dict] = []
+    swapper = threading.Thread(
+        target=swap_models, args=(url, [run.model_b, settings.model_dir], run.swaps, swapped)
+    )
+    swapper.start()
+    results["swaps"] = asyncio.run(
+        load(settings.port, category_of(n), names, run.concurrency, run.max_seconds, until=swapper)
+    )
+    swapper.join()
+    results["swaps"]["items"] = label(n)
+    print(f"http {label(n)} with {len(swapped)} swaps: {results['swaps']}", flush=True)
+    return swapped
 
 
 # ---- main ----------------------------------------------------------------------------------------
@@ -399,6 +541,13 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=40.0, help="cap per HTTP run")
     parser.add_argument("--swaps", type=int, default=20)
     parser.add_argument("--torch-threads", type=int, default=1, help="torch threads per op")
+    parser.add_argument("--max-batch", type=int, default=16, help="micro-batch size when on")
+    parser.add_argument("--events-seconds", type=float, default=20.0)
+    parser.add_argument("--events-batch", type=int, default=100)
+    parser.add_argument("--events-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="do not pin the server and the load generator"
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.torch_threads)  # as the server does (metarec serve)
@@ -420,43 +569,69 @@ def main() -> None:
     settings = ServeSettings(
         model_dir=model_a, store_path=store, token=TOKEN, port=free_port(), max_in_flight=1024
     )
-    inproc = in_process(settings, sizes, inproc_requests)
-    http, swapped = over_http(
-        settings,
-        workdir,
-        sizes,
-        http_requests,
-        args.concurrency,
-        args.max_seconds,
-        args.swaps,
-        model_b,
-        args.torch_threads,
+    inproc = in_process(settings, sizes, inproc_requests, args.max_batch)
+    run = HttpRun(
+        sizes=sizes,
+        requests=http_requests,
+        concurrency=args.concurrency,
+        max_seconds=args.max_seconds,
+        swaps=args.swaps,
+        model_b=model_b,
+        torch_threads=args.torch_threads,
+        max_batch=args.max_batch,
+        events_seconds=args.events_seconds,
+        events_batch=args.events_batch,
+        events_concurrency=args.events_concurrency,
+        pin=not args.no_pin,
     )
+    http, swapped = over_http(settings, workdir, run)
 
     print(f"\ntotal {time.perf_counter() - begun:.0f} s; {os.cpu_count()} CPUs; {load_average()}")
-    print("| items | in-process p50 / p95 / p99 ms | recall@10 | HTTP p50 / p95 / p99 ms | req/s |")
-    print("|---|---|---|---|---|")
+    print(
+        "| items | in-process p50 / p95 / p99 ms | in-process ms per request, batched | "
+        "recall@10 | HTTP p50 / p95 / p99 ms, unbatched | req/s | HTTP p50 / p95 / p99 ms, "
+        "batched | req/s | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for n in sizes:
-        a, b = inproc[n], http[label(n)]
-        recall = f"{a['recall_at_10']:.3f}"
+        a, off, on = inproc[n], http["unbatched"][label(n)], http["batched"][label(n)]
         print(
-            f"| {label(n)} | {a['p50_ms']} / {a['p95_ms']} / {a['p99_ms']} | {recall} | "
-            f"{b['p50_ms']} / {b['p95_ms']} / {b['p99_ms']} | {b['rps']} |"
+            f"| {label(n)} | {a['p50_ms']} / {a['p95_ms']} / {a['p99_ms']} | "
+            f"{a['batched_ms_per_request']} | {a['recall_at_10']:.3f} | "
+            f"{off['p50_ms']} / {off['p95_ms']} / {off['p99_ms']} | {off['rps']} | "
+            f"{on['p50_ms']} / {on['p95_ms']} / {on['p99_ms']} | {on['rps']} | "
+            f"{on['rps'] / off['rps']:.2f} |"
         )
     during = http["swaps"]
     print(
-        f"| {during['items']} during {len(swapped)} swaps | | | {during['p50_ms']} / "
-        f"{during['p95_ms']} / {during['p99_ms']} | {during['rps']} |"
+        f"| {during['items']} during {len(swapped)} swaps, batched | | | | | | {during['p50_ms']}"
+        f" / {during['p95_ms']} / {during['p99_ms']} | {during['rps']} | |"
+    )
+    events = http["events"]
+    print(
+        f"events: {events['events_per_s']} events/s in batches of {args.events_batch} "
+        f"({events['batches_per_s']} batches/s, p50 / p99 {events['p50_ms']} / "
+        f"{events['p99_ms']} ms, {args.events_concurrency} connections)"
     )
     swap_seconds = [round(s["seconds"], 2) for s in swapped]
     print(f"swaps: statuses {[s['status'] for s in swapped]}, seconds {swap_seconds}")
-    failed = sum(r["failed"] for r in http.values()) + sum(s["status"] != 200 for s in swapped)
+    failed = (
+        sum(r["failed"] for mode in ("unbatched", "batched") for r in http[mode].values())
+        + during["failed"]
+        + events["failed"]
+        + sum(s["status"] != 200 for s in swapped)
+    )
+    mid = "1e5" if "1e5" in http["batched"] else label(sizes[len(sizes) // 2])
     summary = {
         "failed_requests": failed,
         "swaps": sum(s["status"] == 200 for s in swapped),
-        "http_p99_ms": {label(n): http[label(n)]["p99_ms"] for n in sizes},
+        "http_p99_ms": {label(n): http["batched"][label(n)]["p99_ms"] for n in sizes},
         "inproc_p99_ms": {label(n): inproc[n]["p99_ms"] for n in sizes},
-        "rps_1e5": http.get("1e5", {}).get("rps"),
+        f"rps_{mid}": http["batched"][mid]["rps"],
+        f"rps_{mid}_unbatched": http["unbatched"][mid]["rps"],
+        "batching_ratio": round(http["batched"][mid]["rps"] / http["unbatched"][mid]["rps"], 2),
+        "events_per_s": events["events_per_s"],
+        "events_p99_ms": events["p99_ms"],
     }
     print(json.dumps(summary))
 

@@ -17,12 +17,13 @@ import torch
 from tests.conftest import KNOWN_HELD_OUT
 
 from metarec.data import Store
-from metarec.errors import DataError, MetarecError, UnknownCategoryError
+from metarec.errors import DataError, MetarecError, NonFiniteError, UnknownCategoryError
 from metarec.ranking import RetrievalSettings
 from metarec.ranking.retrieval import retrieve_top_k
 from metarec.serving.batched import retrieve_top_k_many
 from metarec.serving.batcher import RecommendBatcher
 from metarec.serving.recommender import Recommender
+from metarec.serving.responses import finite_json
 
 # a short list far below the 40 items of a category, so that retrieval (not exact scoring) runs
 SMALL = RetrievalSettings(short_list=8, rank=4)
@@ -167,3 +168,12 @@ def test_batcher_off_ranks_each_request_alone() -> None:
 
     asyncio.run(main())
     assert [len(c) for c in calls] == [1, 1, 1]
+
+
+def test_response_bodies_refuse_non_finite_numbers() -> None:
+    assert finite_json({"items": [{"score": 1.5, "title": None}]}) == (
+        b'{"items":[{"score":1.5,"title":null}]}'
+    )
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(NonFiniteError):
+            finite_json({"items": [{"score": bad}]})
