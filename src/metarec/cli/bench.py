@@ -47,8 +47,8 @@ def evaluate(
     resume: Annotated[
         bool,
         typer.Option(
-            help="Reuse units already finished in OUT/units under the same data and settings "
-            "(after a kill, re-run the same command)."
+            help="Reuse units already finished in OUT/units under the same data, settings and "
+            "code (after a kill, re-run the same command); --no-resume recomputes them."
         ),
     ] = True,
     as_json: JsonOption = False,
@@ -90,7 +90,8 @@ def evaluate(
         log=err_console.print if as_json else console.print,  # stdout holds only the JSON
         progress=not quiet,
         jobs=jobs or os.cpu_count() or 1,
-        units_dir=out / "units" if resume else None,
+        units_dir=out / "units",
+        resume=resume,
     )
     write_run(
         result,

@@ -56,6 +56,7 @@ def evaluate(
     log: Callable[[str], None] | None = None,
     jobs: int = 1,
     units_dir: Path | None = None,
+    resume: bool = True,
 ) -> Result:
     """Run the benchmark.
 
@@ -67,8 +68,10 @@ def evaluate(
         log: where to send one-line progress notes (the CLI prints them).
         jobs: (fold, method) units run side by side in this many processes, one torch thread
             each; the result is the same for any number.
-        units_dir: where finished units are kept; a unit found there under the same key (same
-            data, configs, fold and method) is read back, not recomputed (resume after a kill).
+        units_dir: where finished units are written; with ``resume``, a unit found there under
+            the same key (same data, configs, fold, method and code) is read back, not
+            recomputed (resume after a kill).
+        resume: read finished units back from ``units_dir`` (else recompute and overwrite).
 
     Raises:
         ConfigError: an unknown method name.
@@ -95,7 +98,7 @@ def evaluate(
     finished: dict[tuple[int, str], UnitResult] = {}
     if units_dir is not None:
         units_dir.mkdir(parents=True, exist_ok=True)
-        for unit in units:
+        for unit in units if resume else []:
             found = UnitResult.load(_unit_path(units_dir, unit), keys[unit])
             if found is not None:
                 finished[unit] = found
