@@ -345,7 +345,7 @@ async def post_events(
     tag: str,
 ) -> dict:
     """POST /events batches of ``batch`` new events from ``concurrency`` keep-alive connections
-    for ``seconds``; events/s counts acknowledged (200) events."""
+    for ``seconds`` (at least one batch each); events/s counts acknowledged (200) events."""
     rng = np.random.default_rng(0)
     latencies: list[float] = []
     failures = 0
@@ -357,7 +357,7 @@ async def post_events(
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sent = 0
         try:
-            while time.monotonic() < deadline:
+            while sent == 0 or time.monotonic() < deadline:  # at least one batch each
                 rows = [
                     {
                         "event_id": f"{tag}-{number}-{sent}-{j}",
@@ -478,11 +478,26 @@ def over_http(settings: ServeSettings, workdir: Path, run: HttpRun) -> tuple[dic
                 results[mode][label(n)] = measured
                 print(f"http {mode} {label(n)}: {measured} {load_average()}", flush=True)
             if mode == "batched":
+                results["mean_batch"] = mean_batch(settings.port)
+                print(f"requests per ranking call: {results['mean_batch']}", flush=True)
+            if mode == "batched":
                 results["events"] = events_run(settings.port, users, run)
                 swapped = swaps_run(settings, workdir, users, run, results)
         finally:
             stop_server(process)
     return results, swapped
+
+
+def mean_batch(port: int) -> float:
+    """Mean requests per ranking call so far (metarec_recommend_batch_size from /metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    value = {
+        line.split()[0]: float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("metarec_recommend_batch_size_")
+    }
+    count = value.get("metarec_recommend_batch_size_count", 0.0)
+    return round(value.get("metarec_recommend_batch_size_sum", 0.0) / max(count, 1.0), 2)
 
 
 def events_run(port: int, users: list[str], run: HttpRun) -> dict:
@@ -630,6 +645,7 @@ def main() -> None:
         f"rps_{mid}": http["batched"][mid]["rps"],
         f"rps_{mid}_unbatched": http["unbatched"][mid]["rps"],
         "batching_ratio": round(http["batched"][mid]["rps"] / http["unbatched"][mid]["rps"], 2),
+        "mean_batch": http["mean_batch"],
         "events_per_s": events["events_per_s"],
         "events_p99_ms": events["p99_ms"],
     }

@@ -26,6 +26,12 @@ class ServiceMetrics:
         self.recommend_seconds = Histogram(
             "metarec_recommend_seconds", "time to rank one request", buckets=fast, registry=r
         )
+        self.recommend_batch = Histogram(
+            "metarec_recommend_batch_size",
+            "requests ranked in one call (micro-batching)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.fallbacks = Counter(
             "metarec_recommend_fallbacks", "recommendations that fell back", ["kind"], registry=r
         )

@@ -177,6 +177,7 @@ class Service:
         started = time.perf_counter()
         results = self.snapshot.recommender.recommend_many(category, requests)
         seconds = time.perf_counter() - started
+        self.metrics.recommend_batch.observe(len(requests))
         for result in results:
             if isinstance(result, Recommendation) and result.fallback is not None:
                 self.metrics.fallbacks.labels(result.fallback).inc()
