@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format typecheck clean
+.PHONY: demo test test-slow screenshots lint format typecheck clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[crosscheck]'  # ranx, for the metrics cross-check
 	$(BIN)/python -m pytest -m slow -q
 	$(BIN)/python -m pytest -q tests/ranking/test_metrics.py -k ranx
+
+# the console's pages in Debian's chromium (apt-get install chromium), written to docs/img/
+screenshots: $(STAMP)
+	METAREC_REQUIRE_BROWSER=1 METAREC_SCREENSHOTS=docs/img \
+		$(BIN)/python -m pytest -q tests/serving/test_console_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

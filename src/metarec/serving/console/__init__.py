@@ -159,8 +159,8 @@ def _support_chart(points: list[tuple[int, int]], width: int = 640, height: int 
         )
         for d, n in points
     ]
-    if len(coords) == 1:
-        coords.insert(0, (8.0, float(height - 8)))
+    if len(coords) == 1:  # one day of support: a step from nothing to it
+        coords = [(8.0, float(height - 8)), (8.0, coords[0][1]), (width - 8.0, coords[0][1])]
     return {
         "polyline": " ".join(f"{x},{y}" for x, y in coords),
         "width": width,
