@@ -54,8 +54,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture()
-def server(known_store: Path, known_model_dir: Path, tmp_path: Path) -> Iterator[str]:
-    """`metarec serve` on loopback over a copy of the known-answer store, with one run folder."""
+def playwright_api() -> object:
+    """Playwright's ``sync_playwright``, or a skip (a failure when the browser is required)."""
+    return _browser_or_skip()
+
+
+@pytest.fixture()
+def server(
+    playwright_api: object, known_store: Path, known_model_dir: Path, tmp_path: Path
+) -> Iterator[str]:
+    """`metarec serve` on loopback over a copy of the known-answer store, with one run folder
+    (started only when there is a browser to test it with)."""
     store = Path(shutil.copy(known_store, tmp_path / "store.duckdb"))
     token = tmp_path / "token"
     token.write_text(TOKEN)
@@ -120,8 +129,10 @@ def _ink(png: bytes, box: dict[str, float]) -> float:
     return sum(histogram[:110]) / max(1, sum(histogram))
 
 
-def test_launch_post_events_adapt_and_read_the_lists_in_a_browser(server: str) -> None:
-    sync_playwright = _browser_or_skip()
+def test_launch_post_events_adapt_and_read_the_lists_in_a_browser(
+    server: str, playwright_api: object
+) -> None:
+    sync_playwright = playwright_api
     shots = os.environ.get("METAREC_SCREENSHOTS")
     with sync_playwright() as playwright:  # type: ignore[operator]
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
