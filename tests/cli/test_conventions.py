@@ -129,3 +129,46 @@ def test_progress_bar_picks_lines_off_a_terminal_and_nothing_when_disabled() -> 
     with progress_bar(10, "x", enabled=False, stream=silent) as bar:
         bar.update(10)
     assert silent.getvalue() == ""
+
+
+def test_category_counts_twin_equals_the_catalogue(tmp_path: Path) -> None:
+    """The SQL counts `categories` prints equal Catalog.category_table under every rule:
+    ratings against the threshold, events, events without a name, repeated positives, a
+    category without positives, and a stored row with an out-of-range weight."""
+    import pandas as pd
+
+    from metarec.config import FeedbackConfig
+    from metarec.data import Catalog, Store, ingest
+    from metarec.data.positives import category_counts
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    items = [(f"i{n}", f"Cat > {'ABC'[n % 3]}") for n in range(9)] + [("lonely", "Cat > Empty")]
+    pd.DataFrame(items, columns=["item_id", "category"]).to_csv(folder / "items.csv", index=False)
+    rows = []
+    for user in range(12):
+        for n in range(9):
+            if (user + n) % 3 == 0:
+                rating = float((user * n) % 5 + 1) if user % 2 else None
+                event = [None, "view", "order", "click"][(user + n) % 4]
+                rows.append((f"u{user}", f"i{n}", 1_600_000_000 + user * 10 + n, rating, event))
+                rows.append((f"u{user}", f"i{n}", 1_600_000_500 + n, None, "order"))  # again
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating", "event"])
+    frame.to_csv(folder / "interactions.csv", index=False)
+    store_path = tmp_path / "store.duckdb"
+    ingest(folder, store_path, fmt="table")
+    with Store.open(store_path) as store:  # a row stored before ingest checked ranges
+        store.connection.execute(
+            "INSERT INTO interactions VALUES ('bad', 0, 1, 1600000000, 5.0, 'order', 1e39)"
+        )
+    configs = [
+        FeedbackConfig(),
+        FeedbackConfig(positive_threshold=3.0, positive_events=("order",)),
+        FeedbackConfig(positive_events=()),
+        FeedbackConfig(positive_threshold=5.0, positive_events=("click", "view")),
+    ]
+    with Store.open(store_path, read_only=True) as store:
+        for config in configs:
+            expected = Catalog.load(store, config).category_table
+            assert category_counts(store, config).equals(expected), config
+        assert expected.set_index("category").loc["Cat > Empty", "n_positives"] == 0

@@ -132,12 +132,19 @@ def categories(
     from metarec.config import load_config
     from metarec.data.catalog import Catalog
     from metarec.data.export import open_store
+    from metarec.data.positives import category_counts
+    from metarec.data.store import Store
 
     if sort not in _SORTS:
         raise typer.BadParameter(f"--sort must be one of {', '.join(_SORTS)}, got {sort!r}")
     feedback = load_config(config).feedback
     with open_store(store, read_only=True) as opened:
-        table = Catalog.load(opened, feedback).category_table
+        # a store file counts in DuckDB (the catalogue's twin); an export loads the catalogue
+        table = (
+            category_counts(opened, feedback)
+            if isinstance(opened, Store)
+            else Catalog.load(opened, feedback).category_table
+        )
     column = sort if sort == "category" else f"n_{sort}"
     # ties by name, so the order never depends on the store's insertion order
     table = table.sort_values(
