@@ -18,11 +18,15 @@ Fit, on the fold's training categories:
    the best is kept, so on validation this method cannot end below fold-in with the same user
    factors.
 
-By default only the content prior ``P`` is learned: on the validation categories of ML-100K and
-ML-1M, learning the user map, the ridge strengths or the support bias through the solve lowered
-validation NDCG@10 below fold-in's at 5 shots, with either loss (docs/META.md, "metarec-ridge").
-The prior is what fold-in lacks: an item with little or no support starts from what its
-attributes and text say, not from zero.
+By default only the content prior ``P`` and the support bias ``b`` are learned: on the
+validation categories of ML-100K and ML-1M, learning the user map or the ridge strengths through
+the solve lowered validation NDCG@10 below fold-in's at 5 shots, with either loss (docs/META.md,
+"metarec-ridge"). The prior is what fold-in lacks: an item with little or no support starts from
+what its attributes and text say, not from zero; the bias lets popularity count where the
+users' other categories say little. With a single training category the episodes are
+``"leave-out"`` ones, since one category cannot be halved. A fold without validation categories
+(Douban: music to book, one fixed fold) trains nothing: without a validation score no step can
+be shown to beat fold-in, so fold-in with the zero prior is what launches.
 
 Launch: each item folded in from the support by the ridge solve, scores plus the popularity
 tie-break of the ``als`` baseline.
@@ -91,7 +95,7 @@ class MetarecRidge:
         temperature: float = 0.1,
         query_users: int = 256,
         validate_every: int = 25,
-        learn: tuple[str, ...] | None = ("prior",),
+        learn: tuple[str, ...] | None = ("prior", "support_bias"),
         episodes: str = "cross-fit",
         loss: str = "lambda",
     ) -> None:
@@ -132,8 +136,8 @@ class MetarecRidge:
         content_dim = data[0].item_x.shape[1] if data else 0
         self.params = init_ridge(self.factors, content_dim, self.regularization, self.alpha)
         steps = min(self.steps, QUICK_STEPS) if context.quick else self.steps
-        if steps == 0 or not data:
-            return
+        if steps == 0 or not data or context.validate is None:
+            return  # without validation categories nothing says a step beats fold-in
         episodes = _Episodes(context, data, matrix * self.alpha, self, steps)
         self._meta_train(episodes, steps, context)
 
@@ -162,8 +166,7 @@ class MetarecRidge:
         self._cache = None
 
     def _validate(self, context: FitContext, params: Params, *, step: int) -> float:
-        if context.validate is None:
-            return float("nan") if step == 0 else float(step)  # no validation: the last step
+        assert context.validate is not None  # fit() trains only with validation categories
         self.params = self._detached(params)
         score = float(context.validate(self))
         self.history.append({"step": step, "validation_ndcg@10": score})
@@ -240,6 +243,7 @@ class _Episodes:
         self.method = method
         self.shots = (0, *context.config.tasks.train_shots)
         self.rng = np.random.default_rng(derived_seed(context.seed, "ridge-episodes"))
+        self.generator = torch.Generator().manual_seed(derived_seed(context.seed, "ridge-ties"))
         catalog = context.catalog
         codes = (
             catalog.positives["user_idx"].to_numpy() * len(catalog.items)
@@ -254,7 +258,7 @@ class _Episodes:
         self._items = items
         self._gram = items.T @ items
         self._group: dict[str, int] = {}
-        if method.episodes == "cross-fit":
+        if method.episodes == "cross-fit" and len(data) >= 2:  # one category cannot be halved
             self._cross_fit(context, confidence)
 
     def _cross_fit(self, context: FitContext, confidence: sp.csr_matrix) -> None:
@@ -321,5 +325,5 @@ class _Episodes:
         scores = ridge_scores(params, rows, vectors, support.counts)
         scores = scores * torch.exp(sharpness)
         if self.method.loss == "lambda":
-            return lambda_loss(scores, relevant, exclude, temperature=1.0)
+            return lambda_loss(scores, relevant, exclude, temperature=1.0, generator=self.generator)
         return listwise_loss(scores, relevant, exclude, temperature=1.0)

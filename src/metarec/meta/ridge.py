@@ -149,6 +149,7 @@ def lambda_loss(
     temperature: float,
     negatives: int = 50,
     cutoff: int | None = 10,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """LambdaRank-weighted pairwise loss (Burges 2010; Wang et al., LambdaLoss, CIKM 2018).
 
@@ -158,12 +159,16 @@ def lambda_loss(
     NDCG looks, at its top: a softmax over every item rewards lifting the mass of a user's many
     relevant items, which can cost the few that reach the top ten. The non-relevant items are
     the user's ``negatives`` highest-scored ones (every swap that can change the top); with
-    ``cutoff`` the NDCG is NDCG@cutoff, so only swaps across or inside the top count.
+    ``cutoff`` the NDCG is NDCG@cutoff, so only swaps across or inside the top count. Tied
+    scores (every item, at a start where no item has a vector) are ranked in a random order
+    drawn from ``generator``: ranked by position they would weight the pairs by item index.
     """
     b, n = scores.shape
     with torch.no_grad():
         ranked = scores.masked_fill(exclude, float("-inf"))
-        order = torch.argsort(ranked, dim=1, descending=True)
+        shuffle = torch.argsort(torch.rand(scores.shape, generator=generator), dim=1)
+        by_score = torch.argsort(ranked.gather(1, shuffle), dim=1, descending=True, stable=True)
+        order = shuffle.gather(1, by_score)  # by score, ties in the random order
         rank = torch.empty_like(order).scatter_(
             1, order, torch.arange(1, n + 1, device=scores.device).expand(b, n).contiguous()
         )
