@@ -37,7 +37,8 @@ from metarec.progress import progress_bar
 if TYPE_CHECKING:
     from metarec.serving.recommender import Recommender
 
-DEFAULT_BATCH_SIZE = 512  # users ranked per call: (batch x items) floats of dot products at once
+MAX_BATCH_SIZE = 1024  # users ranked per call (larger batches were slower: bigger temporaries)
+_BATCH_FLOATS = 20_000_000  # a batch's (users x items) dot products held at once: 80 MB
 COLUMNS = ("user_id", "rank", "item_id", "score", "fallback")
 
 
@@ -47,7 +48,7 @@ def recommend_batch(
     user_ids: Sequence[str] | None,
     k: int = 10,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
     """Top-``k`` items of ``category`` for each user, one row per (user, rank).
@@ -58,7 +59,8 @@ def recommend_batch(
         user_ids: external user ids (an unknown one gets the popularity fallback); None for
             every user of the store.
         k: items per user (fewer when the category has fewer the user has not seen).
-        batch_size: users ranked per call.
+        batch_size: users ranked per call; None: up to 1,024, fewer in large categories so a
+            batch's dot products stay under 80 MB.
         progress: show progress on stderr (a bar on a terminal, lines otherwise).
 
     Returns:
@@ -75,9 +77,12 @@ def recommend_batch(
     """
     if k < 1:
         raise DataError(f"k must be at least 1, got {k}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     recommender.catalog.require_category(category)
+    if batch_size is None:
+        n_items = int(recommender.catalog.category_sizes[category])
+        batch_size = max(1, min(MAX_BATCH_SIZE, _BATCH_FLOATS // max(1, n_items)))
     if user_ids is None:
         user_ids = recommender.catalog.users["user_id"].astype(str).tolist()
     parts: dict[str, list] = {name: [] for name in COLUMNS}
