@@ -135,6 +135,32 @@ class FoldedLayer:
         h1 += self.user_terms[:, None]
         return h1
 
+    def h1_own(self, items: ItemSide) -> Tensor:
+        """(b, s, h) :meth:`h1` of each of b users with *their own* s items (``items``
+        holds b x s rows, user by user), where the reference pairs every user with every item.
+
+        The same terms as the reference, each formed per (user, own item) by a batched product.
+        """
+        b = self.item.shape[0]
+        z = items.z.view(b, -1, items.z.shape[1])  # (b, s, D)
+        h1 = torch.bmm(z, self.item.transpose(1, 2))  # (b, s, h)
+        z_unit = z / z.norm(dim=2).clamp_min(_EPS)[..., None]
+        cos_p = torch.bmm(z_unit, self.unit_profile[:, :, None])[..., 0]  # (b, s)
+        cos_s = torch.bmm(z_unit, self.unit_support[:, :, None])[..., 0]
+        unit_sum = items.unit_sum.view(b, -1, items.unit_sum.shape[1])  # (b, s, r)
+        affinity = torch.asinh(torch.bmm(unit_sum, self.cf_unit[:, :, None])[..., 0])
+        item_terms = torch.outer(torch.log1p(items.pop), self.column("log_pop")) + torch.outer(
+            items.pop / items.pop_max.clamp_min(1.0), self.column("pop_share")
+        )  # (b s, h)
+        return (
+            h1
+            + cos_p[..., None] * self.column("cos_profile")
+            + cos_s[..., None] * self.column("cos_support")
+            + affinity[..., None] * self.column("affinity")
+            + item_terms.view(b, -1, item_terms.shape[1])
+            + self.user_terms[:, None]
+        )
+
     def as_linear(self) -> tuple[Tensor, Tensor]:
         """The same layer as an affine map of the item's linear features.
 

@@ -8,7 +8,8 @@ it exactly), done for b users at once, through the same functions where they alr
 batch (:func:`~metarec.models.folded.fold_users`, :meth:`~metarec.models.folded.FoldedLayer.h1`)
 and through ``torch.func.vmap`` of the reference function where it takes one user
 (:func:`~metarec.models.folded.head_gradient`). The exact re-rank pairs each user with their
-own short list (:func:`_h1_gathered`: the reference's terms per (user, own item), where
+own short list (:meth:`~metarec.models.folded.FoldedLayer.h1_own`: the same terms per (user,
+own item), where
 :meth:`~metarec.models.folded.FoldedLayer.h1` pairs every user with every item). Users the
 reference would score exactly (a category or short list too small for retrieval) are ranked by
 the reference itself, one at a time. ``tests/serving/test_batched.py`` checks the twin gives
@@ -23,9 +24,6 @@ import torch
 from torch import Tensor
 
 from metarec.models.folded import (
-    _EPS,
-    FoldedLayer,
-    ItemSide,
     UserSide,
     fold_users,
     head,
@@ -160,36 +158,9 @@ def _retrieve_group(
         approx[rows, torch.cat([u.seen for u in users])] = -torch.inf
         candidates = torch.stack([top_k_positions(row, size) for row in approx])  # (b, size)
         short = item_side(category, state, candidates.reshape(-1))  # user by user
-        exact = head(params, _h1_gathered(layer, short))  # (b, size)
+        exact = head(params, layer.h1_own(short))  # (b, size)
         # a stable sort: equal scores keep candidate order, as the reference
         order = torch.sort(exact, dim=1, descending=True, stable=True).indices
     return [
         (candidates[row, order[row, :k]], exact[row, order[row, :k]]) for row, k in enumerate(ks)
     ]
-
-
-def _h1_gathered(layer: FoldedLayer, items: ItemSide) -> Tensor:
-    """(b, s, h) :meth:`FoldedLayer.h1` of each of b users with *their own* s items (``items``
-    holds b x s rows, user by user), where the reference pairs every user with every item.
-
-    The same terms as the reference, each formed per (user, own item) by a batched product.
-    """
-    b = layer.item.shape[0]
-    z = items.z.view(b, -1, items.z.shape[1])  # (b, s, D)
-    h1 = torch.bmm(z, layer.item.transpose(1, 2))  # (b, s, h)
-    z_unit = z / z.norm(dim=2).clamp_min(_EPS)[..., None]
-    cos_p = torch.bmm(z_unit, layer.unit_profile[:, :, None])[..., 0]  # (b, s)
-    cos_s = torch.bmm(z_unit, layer.unit_support[:, :, None])[..., 0]
-    unit_sum = items.unit_sum.view(b, -1, items.unit_sum.shape[1])  # (b, s, r)
-    affinity = torch.asinh(torch.bmm(unit_sum, layer.cf_unit[:, :, None])[..., 0])
-    item_terms = torch.outer(torch.log1p(items.pop), layer.column("log_pop")) + torch.outer(
-        items.pop / items.pop_max.clamp_min(1.0), layer.column("pop_share")
-    )  # (b s, h)
-    return (
-        h1
-        + cos_p[..., None] * layer.column("cos_profile")
-        + cos_s[..., None] * layer.column("cos_support")
-        + affinity[..., None] * layer.column("affinity")
-        + item_terms.view(b, -1, item_terms.shape[1])
-        + layer.user_terms[:, None]
-    )
