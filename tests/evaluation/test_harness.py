@@ -144,7 +144,18 @@ def test_records_follow_the_protocol_format(
         "n_users",
     }
     names = {r["metric"] for r in metrics["records"]}
-    assert names == {"precision", "recall", "ndcg", "hit_rate", "mrr", "map", "auc", "coverage"}
+    assert names == {
+        "precision",
+        "recall",
+        "ndcg",
+        "hit_rate",
+        "mrr",
+        "map",
+        "auc",
+        "coverage",
+        "gini",
+        "top1_popular",
+    }
     assert {r["family"] for r in metrics["records"]} == {"baseline"}
     assert any(r["category"] == "all" for r in metrics["records"])
     for r in metrics["records"]:

@@ -108,8 +108,16 @@ def make_case(
 
 def score_case(
     method: Method, case: Case, config: EvalConfig
-) -> tuple[dict[tuple[str, int | None], np.ndarray], dict[int, float]]:
-    """Per-user metrics of one method on one launch, and the coverage of its top-K lists."""
+) -> tuple[dict[tuple[str, int | None], np.ndarray], dict[tuple[str, int], float]]:
+    """Per-user metrics of one method on one launch, and statistics of its top-K lists.
+
+    Per user, besides the ranking metrics: ``top1_popular`` (1 when the user's first item is
+    one of the launch's most supported items, 0 else; a user who took those items in their
+    support cannot be shown them and counts 0). Of the lists:
+    ``coverage`` at every k (share of the category's items in anyone's top k) and ``gini`` at
+    every k (Gini coefficient of how often each item of the category appears in the top-k
+    lists: 0 when every item appears equally often, near 1 when a few fill every list).
+    """
     scores = method.scores(case.launch)
     if scores.shape != case.relevant.shape:
         raise DataError(
@@ -120,11 +128,33 @@ def score_case(
         config.seed, case.full.name, scores, case.relevant, case.exclude
     )
     values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
-    tops = {
-        k: len(np.unique(rank_top_k(scores, k, exclude=exclude).numpy())) / case.full.n_items
-        for k in config.ks
-    }
+    support = case.split.support
+    counts = np.bincount(case.full.pos_item[support], minlength=case.full.n_items)
+    tops: dict[tuple[str, int], float] = {}
+    for k in config.ks:
+        lists = rank_top_k(scores, k, exclude=exclude).numpy()
+        tops[("coverage", k)] = len(np.unique(lists)) / case.full.n_items
+        tops[("gini", k)] = gini(np.bincount(lists.ravel(), minlength=case.full.n_items))
+    if counts.max() > 0 and len(case.users):
+        first = rank_top_k(scores, 1, exclude=exclude).numpy()[:, 0]
+        order = _tie_order(config.seed, case.full.name, case.full.n_items)
+        values[("top1_popular", 1)] = (counts[order[first]] == counts.max()).astype(np.float64)
     return values, tops
+
+
+def gini(frequencies: np.ndarray) -> float:
+    """Gini coefficient of non-negative frequencies (0: all equal; (n-1)/n: one takes all)."""
+    x = np.sort(np.asarray(frequencies, dtype=np.float64))
+    n, total = len(x), x.sum()
+    if n == 0 or total == 0:
+        return 0.0
+    return float((2.0 * np.arange(1, n + 1) - n - 1).dot(x) / (n * total))
+
+
+def _tie_order(seed: int, key: str, n_items: int) -> np.ndarray:
+    """The column order :func:`random_tie_order` applied: position -> original item index."""
+    index = torch.arange(n_items)[None].float()
+    return random_tie_order(seed, key, index)[0][0].long().numpy()
 
 
 def split_keys(fold: int, case: Case) -> dict[str, Any]:

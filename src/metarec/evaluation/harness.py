@@ -134,7 +134,7 @@ def evaluate(
                 clock.finished(unit, finished[unit].seconds)
 
     per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]] = {}
-    top_lists: dict[tuple[str, int | None, str, int], float] = {}
+    top_lists: dict[tuple[str, int | None, str, str, int], float] = {}
     n_users: dict[tuple[str, int | None, str], int] = {}
     for unit in units:  # in (fold, method) order, whatever order they finished in
         done = finished[unit]
@@ -143,8 +143,8 @@ def evaluate(
         for (shots, name), values in done.per_user.items():
             per_user[(done.method, shots, name)] = values
             n_users[(done.method, shots, name)] = done.n_users[(shots, name)]
-        for (shots, name, k), share in done.tops.items():
-            top_lists[(done.method, shots, name, k)] = share
+        for (shots, name, metric, k), share in done.tops.items():
+            top_lists[(done.method, shots, name, metric, k)] = share
         result.split_keys.extend(done.split_keys)  # carried by each fold's first unit
     families = {cls.name: cls.family for cls in method_classes}
     result.records = records(per_user, top_lists, n_users, families, config)

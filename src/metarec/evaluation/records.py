@@ -60,7 +60,7 @@ def random_tie_order(
 
 def records(
     per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]],
-    tops: dict[tuple[str, int | None, str, int], float],
+    tops: dict[tuple[str, int | None, str, str, int], float],
     n_users: dict[tuple[str, int | None, str], int],
     families: Mapping[str, str],
     config: EvalConfig,
@@ -78,15 +78,19 @@ def records(
                     records.append(
                         record(method, families[method], shots, category, metric, k, values, config)
                     )
-                for k in config.ks:
-                    share = tops[(method, shots, category, k)]
+                lists = [
+                    (metric, k, share)
+                    for (m, s, c, metric, k), share in tops.items()
+                    if (m, s, c) == (method, shots, category)
+                ]
+                for metric, k, share in lists:  # statistics of the lists, not of users
                     records.append(
                         {
                             "method": method,
                             "family": families[method],
                             "shots": shots,
                             "category": category,
-                            "metric": "coverage",
+                            "metric": metric,
                             "k": k,
                             "mean": share,
                             "ci_low": share,

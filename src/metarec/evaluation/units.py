@@ -43,7 +43,7 @@ from metarec.evaluation.folds import Fold
 from metarec.evaluation.methods import METHODS
 from metarec.evaluation.tuning import tune
 
-UNIT_FORMAT = 1  # bump when a unit file's content changes meaning
+UNIT_FORMAT = 2  # bump when a unit file's content changes meaning
 
 Shots = int | None
 MetricKey = tuple[str, int | None]
@@ -65,7 +65,7 @@ class UnitResult:
     fold: int
     method: str
     per_user: dict[tuple[Shots, str], dict[MetricKey, np.ndarray]] = field(default_factory=dict)
-    tops: dict[tuple[Shots, str, int], float] = field(default_factory=dict)
+    tops: dict[tuple[Shots, str, str, int], float] = field(default_factory=dict)
     n_users: dict[tuple[Shots, str], int] = field(default_factory=dict)
     tuning: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
@@ -95,7 +95,7 @@ class UnitResult:
             "fold": self.fold,
             "method": self.method,
             "arrays": entries,
-            "tops": [[s, c, k, v] for (s, c, k), v in self.tops.items()],
+            "tops": [[s, c, m, k, v] for (s, c, m, k), v in self.tops.items()],
             "n_users": [[s, c, n] for (s, c), n in self.n_users.items()],
             "tuning": self.tuning,
             "seconds": self.seconds,
@@ -130,7 +130,7 @@ class UnitResult:
             fold=document["fold"],
             method=document["method"],
             per_user=per_user,
-            tops={(s, c, k): v for s, c, k, v in document["tops"]},
+            tops={(s, c, m, k): v for s, c, m, k, v in document["tops"]},
             n_users={(s, c): n for s, c, n in document["n_users"]},
             tuning=document["tuning"],
             seconds=document["seconds"],
@@ -246,8 +246,8 @@ def run_unit(
             values, tops = score_case(chosen, case, config)
             result.per_user[key] = values
             result.n_users[key] = len(case.users)
-            for k, share in tops.items():
-                result.tops[(*key, k)] = share
+            for (metric, k), share in tops.items():
+                result.tops[(*key, metric, k)] = share
         result.seconds = time.perf_counter() - started
         return result
     finally:
