@@ -24,7 +24,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Query, Request
@@ -36,6 +36,9 @@ from markupsafe import Markup, escape
 from starlette.exceptions import HTTPException
 
 from metarec.serving.console import pages
+
+if TYPE_CHECKING:
+    from metarec.serving.service import Service
 
 _STATIC = Path(__file__).with_name("static")
 _DOCS_STATIC = "/docs/static"
@@ -58,19 +61,21 @@ def mount_console(app: FastAPI, *, runs_dir: Path | None = None) -> None:
         html = env.get_template(name).render(model_version=model, runs=runs_dir, **values)
         return HTMLResponse(html)
 
-    def service_of(request: Request) -> Any:
+    def service_of(request: Request) -> Service:
         service = request.app.state.service
         if service is None:
             raise HTTPException(503, "the service is starting; reload in a moment")
         return service
 
+    # plain functions: FastAPI runs them in worker threads, so ranking a page's lists (the
+    # top-1 share ranks up to 200 users) never holds up the event loop and other requests
     @app.get("/console", response_class=HTMLResponse, include_in_schema=False)
-    async def categories(request: Request) -> HTMLResponse:
+    def categories(request: Request) -> HTMLResponse:
         rows = pages.category_rows(service_of(request))
         return render("categories.html", request, rows=rows)
 
     @app.get("/console/category", response_class=HTMLResponse, include_in_schema=False)
-    async def category(
+    def category(
         request: Request,
         name: Annotated[str, Query(min_length=1, max_length=512)],
         user: Annotated[str | None, Query(max_length=256)] = None,
@@ -93,12 +98,12 @@ def mount_console(app: FastAPI, *, runs_dir: Path | None = None) -> None:
         )
 
     @app.get("/console/runs", response_class=HTMLResponse, include_in_schema=False)
-    async def runs(request: Request) -> HTMLResponse:
+    def runs(request: Request) -> HTMLResponse:
         found = [] if runs_dir is None else pages.list_runs(runs_dir)
         return render("runs.html", request, found=found)
 
     @app.get("/console/runs/view", response_class=HTMLResponse, include_in_schema=False)
-    async def run(request: Request, name: Annotated[str, Query(max_length=512)]) -> HTMLResponse:
+    def run(request: Request, name: Annotated[str, Query(max_length=512)]) -> HTMLResponse:
         found = None if runs_dir is None else pages.find_run(runs_dir, name)
         if found is None:
             raise HTTPException(404, f"no evaluation run {name!r} under --runs")
@@ -107,7 +112,7 @@ def mount_console(app: FastAPI, *, runs_dir: Path | None = None) -> None:
         return render("run.html", request, run=found, report=body)
 
     @app.get("/console/runs/file", include_in_schema=False)
-    async def run_file(
+    def run_file(
         name: Annotated[str, Query(max_length=512)], file: Annotated[str, Query(max_length=255)]
     ) -> FileResponse:
         found = None if runs_dir is None else pages.find_run(runs_dir, name)
