@@ -172,3 +172,23 @@ def test_category_counts_twin_equals_the_catalogue(tmp_path: Path) -> None:
             expected = Catalog.load(store, config).category_table
             assert category_counts(store, config).equals(expected), config
         assert expected.set_index("category").loc["Cat > Empty", "n_positives"] == 0
+
+
+def test_progress_off_a_terminal_is_whole_lines(tmp_path: Path) -> None:
+    """`metarec ingest` with stderr in a pipe (a CI log): progress lines, never a redrawn bar."""
+    from tests.conftest import write_known_answer_tables
+
+    tables = write_known_answer_tables(tmp_path / "tables")
+    metarec = str(Path(sys.executable).with_name("metarec"))
+    done = subprocess.run(
+        [metarec, "ingest", str(tables), "--store", str(tmp_path / "s.duckdb"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert "\r" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith("ingest ") for line in lines)
+    assert lines[-1].startswith("ingest 4/4 (100%)")
+    assert json.loads(done.stdout)["interactions"]["inserted"] > 0  # stdout: only the JSON
