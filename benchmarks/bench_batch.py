@@ -149,7 +149,8 @@ def main() -> None:
     command += ["--store", str(store), "--category", CATEGORY, "--all-users"]
     command += ["-k", str(args.k), "--out", str(out), "--json", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    inside = in_process(store, model, args.k, args.sample)  # adapts the category first: the CLI serves it
+    # in-process first: it adapts the category, which the CLI run then serves
+    inside = in_process(store, model, args.k, args.sample)
     mark = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
     cli_s = time.perf_counter() - mark
