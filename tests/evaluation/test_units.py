@@ -136,3 +136,35 @@ def test_a_killed_run_resumes_to_the_metrics_of_an_uninterrupted_one(
     whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     again = json.loads((killed / "metrics.json").read_text())
     assert whole == again
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads children from /proc")
+def test_workers_stop_when_their_run_is_killed(known_store: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable, "-m", "metarec", "evaluate", "--store", str(known_store),
+        "--out", str(tmp_path / "run"), "--methods", "metarec-ridge,emcdr,als,popularity",
+        "--shots", "1,3", "--folds", "2", "--min-users", "10", "--ks", "5,10", "--jobs", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    children_file = Path(f"/proc/{process.pid}/task/{process.pid}/children")
+    deadline = time.monotonic() + 120
+    children: list[int] = []
+    while time.monotonic() < deadline and len(children) < 3:  # two workers, a resource tracker
+        children = [int(c) for c in children_file.read_text().split()]
+        time.sleep(0.1)
+    assert len(children) >= 2, "the run should have started its worker processes"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "State:\tZ" not in status  # a zombie has exited
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in children)

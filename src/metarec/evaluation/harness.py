@@ -25,6 +25,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -256,6 +257,15 @@ def _start_worker(
 ) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     _WORKER.update(catalog=catalog, train_config=train_config, config=config, plan=plan)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose run was killed stops too, instead of finishing its unit as an orphan
+    (its finished units are on disk; the one it was working on is simply run again)."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
 
 
 def _worker_unit(
