@@ -14,11 +14,13 @@ the one with the best NDCG@10 on the validation categories.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
+import pandas as pd
 import torch
 
 from metarec.config import TrainConfig
@@ -108,6 +110,22 @@ class Launch:
         return model.category_data(
             self.catalog, [self.name], visible=self.visible, extra_users=self.users
         )[self.name]
+
+
+def visible_history(launch: Launch) -> tuple[tuple[object, ...], pd.DataFrame]:
+    """The positives of the launch's visible categories, and a key that names them.
+
+    Every launch of a fold (each category, each shot count) sees the same visible history, so
+    methods that derive user factors from it cache them under this key (the categories and a
+    checksum of the (user, item) pairs).
+    """
+    history = launch.catalog.positives_in(launch.visible)
+    key = (
+        tuple(sorted(launch.visible)),
+        zlib.crc32(history["user_idx"].to_numpy(dtype=np.int64).tobytes()),
+        zlib.crc32(history["item_idx"].to_numpy(dtype=np.int64).tobytes()),
+    )
+    return key, history
 
 
 def launch_popularity(launch: Launch) -> torch.Tensor:

@@ -29,14 +29,13 @@ about taste *inside* one category (for instance that it is narrower).
 
 from __future__ import annotations
 
-import zlib
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from metarec.baselines.base import Family, FitContext, Launch
+from metarec.baselines.base import Family, FitContext, Launch, visible_history
 from metarec.baselines.mf import (
     QUICK_ALS_ITERATIONS,
     als_model,
@@ -173,12 +172,7 @@ class EMCDR:
         """
         assert self.item_factors is not None
         catalog = launch.catalog
-        history = catalog.positives_in(launch.visible)
-        key = (
-            tuple(sorted(launch.visible)),
-            zlib.crc32(history["user_idx"].to_numpy(dtype=np.int64).tobytes()),
-            zlib.crc32(history["item_idx"].to_numpy(dtype=np.int64).tobytes()),
-        )
+        key, history = visible_history(launch)
         if self._cache is not None and self._cache[0] == key:
             return self._cache[1], self._cache[2]
         confidence = positive_matrix(history, len(catalog.users), len(catalog.items)) * self.alpha

@@ -35,14 +35,13 @@ tie-break of the ``als`` baseline.
 from __future__ import annotations
 
 import math
-import zlib
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from metarec.baselines.base import Family, FitContext, Launch
+from metarec.baselines.base import Family, FitContext, Launch, visible_history
 from metarec.baselines.mf import (
     QUICK_ALS_ITERATIONS,
     als_model,
@@ -212,12 +211,7 @@ class MetarecRidge:
         """
         assert self.item_factors is not None
         catalog = launch.catalog
-        history = catalog.positives_in(launch.visible)
-        key = (
-            tuple(sorted(launch.visible)),
-            zlib.crc32(history["user_idx"].to_numpy(dtype=np.int64).tobytes()),
-            zlib.crc32(history["item_idx"].to_numpy(dtype=np.int64).tobytes()),
-        )
+        key, history = visible_history(launch)
         if self._cache is None or self._cache[0] != key:
             confidence = positive_matrix(history, len(catalog.users), len(catalog.items))
             factors = torch.from_numpy(
