@@ -15,11 +15,10 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 import torch
 from implicit.cpu.als import AlternatingLeastSquares
@@ -28,96 +27,13 @@ from threadpoolctl import threadpool_limits
 
 from metarec.baselines.base import Family, FitContext, Launch, launch_popularity
 from metarec.errors import NotAdaptedError
-from metarec.ranking import popularity_scores
+from metarec.models.least_squares import positive_matrix, solve_rows
+from metarec.ranking.popularity import TIE_BREAK, tie_broken
 
-TIE_BREAK = 1e-6
-"""Weight of launch popularity (scaled to [0, 1]) added to every score: it orders ties only."""
-
-# Padded (rows, width, factors) gathers in solve_rows stay under this many float64 values.
-_SOLVE_BUDGET = 1 << 22
-_SOLVE_MAX_ROWS = 1024
+__all__ = ["TIE_BREAK", "positive_matrix", "solve_rows"]  # shared with the other fold-in methods
 
 QUICK_ALS_ITERATIONS = 3
 QUICK_BPR_ITERATIONS = 30
-
-
-def positive_matrix(positives: pd.DataFrame, n_users: int, n_items: int) -> sp.csr_matrix:
-    """(n_users, n_items) float32 CSR of the positives' weights (zero elsewhere)."""
-    return sp.csr_matrix(
-        (
-            positives["weight"].to_numpy(dtype=np.float32),
-            (positives["user_idx"].to_numpy(), positives["item_idx"].to_numpy()),
-        ),
-        shape=(n_users, n_items),
-        dtype=np.float32,
-    )
-
-
-def solve_rows(
-    confidence: sp.csr_matrix,
-    factors: np.ndarray,
-    regularization: float | np.ndarray,
-    *,
-    gram: np.ndarray | None = None,
-) -> np.ndarray:
-    """Least-squares factors of each row against fixed factors of the other side (Hu et al.).
-
-    For row ``r`` with confidences ``c_rj`` on its positives (preference 1) and confidence one on
-    every other column (preference 0)::
-
-        x_r = (G + sum_j (c_rj - 1) y_j y_j^T + lambda I)^-1  sum_j c_rj y_j,   G = Y^T Y
-
-    This is ALS's half-step, and implicit's ``recalculate_item`` / ``recalculate_user``. Rows
-    without a positive get zero factors. Rows are solved in batches padded to a common width.
-
-    Args:
-        confidence: (n_rows, m) CSR, the confidence ``c_rj`` of each positive.
-        factors: (m, f) the other side's fixed factors ``Y``.
-        regularization: ``lambda``, or (n_rows,) one per row (frequency-scaled, as in iALS).
-        gram: (f, f) ``G`` when the zero-preference columns are not all of ``factors`` (for
-            instance only some categories' items); ``factors.T @ factors`` by default.
-
-    Returns:
-        (n_rows, f) float64 factors.
-    """
-    y = torch.as_tensor(np.asarray(factors, dtype=np.float64))
-    f = y.shape[1]
-    g = y.T @ y if gram is None else torch.as_tensor(np.asarray(gram, dtype=np.float64))
-    eye = torch.eye(f, dtype=torch.float64)
-    penalty = torch.as_tensor(np.broadcast_to(regularization, confidence.shape[:1]).copy())
-    out = torch.zeros((confidence.shape[0], f), dtype=torch.float64)
-    counts = np.diff(confidence.indptr)
-    for rows in _row_batches(counts, f):
-        offsets = np.arange(counts[rows].max())
-        valid = offsets[None, :] < counts[rows][:, None]
-        entry = np.where(valid, confidence.indptr[rows][:, None] + offsets[None, :], 0)
-        c = torch.from_numpy(np.where(valid, confidence.data[entry], 0.0).astype(np.float64))
-        yr = y[torch.from_numpy(confidence.indices[entry].astype(np.int64))]  # (b, width, f)
-        # padding entries have c = 0: they add nothing to either side
-        weighted = yr * torch.where(c > 0, c - 1.0, 0.0)[..., None]
-        ridge = penalty[torch.from_numpy(rows)].double()[:, None, None] * eye
-        a = g + ridge + torch.bmm(weighted.transpose(1, 2), yr)
-        rhs = torch.bmm(c[:, None, :], yr)[:, 0]
-        out[torch.from_numpy(rows)] = torch.linalg.solve(a, rhs)
-    return out.numpy()
-
-
-def _row_batches(counts: np.ndarray, width_cost: int) -> Iterator[np.ndarray]:
-    """Rows with positives, by increasing count, in batches whose padded gather fits the budget."""
-    rows = np.flatnonzero(counts)
-    rows = rows[np.argsort(counts[rows], kind="stable")]
-    start = 0
-    while start < len(rows):
-        # counts grow along ``rows``, so the last row of a batch sets its width
-        stop = start + 1
-        while (
-            stop < len(rows)
-            and stop - start < _SOLVE_MAX_ROWS
-            and (stop + 1 - start) * counts[rows[stop]] * width_cost <= _SOLVE_BUDGET
-        ):
-            stop += 1
-        yield rows[start:stop]
-        start = stop
 
 
 def support_confidence(launch: Launch, alpha: float) -> sp.csr_matrix:
@@ -138,18 +54,9 @@ def support_confidence(launch: Launch, alpha: float) -> sp.csr_matrix:
 
 
 def with_tie_break(scores: torch.Tensor, launch: Launch, seed: int) -> torch.Tensor:
-    """``scores`` (b, n_items) plus :data:`TIE_BREAK` times launch popularity scaled to [0, 1).
-
-    Items of equal popularity are ordered by a seeded random jitter (the same for every user,
-    as in :class:`~metarec.baselines.simple.Popularity`), never by item index, which may encode
-    something (MovieLens numbers its best-known films first).
-
-    Returns:
-        (b, n_items) float32 scores.
-    """
-    counts = launch_popularity(launch).double()
-    ranked = popularity_scores(counts, seed=seed, key=launch.name, dtype=torch.float64)
-    return (scores.double() + TIE_BREAK * ranked / (counts.max() + 1.0)).float()
+    """``scores`` (b, n_items) plus the launch popularity tie-break
+    (:func:`metarec.ranking.popularity.tie_broken`): float32."""
+    return tie_broken(scores, launch_popularity(launch), seed=seed, key=launch.name)
 
 
 def fit_factors(

@@ -48,9 +48,9 @@ from metarec.baselines.mf import (
     fit_factors,
     positive_matrix,
     solve_rows,
-    with_tie_break,
 )
 from metarec.errors import NotAdaptedError
+from metarec.meta.model import MetaModel
 from metarec.meta.ridge import (
     RidgeSupport,
     fold_in,
@@ -59,7 +59,9 @@ from metarec.meta.ridge import (
     listwise_loss,
     ridge_scores,
 )
+from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
+from metarec.ranking.ridge import RidgeRanker, category_support
 from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, evaluation_masks, split_k_shot
 
@@ -115,6 +117,8 @@ class MetarecRidge:
         self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
         self.seed = 0
         self._cache: tuple[tuple[object, ...], torch.Tensor, torch.Tensor] | None = None
+        self._features: tuple[MetaModel, list[str]] | None = None  # the fold's, for model()
+        self._item_ids: list[str] = []
 
     # ---- fit ----------------------------------------------------------------------------------
 
@@ -130,6 +134,8 @@ class MetarecRidge:
             )
             context.memo[key] = fit_factors(lambda: model, matrix)[1]
         self.item_factors = context.memo[key]
+        self._item_ids = catalog.items["item_id"].astype(str).tolist()
+        self._features = (context.features, list(context.train))
         self._cache = None
         data = [c for c in context.train_data.values() if c.n_items > 1 and c.n_users > 1]
         content_dim = data[0].item_x.shape[1] if data else 0
@@ -178,46 +184,50 @@ class MetarecRidge:
     # ---- launch -------------------------------------------------------------------------------
 
     def scores(self, launch: Launch) -> torch.Tensor:
-        """(len(launch.users), n_items) ridge scores plus the popularity tie-break.
+        """(len(launch.users), n_items) ridge scores plus the popularity tie-break, from the
+        ranker the service uses (:class:`~metarec.ranking.ridge.RidgeRanker`).
 
         Raises:
             NotAdaptedError: :meth:`fit` was not called.
         """
-        if self.item_factors is None:
-            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
-        users, gram = self._user_factors(launch)
-        category = launch.category
-        positives = launch.catalog.positives_in([launch.name])
-        support = RidgeSupport(
-            users=torch.as_tensor(positives["user_idx"].to_numpy(dtype=np.int64, copy=True)),
-            items=torch.as_tensor(
-                np.searchsorted(category.item_idx, positives["item_idx"].to_numpy()),
-                dtype=torch.long,
-            ),
-            weights=torch.as_tensor(positives["weight"].to_numpy(dtype=np.float64)),
-            n_items=category.n_items,
-        )
-        with torch.no_grad():
-            vectors = fold_in(self.params, users, support, category.item_x, gram=gram)
-            rows = users[torch.as_tensor(launch.users, dtype=torch.long)]
-            dots = ridge_scores(self.params, rows, vectors, support.counts)
-        return with_tie_break(dots, launch, self.seed)
+        model = self.model()
+        factors, gram = self._user_factors(launch, model)
+        support = category_support(launch.catalog, launch.category, launch.split)
+        ranker = RidgeRanker.launch(model, launch.category, support, factors, gram)
+        return ranker.scores(launch.users)
 
-    def _user_factors(self, launch: Launch) -> tuple[torch.Tensor, torch.Tensor]:
+    def model(self) -> RidgeModel:
+        """The fitted method as a servable model (what ``metarec train`` saves when it wins).
+
+        Raises:
+            NotAdaptedError: :meth:`fit` was not called.
+        """
+        if self.item_factors is None or self._features is None:
+            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
+        features, train = self._features
+        return RidgeModel(
+            config=features.config,
+            encoder=features.encoder,
+            params=self.params,
+            item_factors=torch.from_numpy(self.item_factors),
+            factor_item_ids=self._item_ids,
+            regularization=self.regularization,
+            alpha=self.alpha,
+            splits={"train": list(train), "validation": [], "hold_out": []},
+            history=list(self.history),
+        )
+
+    def _user_factors(self, launch: Launch, model: RidgeModel) -> tuple[torch.Tensor, torch.Tensor]:
         """Every user's half-step factors from the launch's visible history, and their gram.
 
         The same for every launch over the same visible history (every shot count and category
         of a fold), so the last one is cached, keyed by a checksum of that history.
         """
         assert self.item_factors is not None
-        catalog = launch.catalog
         key, history = visible_history(launch)
         if self._cache is None or self._cache[0] != key:
-            confidence = positive_matrix(history, len(catalog.users), len(catalog.items))
-            factors = torch.from_numpy(
-                solve_rows(confidence * self.alpha, self.item_factors, self.regularization)
-            )
-            self._cache = (key, factors, factors.T @ factors)
+            factors, gram = model.user_factors(launch.catalog, history, self.item_factors)
+            self._cache = (key, factors, gram)
         return self._cache[1], self._cache[2]
 
 

@@ -32,6 +32,8 @@ from metarec.meta.checkpoint import Checkpointing, run_fingerprint
 from metarec.meta.distributed import World
 from metarec.meta.maml import MetaLearner
 from metarec.meta.registry import build_learner
+from metarec.meta.ridge_model import KIND as RIDGE_KIND
+from metarec.meta.ridge_model import RidgeModel
 from metarec.meta.trainer import meta_train
 from metarec.models.conditioning import initial_params, is_conditioned, with_conditioning
 from metarec.models.scorer import Params, init_params
@@ -52,6 +54,7 @@ class MetaModel:
         params: the meta-initialisation.
         splits: category lists used: ``train``, ``validation``, ``hold_out``.
         history: per-step training records.
+        selection: how ``metarec train`` chose this model (candidates' validation scores).
     """
 
     config: TrainConfig
@@ -59,6 +62,7 @@ class MetaModel:
     params: Params
     splits: dict[str, list[str]]
     history: list[dict[str, float]] = field(default_factory=list)
+    selection: dict[str, Any] = field(default_factory=dict)
 
     @property
     def space(self) -> FeatureSpace:
@@ -105,6 +109,7 @@ class MetaModel:
             "features": self.space.to_json(),
             "splits": self.splits,
             "history": self.history,
+            "selection": self.selection,
         }
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -131,6 +136,7 @@ class MetaModel:
             params=dict(artifact.tensors["params"]),
             splits=metadata["splits"],
             history=metadata.get("history", []),
+            selection=metadata.get("selection", {}),
         )
 
 
@@ -239,11 +245,22 @@ def _run_fingerprint(
     }
 
 
-def save_model(model: MetaModel, folder: str | Path) -> Path:
+AnyModel = MetaModel | RidgeModel
+"""What a model folder holds: an MLP meta-model, or a ridge model (``metadata["kind"]``)."""
+
+
+def save_model(model: AnyModel, folder: str | Path) -> Path:
     """Write the model as safetensors + manifest (see :mod:`metarec.artifacts`)."""
     return write_artifact(folder, model.tensors(), model.metadata(), files=model.files())
 
 
-def load_model(folder: str | Path) -> MetaModel:
+def model_from_artifact(artifact: Artifact) -> AnyModel:
+    """The model a verified folder holds, of the kind its metadata names."""
+    if artifact.metadata.get("kind") == RIDGE_KIND:
+        return RidgeModel.from_artifact(artifact)
+    return MetaModel.from_artifact(artifact)
+
+
+def load_model(folder: str | Path) -> AnyModel:
     """Read and verify a model folder written by :func:`save_model`."""
-    return MetaModel.from_artifact(read_artifact(folder))
+    return model_from_artifact(read_artifact(folder))

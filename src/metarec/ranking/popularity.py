@@ -29,3 +29,19 @@ def popularity_scores(
     generator = torch.Generator().manual_seed(derived_seed(seed, key))
     jitter = 0.5 * torch.rand(len(counts), generator=generator, dtype=dtype)  # < 1: only ties move
     return counts.to(dtype) + jitter
+
+
+TIE_BREAK = 1e-6
+"""Weight of launch popularity (scaled to [0, 1)) added to scores: it orders ties only."""
+
+
+def tie_broken(scores: Tensor, counts: Tensor, *, seed: int, key: str) -> Tensor:
+    """``scores`` (b, n) plus :data:`TIE_BREAK` times ``counts``' popularity order scaled to
+    [0, 1): float32.
+
+    Items of equal popularity are ordered by the seeded jitter of :func:`popularity_scores` (the
+    same for every user), never by item index.
+    """
+    counts = counts.double()
+    ranked = popularity_scores(counts, seed=seed, key=key, dtype=torch.float64)
+    return (scores.double() + TIE_BREAK * ranked / (counts.max() + 1.0)).float()

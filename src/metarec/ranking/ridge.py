@@ -1,0 +1,135 @@
+"""One category under a ridge model: fold the support in, score every item, rank top-K.
+
+:class:`RidgeRanker` is metarec-ridge's single path from a category's support to ranked items,
+as :class:`~metarec.ranking.CategoryRanker` is the MLP models': the benchmark's
+:class:`~metarec.evaluation.ridge.MetarecRidge` scores launches with :meth:`RidgeRanker.scores`,
+and the library, the CLI and the service rank users with :meth:`RidgeRanker.top_k_many`.
+
+Adapting is the closed-form solve (:func:`metarec.meta.ridge.fold_in`): each item's vector from
+its supporters, shrunk toward the prior its content predicts. Its result, the category's
+``params``, is two tensors: ``item_vectors`` (n_items, f) and ``counts`` (n_items,) support
+positives per item. Zero-shot (``adapt=False``) solves with an empty support: every item at its
+prior. Scores are ``x_u . v_j + b log(1 + n_j)`` plus the popularity tie-break every fold-in
+method uses (:func:`metarec.ranking.popularity.tie_broken`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from metarec.data.catalog import Catalog
+from metarec.meta.ridge import RidgeSupport, fold_in, ridge_scores
+from metarec.meta.ridge_model import RidgeModel
+from metarec.models.scorer import Params
+from metarec.ranking.popularity import tie_broken
+from metarec.tasks import CategoryData, Split
+
+
+@dataclass(frozen=True)
+class RidgeRanker:
+    """A category, the users' factors, and the item vectors that rank it.
+
+    Attributes:
+        model: the ridge model.
+        category: the category's data.
+        factors: (n_store_users, f) every user's factors from their history outside it.
+        params: ``item_vectors`` and ``counts`` (see the module docstring).
+        adapted: whether ``params`` were solved from a support (False: zero-shot).
+    """
+
+    model: RidgeModel
+    category: CategoryData
+    factors: Tensor
+    params: Params
+    adapted: bool
+
+    @classmethod
+    def launch(
+        cls,
+        model: RidgeModel,
+        category: CategoryData,
+        support: RidgeSupport,
+        factors: Tensor,
+        gram: Tensor,
+        *,
+        adapt: bool = True,
+        params: Params | None = None,
+    ) -> RidgeRanker:
+        """Solve the category's item vectors from ``support`` (or take ``params`` as solved).
+
+        Args:
+            model: the ridge model.
+            category: the category.
+            support: its support positives (:func:`category_support`).
+            factors, gram: every user's factors and their gram (``model.user_factors``).
+            adapt: False solves with no support at all (zero-shot: each item at its prior).
+            params: the category's solved params when already known (read back from disk).
+        """
+        if params is not None:
+            return cls(model, category, factors, params, adapted=True)
+        if not adapt:
+            support = _empty(category.n_items)
+        with torch.no_grad():
+            vectors = fold_in(model.params, factors, support, category.item_x, gram=gram)
+        params = {"item_vectors": vectors, "counts": support.counts}
+        return cls(model, category, factors, params, adapted=adapt)
+
+    def scores(self, users: np.ndarray) -> Tensor:
+        """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
+        rows = self.factors[torch.as_tensor(users, dtype=torch.long)]
+        with torch.no_grad():
+            dots = ridge_scores(
+                self.model.params, rows, self.params["item_vectors"], self.params["counts"]
+            )
+        return tie_broken(
+            dots, self.params["counts"], seed=self.model.config.seed, key=self.category.name
+        )
+
+    def top_k_many(
+        self, users: np.ndarray, seen: list[Tensor], ks: list[int]
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Each user's top-``k`` item positions and scores, best first, never a ``seen`` item.
+
+        Exact over every item: a ridge score is one dot product per item, so no retrieval
+        short list is needed.
+        """
+        if len(users) == 0:
+            return []
+        scores = self.scores(users)
+        rows = torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(seen)])
+        scores[rows, torch.cat(seen).long()] = -torch.inf
+        top = torch.topk(scores, min(max(ks), scores.shape[1]), dim=1)
+        out = []
+        for i, k in enumerate(ks):
+            allowed = top.values[i] != -torch.inf  # seen items; a NaN stays, to be reported
+            positions, values = top.indices[i][allowed][:k], top.values[i][allowed][:k]
+            out.append((positions, values))
+        return out
+
+
+def category_support(catalog: Catalog, category: CategoryData, split: Split) -> RidgeSupport:
+    """The split's support positives of ``category`` as the solve reads them, with each
+    positive's feedback weight from ``catalog``."""
+    positives = catalog.positives_in([category.name])
+    n_items = len(catalog.items)
+    codes = positives["user_idx"].to_numpy() * n_items + positives["item_idx"].to_numpy()
+    order = np.argsort(codes, kind="stable")
+    users = category.users[category.pos_user[split.support]]
+    items = category.pos_item[split.support]
+    found = np.searchsorted(codes[order], users * n_items + category.item_idx[items])
+    weights = positives["weight"].to_numpy(dtype=np.float64)[order][found]
+    return RidgeSupport(
+        users=torch.as_tensor(users, dtype=torch.long),
+        items=torch.as_tensor(items, dtype=torch.long),
+        weights=torch.as_tensor(weights),
+        n_items=category.n_items,
+    )
+
+
+def _empty(n_items: int) -> RidgeSupport:
+    none = torch.zeros(0, dtype=torch.long)
+    return RidgeSupport(none, none, torch.zeros(0, dtype=torch.float64), n_items)
