@@ -55,7 +55,7 @@ class MetarecMAML:
             score = context.validate
 
             def validate(candidate: MetaModel) -> float:
-                return score(_Scored(candidate))
+                return score(ModelAsMethod(candidate))
 
         self.model = train_on(
             context.catalog,
@@ -69,7 +69,7 @@ class MetarecMAML:
     def scores(self, launch: Launch) -> torch.Tensor:
         if self.model is None:
             raise ConfigError("fit() must run before scores()")
-        return _Scored(self.model).scores(launch)
+        return ModelAsMethod(self.model).scores(launch)
 
 
 class MetarecFiLM(MetarecMAML):
@@ -85,7 +85,7 @@ class MetarecFiLM(MetarecMAML):
     model_settings: ClassVar[dict[str, Any]] = {"condition": "film"}
 
 
-class _Scored:
+class ModelAsMethod:
     """A meta-model seen as a method (for validation during training)."""
 
     name: ClassVar[str] = "metarec-maml"
