@@ -96,6 +96,7 @@ def train(
     validate_every: int = 50,
     checkpoint: Checkpointing | None = None,
     world: World | None = None,
+    catalog: Catalog | None = None,
 ) -> MetaModel:
     """Meta-train a model on a store's categories, sealing ``config.hold_out``.
 
@@ -109,6 +110,7 @@ def train(
         checkpoint: checkpoint folder, cadence and resume flag (see
             :func:`metarec.meta.model.train_on`).
         world: the ranks of a distributed run (see :func:`metarec.meta.model.train_on`).
+        catalog: ``load_catalog(store, config)`` when the caller has it already.
 
     Returns:
         The meta-model whose params scored best on the validation categories (the last ones
@@ -130,7 +132,7 @@ def train(
             f"List them with `metarec check --store {store.path}`, then fix or re-ingest them",
             stacklevel=2,
         )
-    catalog = load_catalog(store, config)
+    catalog = load_catalog(store, config) if catalog is None else catalog
     splits = split_categories(catalog, config)
     validation = CategoryValidation(
         catalog, splits["validation"], splits["train"], config.tasks.shots

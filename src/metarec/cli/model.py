@@ -47,6 +47,15 @@ def train(
             "anil or melu_local (docs/META.md).",
         ),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="auto (default): fit the MLP meta-learner and metarec-ridge, keep the one with "
+            "the better validation NDCG@10; mlp or ridge: only that one. --algorithm alone "
+            "implies mlp.",
+        ),
+    ] = None,
     quiet: QuietOption = False,
     checkpoint_dir: Annotated[
         Path | None,
@@ -66,7 +75,8 @@ def train(
         ),
     ] = False,
 ) -> None:
-    """Meta-train on the store's categories and write the model folder."""
+    """Train on the store's categories and write the model folder: by default the better, on
+    the store's validation categories, of the MLP meta-learner and metarec-ridge."""
     import os
 
     from pydantic import ValidationError
@@ -77,7 +87,7 @@ def train(
     from metarec.meta.checkpoint import Checkpointing
     from metarec.meta.distributed import World
     from metarec.meta.model import save_model
-    from metarec.training import train as run
+    from metarec.selection import CHOICES, MEASURE, train_selected
 
     if checkpoint_dir is None and resume:
         raise ConfigError("--resume needs --checkpoint-dir, the folder of the run to continue")
@@ -102,6 +112,10 @@ def train(
         if checkpoint_dir is None
         else Checkpointing(checkpoint_dir, every=checkpoint_every, resume=resume)
     )
+    chosen = method or ("mlp" if algorithm else "auto")
+    if chosen not in CHOICES:
+        raise ConfigError(f"--method must be one of {', '.join(CHOICES)}, got {chosen!r}")
+    log = (lambda _: None) if quiet else (lambda line: console.print(f"[dim]{line}[/]"))
     with World.from_torchrun() if distributed else World() as world:
         # An export is read per category: the sealed categories' interactions are never opened.
         opened = (
@@ -110,17 +124,35 @@ def train(
             else open_store(store, read_only=True)
         )
         with opened:
-            model = run(opened, resolved, progress=not quiet, checkpoint=checkpoint, world=world)
+            selection = train_selected(
+                opened,
+                resolved,
+                choice=chosen,  # type: ignore[arg-type]  # checked against CHOICES above
+                progress=not quiet,
+                checkpoint=checkpoint,
+                world=world,
+                log=log,
+            )
         if not world.is_main:
             return  # rank 0 writes the model and reports
+    model = selection.model
     save_model(model, out)
-    last = model.history[-1] if model.history else {}
-    val = [h["val"] for h in model.history if "val" in h]
+    if len(selection.candidates) > 1:
+        table = Table(title=f"validation ({MEASURE})")
+        for column in ("method", "NDCG@10", "fit seconds", ""):
+            table.add_column(column)
+        for candidate in selection.candidates:
+            table.add_row(
+                candidate.name,
+                f"{candidate.validation:.4f}",
+                f"{candidate.seconds:.0f}",
+                "chosen" if candidate.name == selection.chosen else "",
+            )
+        console.print(table)
     console.print(
-        f"[green]wrote[/] {out}: {len(model.splits['train'])} training categories, "
-        f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out; "
-        f"final meta-loss {last.get('loss', float('nan')):.4f}"
-        + (f", best validation NDCG@10 {max(val):.4f}" if val else "")
+        f"[green]wrote[/] {out}: {selection.chosen} ({selection.reason}); "
+        f"{len(model.splits['train'])} training categories, "
+        f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out"
         + (f"; {world.size} ranks" if world.size > 1 else "")
     )
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from metarec.artifacts import Artifact, read_artifact
 from metarec.errors import ArtifactError
-from metarec.meta.model import MetaModel
+from metarec.meta.model import AnyModel, model_from_artifact
 from metarec.models.scorer import Params
 
 ADAPTED = "adapted/"
@@ -60,7 +60,7 @@ class Adaptations:
     damaged: dict[str, Damaged]
 
 
-def read_model(folder: str | Path) -> tuple[MetaModel, Artifact]:
+def read_model(folder: str | Path) -> tuple[AnyModel, Artifact]:
     """Load a model folder for serving: every file verified, but a damaged ``adapted/`` group
     only marks its category (see :func:`read_adaptations`).
 
@@ -68,7 +68,7 @@ def read_model(folder: str | Path) -> tuple[MetaModel, Artifact]:
         ArtifactError: the manifest or a file of the meta-model itself is damaged.
     """
     artifact = read_artifact(folder, tolerate=ADAPTED)
-    return MetaModel.from_artifact(artifact), artifact
+    return model_from_artifact(artifact), artifact
 
 
 def read_adaptations(artifact: Artifact) -> Adaptations:

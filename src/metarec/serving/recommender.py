@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,9 +30,10 @@ from metarec.artifacts import Artifact, read_artifact, slugify, update_artifact
 from metarec.data.catalog import Catalog
 from metarec.errors import DataError, MetarecError, NonFiniteError
 from metarec.features import ProfileTable, load_catalog, profiles
-from metarec.meta.model import MetaModel
-from metarec.ranking import CategoryRanker, RetrievalSettings, UserInputs
+from metarec.meta.model import AnyModel, MetaModel
+from metarec.ranking import RetrievalSettings, UserInputs
 from metarec.ranking.retrieval import Projection
+from metarec.ranking.ridge import RidgeRanker
 from metarec.serving.adaptations import (
     ADAPTED,
     Adaptation,
@@ -43,6 +42,14 @@ from metarec.serving.adaptations import (
     read_model,
 )
 from metarec.serving.batched import rank_many
+from metarec.serving.rankers import Launcher, Ranker
+from metarec.serving.recommendation import (
+    Recommendation,
+    RecommendedItem,
+    damaged_reason,
+    text_or_none,
+    zero_shot_reason,
+)
 from metarec.serving.views import (
     CategoryView,
     LazyViews,
@@ -56,38 +63,6 @@ from metarec.tasks import split_launch
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
-
-
-@dataclass(frozen=True)
-class RecommendedItem:
-    item_id: str
-    score: float
-    title: str | None
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """Top-K items for one user in one category, and how they were produced."""
-
-    user_id: str
-    category: str
-    items: list[RecommendedItem]
-    model_version: str
-    adaptation_version: int | None
-    fallback: str | None  # None, "popularity" or "zero-shot"
-    fallback_reason: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The recommendation as a JSON-ready dict (the HTTP API's response body)."""
-        return {
-            "user_id": self.user_id,
-            "category": self.category,
-            "model_version": self.model_version,
-            "adaptation_version": self.adaptation_version,
-            "fallback": self.fallback,
-            "fallback_reason": self.fallback_reason,
-            "items": [vars(item) for item in self.items],
-        }
 
 
 class Recommender:
@@ -111,7 +86,7 @@ class Recommender:
 
     def __init__(
         self,
-        model: MetaModel,
+        model: AnyModel,
         model_dir: Path,
         store: Store,
         *,
@@ -133,7 +108,8 @@ class Recommender:
         self._others: dict[str, ProfileTable] = {}
         self._views = LazyViews()
         self._reusable: dict[ViewKey, CategoryView] = {}
-        self._rankers: dict[tuple[ViewKey, ParamsKey], CategoryRanker] = {}
+        self._rankers: dict[tuple[ViewKey, ParamsKey], Ranker] = {}
+        self._launcher = Launcher(model, self.catalog)
         users = self.catalog.users
         self._user_index = dict(
             zip(users["user_id"].astype(str), users["user_idx"].tolist(), strict=True)
@@ -202,7 +178,7 @@ class Recommender:
         return other
 
     def for_model(
-        self, model: MetaModel, model_dir: str | Path, artifact: Artifact | None = None
+        self, model: AnyModel, model_dir: str | Path, artifact: Artifact | None = None
     ) -> Recommender:
         """Another model bound to the same catalogue (a hot swap); ``artifact``: its folder as
         just read, if at hand.
@@ -228,7 +204,7 @@ class Recommender:
             other._views = LazyViews(self._views.snapshot())
         return other
 
-    def shares_features_with(self, model: MetaModel) -> bool:
+    def shares_features_with(self, model: AnyModel) -> bool:
         """Whether ``model`` encodes items and profiles exactly as this recommender's model."""
         return (
             model.encoder.same_as(self.model.encoder)
@@ -266,7 +242,7 @@ class Recommender:
         view = self.view(category, as_of)
         split = split_launch(view.data)
         started = time.perf_counter()
-        ranker = CategoryRanker.launch(self.model, view.data, split, state=view.state)
+        ranker = self._launcher.launch(view, None, adapt=True)
         seconds = time.perf_counter() - started
         bad = sorted(name for name, value in ranker.params.items() if not value.isfinite().all())
         if bad:
@@ -317,17 +293,15 @@ class Recommender:
         adaptation = self._adapted.get(category)
         return (self.model_version, 0 if adaptation is None else adaptation.version)
 
-    def ranker(self, category: str) -> CategoryRanker:
-        """The category's ranker: its adapted params, or the zero-shot start params."""
+    def ranker(self, category: str) -> Ranker:
+        """The category's ranker: its adapted params, or the zero-shot start."""
         view = self.serving_view(category)
         key = ((category, view_as_of(self._adapted.get(category))), self.params_key(category))
         found = self._rankers.get(key)
         if found is None:
             adaptation = self._adapted.get(category)
-            params = self.model.start_params(view.data) if adaptation is None else adaptation.params
-            found = CategoryRanker.launch(
-                self.model, view.data, split_launch(view.data), state=view.state, params=params
-            )
+            params = None if adaptation is None else adaptation.params
+            found = self._launcher.launch(view, params, adapt=False)
             self._rankers = {k: v for k, v in self._rankers.items() if k[0][0] != category}
             self._rankers[key] = found
         return found
@@ -379,7 +353,7 @@ class Recommender:
         ]
         fallbacks: list[tuple[str | None, str | None]] = [(None, None)] * n
         ranked: list[tuple[Tensor, Tensor] | None] = [None] * n
-        personal: list[tuple[int, UserInputs, int]] = []  # (request, inputs, k)
+        personal: list[tuple[int, int, UserInputs, int]] = []  # (request, user, inputs, k)
         for i, (user_id, k) in enumerate(requests):
             user_idx = self.user_index(user_id)
             if k < 1:
@@ -390,20 +364,28 @@ class Recommender:
                 ranked[i] = (view.popular[:k], view.popular_scores[:k])
                 continue
             if category in self.damaged:
-                fallbacks[i] = ("zero-shot", _damaged_reason(category, self.damaged[category]))
+                fallbacks[i] = ("zero-shot", damaged_reason(category, self.damaged[category]))
             elif adaptation is None:
-                fallbacks[i] = ("zero-shot", _zero_shot_reason(category))
-            personal.append((i, self.user_inputs(view, user_idx), k))
+                fallbacks[i] = ("zero-shot", zero_shot_reason(category))
+            personal.append((i, user_idx, self.user_inputs(view, user_idx), k))
         if personal:
             ranker = self.ranker(category)
-            found = rank_many(
-                ranker,
-                [inputs for _, inputs, _ in personal],
-                [k for *_, k in personal],
-                index=view.index,
-                projection=self._projection(view, ranker, self.params_key(category)),
-                short_list=self.retrieval.short_list,
-            )
+            ks = [k for *_, k in personal]
+            if isinstance(ranker, RidgeRanker):  # exact over every item: no retrieval
+                found = ranker.top_k_many(
+                    np.array([u for _, u, _, _ in personal]),
+                    [p.seen for _, _, p, _ in personal],
+                    ks,
+                )
+            else:
+                found = rank_many(
+                    ranker,
+                    [inputs for _, _, inputs, _ in personal],
+                    ks,
+                    index=view.index,
+                    projection=self._projection(view, ranker, self.params_key(category)),
+                    short_list=self.retrieval.short_list,
+                )
             for (i, *_), top in zip(personal, found, strict=True):
                 ranked[i] = top
         for i, ((user_id, _), top) in enumerate(zip(requests, ranked, strict=True)):
@@ -420,7 +402,7 @@ class Recommender:
             results[i] = Recommendation(
                 user_id=user_id,
                 category=category,
-                items=[RecommendedItem(str(j), float(s), _text_or_none(t)) for j, s, t in items],
+                items=[RecommendedItem(str(j), float(s), text_or_none(t)) for j, s, t in items],
                 model_version=self.model_version,
                 adaptation_version=None if adaptation is None else adaptation.version,
                 fallback=fallbacks[i][0],
@@ -438,7 +420,8 @@ class Recommender:
             item_x=self._item_x,
             profile_x=self._profile_x,
             others=self._profiles_without(key[0]),
-            short_list=self.retrieval.short_list,
+            # a ridge model ranks every item exactly: its views need no retrieval index
+            short_list=self.retrieval.short_list if isinstance(self.model, MetaModel) else None,
             previous=self._reusable.pop(key, None),
         )
 
@@ -451,11 +434,9 @@ class Recommender:
             self._others[category] = found
         return found
 
-    def _projection(
-        self, view: CategoryView, ranker: CategoryRanker, key: ParamsKey
-    ) -> Projection | None:
+    def _projection(self, view: CategoryView, ranker: Ranker, key: ParamsKey) -> Projection | None:
         """The view's retrieval projection for ``key``, fitted on first use (None: no index)."""
-        if view.index is None:
+        if view.index is None or isinstance(ranker, RidgeRanker):
             return None
         found = view.projections.get(key)
         if found is None:
@@ -474,24 +455,3 @@ class Recommender:
 def view_as_of(adaptation: Adaptation | None) -> int | None:
     """The ``as_of`` of the view serving a category with this adaptation."""
     return None if adaptation is None else adaptation.as_of
-
-
-def _damaged_reason(category: str, damaged: Damaged) -> str:
-    return (
-        f"the adapted parameters of {category!r} are damaged ({damaged.reason}): ranked by the "
-        "meta-initialisation until the category is adapted again"
-    )
-
-
-def _zero_shot_reason(category: str) -> str:
-    return (
-        f"category {category!r} is not adapted yet: ranked by the meta-initialisation; adapt it "
-        f"with `metarec adapt --category {category!r}` or "
-        f"POST /categories/{quote(category, safe='')}/adapt"
-    )
-
-
-def _text_or_none(value: object) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return str(value)

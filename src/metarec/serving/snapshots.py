@@ -23,7 +23,8 @@ from metarec.data.positives import positives
 from metarec.data.store import Store
 from metarec.errors import ArtifactError, MetarecError, NonFiniteError
 from metarec.features import input_dim, load_catalog
-from metarec.meta.model import MetaModel
+from metarec.meta.model import AnyModel
+from metarec.meta.ridge_model import RidgeModel
 from metarec.serving.adaptations import read_model
 from metarec.serving.recommender import Recommender
 
@@ -170,14 +171,21 @@ def smoke_test(recommender: Recommender, path: Path) -> None:
             )
 
 
-def check_widths(model: MetaModel, path: Path) -> None:
+def check_widths(model: AnyModel, path: Path) -> None:
     """The params must read rows as wide as the model's own features produce.
 
     Raises:
         ArtifactError: the folder mixes files of different models.
     """
-    expected = input_dim(model.encoder.dim)
-    width = model.params["layers.0.weight"].shape[1]
+    if isinstance(model, RidgeModel):  # the prior reads item features; the map, ALS factors
+        expected = model.space.dim
+        width = model.params["prior"].shape[0]
+        factors = model.item_factors.shape[1]
+        if model.params["user_map"].shape[0] != factors:
+            width, expected = model.params["user_map"].shape[0], factors
+    else:
+        expected = input_dim(model.encoder.dim)
+        width = model.params["layers.0.weight"].shape[1]
     if width != expected:
         raise ArtifactError(
             f"model {path} is inconsistent: its first layer reads {width} inputs but its features "

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from metarec.data.catalog import Catalog
 from metarec.features import ProfileTable
-from metarec.meta.model import MetaModel
+from metarec.meta.model import AnyModel
 from metarec.ranking import CategoryRanker, UserInputs, popularity_scores
 from metarec.ranking.retrieval import (
     ItemIndex,
@@ -105,13 +105,13 @@ class LazyViews:
 
 def build_view(
     catalog: Catalog,
-    model: MetaModel,
+    model: AnyModel,
     key: ViewKey,
     *,
     item_x: Tensor,
     profile_x: Tensor,
     others: ProfileTable,
-    short_list: int,
+    short_list: int | None,
     previous: CategoryView | None = None,
 ) -> CategoryView:
     """The category ``key[0]`` as it was at ``key[1]`` (every positive so far when None).
@@ -120,7 +120,7 @@ def build_view(
         catalog, model: the store's catalogue and the served model (its encoder and seed).
         item_x, profile_x: the catalogue's items under the model's encoder.
         others: users' profiles over every other category (a launch sees all of them).
-        short_list: a category with more items gets a retrieval index.
+        short_list: a category with more items gets a retrieval index (None: never).
         previous: the view of the same key on older data: its index and projections are kept
             while the category's items and support are unchanged.
     """
@@ -144,7 +144,7 @@ def build_view(
     )[category]
     state = support_state(data, split_launch(data))
     index, projections = None, {}
-    if data.n_items > short_list:
+    if short_list is not None and data.n_items > short_list:
         old = None if previous is None else previous.index
         if (
             previous is not None

@@ -1,0 +1,132 @@
+"""``metarec train``'s default selection, and a ridge model served like any other.
+
+The known-answer store (conftest): a user's taste in a new category is known from their other
+categories, popularity carries no signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import KNOWN_HELD_OUT, known_answer_config
+
+from metarec.data import Store
+from metarec.errors import ArtifactError
+from metarec.evaluation.cases import validation_launches
+from metarec.evaluation.folds import Fold
+from metarec.evaluation.methods import ModelAsMethod
+from metarec.features import load_catalog
+from metarec.meta.model import MetaModel, load_model, save_model
+from metarec.meta.ridge_model import RidgeModel
+from metarec.ranking.ridge import RidgeRanker
+from metarec.selection import Candidate, Selection, _choose, train_selected
+from metarec.serving.recommender import Recommender
+from metarec.serving.snapshots import check_widths
+from metarec.tasks import split_categories
+
+
+@pytest.fixture(scope="module")
+def selection(known_store: Path) -> Selection:
+    with Store.open(known_store, read_only=True) as store:
+        return train_selected(store, known_answer_config(), progress=False)
+
+
+def test_auto_fits_both_candidates_and_keeps_the_better_on_validation(
+    selection: Selection, known_store: Path
+) -> None:
+    names = [c.name for c in selection.candidates]
+    assert names == ["metarec-maml", "metarec-ridge"]
+    best = max(selection.candidates, key=lambda c: c.validation)
+    assert selection.chosen == best.name and selection.model is best.model
+    # each score is the benchmark's own validation of that model, recomputed here
+    config = known_answer_config()
+    with Store.open(known_store, read_only=True) as store:
+        catalog = load_catalog(store, config)
+    splits = split_categories(catalog, config)
+    validation = validation_launches(
+        catalog, config, Fold(0, splits["train"], splits["validation"], [])
+    )
+    mlp = selection.candidates[0]
+    assert isinstance(mlp.model, MetaModel)
+    assert validation.score(ModelAsMethod(mlp.model)) == pytest.approx(mlp.validation)
+    # the hold-out stays sealed from every candidate
+    for candidate in selection.candidates:
+        assert KNOWN_HELD_OUT in candidate.model.splits["hold_out"]
+        assert KNOWN_HELD_OUT not in candidate.model.splits["train"]
+
+
+def test_the_table_goes_into_the_manifest(selection: Selection, tmp_path: Path) -> None:
+    folder = save_model(selection.model, tmp_path / "model")
+    loaded = load_model(folder)
+    assert type(loaded) is type(selection.model)
+    assert loaded.selection["chosen"] == selection.chosen
+    rows = {row["method"]: row["validation_ndcg@10"] for row in loaded.selection["candidates"]}
+    assert rows == {c.name: pytest.approx(c.validation) for c in selection.candidates}
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert "selection" in json.dumps(manifest)
+
+
+def test_without_validation_scores_the_ridge_start_is_chosen() -> None:
+    ridge = Candidate("metarec-ridge", None, math.nan, 1.0)  # type: ignore[arg-type]
+    mlp = Candidate("metarec-maml", None, math.nan, 1.0)  # type: ignore[arg-type]
+    chosen, reason = _choose([mlp, ridge])
+    assert chosen is ridge and "no validation" in reason
+    better = Candidate("metarec-maml", None, 0.5, 1.0)  # type: ignore[arg-type]
+    assert _choose([better, Candidate("metarec-ridge", None, 0.4, 1.0)])[0] is better  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def ridge_dir(selection: Selection, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ridge = next(c.model for c in selection.candidates if c.name == "metarec-ridge")
+    assert isinstance(ridge, RidgeModel)
+    return save_model(ridge, tmp_path_factory.mktemp("ridge") / "model")
+
+
+def test_a_ridge_model_round_trips_through_its_folder(
+    ridge_dir: Path, selection: Selection
+) -> None:
+    ridge = next(c.model for c in selection.candidates if c.name == "metarec-ridge")
+    loaded = load_model(ridge_dir)
+    assert isinstance(loaded, RidgeModel) and isinstance(ridge, RidgeModel)
+    for name, value in ridge.params.items():
+        torch.testing.assert_close(loaded.params[name], value, rtol=0, atol=0)
+    torch.testing.assert_close(loaded.item_factors, ridge.item_factors, rtol=0, atol=0)
+    assert loaded.factor_item_ids == ridge.factor_item_ids
+
+
+def test_served_ridge_lists_are_the_rankers_exact_top_k(ridge_dir: Path, known_store: Path) -> None:
+    category = KNOWN_HELD_OUT
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(ridge_dir, store)
+        assert recommender.recommend("u1", category, k=5).fallback == "zero-shot"
+        recommender.adapt(category)
+        ranker = recommender.ranker(category)
+        assert isinstance(ranker, RidgeRanker) and ranker.adapted
+        for user_id in ("u1", "u2", "u3"):
+            got = recommender.recommend(user_id, category, k=5)
+            assert got.fallback is None
+            user_idx = recommender.user_index(user_id)
+            view = recommender.serving_view(category)
+            scores = ranker.scores(np.array([user_idx]))[0]
+            seen = recommender.user_inputs(view, user_idx).seen
+            scores[seen] = -torch.inf
+            expected = view.item_ids[torch.topk(scores, 5).indices.numpy()]
+            assert [item.item_id for item in got.items] == list(expected)
+            assert not set(view.item_ids[seen.numpy()]) & {i.item_id for i in got.items}
+        # read back from the folder, the adaptation ranks the same
+        again = Recommender.open(ridge_dir, store)
+        assert again.recommend("u1", category, k=5) == recommender.recommend("u1", category, k=5)
+
+
+def test_mixed_ridge_files_are_refused(ridge_dir: Path) -> None:
+    model = load_model(ridge_dir)
+    assert isinstance(model, RidgeModel)
+    check_widths(model, ridge_dir)  # consistent: no error
+    model.params["prior"] = torch.zeros(model.params["prior"].shape[0] + 1, 2, dtype=torch.float64)
+    with pytest.raises(ArtifactError, match="mixes files"):
+        check_widths(model, ridge_dir)
