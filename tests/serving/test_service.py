@@ -120,6 +120,8 @@ def test_events_are_idempotent_and_bad_batches_change_nothing(service: Service) 
     partial = service.post_events(bad, skip_bad_rows=True)
     assert partial.inserted == 1 and [r.index for r in partial.rejected] == [1]
     assert count_interactions(service) == before + 4
+    # only stored events count towards a re-adaptation: not duplicates, not rejected rows
+    assert service.category_status(KNOWN_HELD_OUT).events_since_adaptation == 4
 
     # the new user is known once the snapshot catches up, and is personalised from then on
     service.wait_for_refresh()

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from metarec.cli import app
 from metarec.meta.model import MetaModel, save_model
-from metarec.serving import recommender as recommender_module
+from metarec.ranking import CategoryRanker
 
 
 @pytest.fixture()
@@ -119,7 +119,7 @@ def test_an_adaptation_with_non_finite_params_fails_and_keeps_the_previous_versi
 ) -> None:
     first = client.post(f"/categories/{KNOWN_HELD_OUT}/adapt", headers=AUTH).json()
     assert wait_for_job(client, first["job_id"])["state"] == "done"
-    launch = recommender_module.CategoryRanker.launch
+    launch = CategoryRanker.launch
 
     def poisoned(*args: object, **kwargs: object) -> object:
         ranker = launch(*args, **kwargs)  # type: ignore[arg-type]
@@ -127,7 +127,7 @@ def test_an_adaptation_with_non_finite_params_fails_and_keeps_the_previous_versi
         ranker.params[name] = torch.full_like(ranker.params[name], float("nan"))
         return ranker
 
-    monkeypatch.setattr(recommender_module.CategoryRanker, "launch", poisoned)
+    monkeypatch.setattr(CategoryRanker, "launch", poisoned)
     second = client.post(f"/categories/{KNOWN_HELD_OUT}/adapt", headers=AUTH).json()
     failed = wait_for_job(client, second["job_id"])
     assert failed["state"] == "failed" and "non-finite" in failed["error"]

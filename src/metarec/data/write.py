@@ -138,9 +138,11 @@ def _upsert_users(con: duckdb.DuckDBPyConnection, clean: _Clean) -> TableCounts:
     users["extra"] = users["extra"].astype("str")
     _registered(con, "_src_users", users)
     try:
-        unchanged, updated = _upsert(
-            con, "users", "user_id", ("extra",), "_src_users", update_where="s._listed"
-        )
+        unchanged = updated = 0
+        if len(listed):  # users only implied by interactions never overwrite stored ones
+            unchanged, updated = _upsert(
+                con, "users", "user_id", ("extra",), "_src_users", update_where="s._listed"
+            )
         base = _next_index(con, "users", "user_idx")
         inserted = _count(
             con,
@@ -180,6 +182,10 @@ def _insert_interactions(con: duckdb.DuckDBPyConnection, interactions: pd.DataFr
     columns = ["event_id", "user_id", "item_id", "timestamp", "rating", "event", "weight"]
     _registered(con, "_src_interactions", interactions[columns])
     try:
+        # The anti-join is against the stored ids *of this load* (a semi-join that hashes the
+        # load, not the store): against the whole table it hashed every stored event_id, a cost
+        # that grows with the store. ON CONFLICT DO NOTHING is no shortcut: DuckDB runs it as a
+        # MERGE that scans the table too, and it loses the insertion order.
         return _count(
             con,
             """INSERT INTO interactions
@@ -187,7 +193,9 @@ def _insert_interactions(con: duckdb.DuckDBPyConnection, interactions: pd.DataFr
                FROM _src_interactions s
                JOIN users u ON u.user_id = s.user_id
                JOIN items i ON i.item_id = s.item_id
-               ANTI JOIN interactions t ON t.event_id = s.event_id
+               ANTI JOIN (SELECT event_id FROM interactions
+                          WHERE event_id IN (SELECT event_id FROM _src_interactions)) t
+                 ON t.event_id = s.event_id
                ORDER BY s._ord""",
         )
     finally:

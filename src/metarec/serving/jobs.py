@@ -26,6 +26,11 @@ from metarec.serving.metrics import ServiceMetrics
 log = logging.getLogger("metarec.serve")
 
 _KEEP_JOBS = 1_000  # jobs remembered for GET /jobs/{id} (the oldest finished go first)
+# A refresh starts no sooner than this many times the last one's duration after the last one
+# started: rebuilding the snapshot is catalogue-sized work, and under a steady stream of events
+# back-to-back refreshes took half of the one core the writes and requests share (POST /events
+# measured with py-spy). So refreshes take at most a third of the worker's time.
+_REFRESH_SPACING = 3.0
 
 
 class ServiceBusyError(MetarecError):
@@ -102,6 +107,7 @@ class JobQueue:
         self._ids = itertools.count(1)
         self._dirty = False
         self._dirty_since = 0.0
+        self._next_refresh = 0.0  # monotonic time before which no refresh starts (unless awaited)
         self._changed: set[str] = set()
         self._waiters: list[Future] = []
         self._stopping = False
@@ -239,16 +245,19 @@ class JobQueue:
     def _refresh_due(self) -> bool:
         if not self._dirty:
             return False
-        waited = time.monotonic() - self._dirty_since
-        return bool(self._waiters) or waited >= self.refresh_seconds
+        return bool(self._waiters) or time.monotonic() >= self._refresh_at()
 
     def _seconds_to_refresh(self) -> float | None:
         if not self._dirty:
             return None
-        return max(0.0, self._dirty_since + self.refresh_seconds - time.monotonic())
+        return max(0.0, self._refresh_at() - time.monotonic())
+
+    def _refresh_at(self) -> float:
+        """When the pending refresh is due (a launch waiting for it does not wait for this)."""
+        return max(self._dirty_since + self.refresh_seconds, self._next_refresh)
 
     def _refresh_now(self, changed: set[str], waiters: list[Future]) -> None:
-        started = time.perf_counter()
+        started = time.monotonic()
         try:
             version = self._refresh(changed)
         except Exception as exc:  # the old snapshot keeps serving; the waiters learn why
@@ -256,7 +265,9 @@ class JobQueue:
             for waiter in waiters:
                 waiter.set_exception(exc)
             return
-        self.metrics.refresh_seconds.observe(time.perf_counter() - started)
+        finally:
+            self._next_refresh = started + _REFRESH_SPACING * (time.monotonic() - started)
+        self.metrics.refresh_seconds.observe(time.monotonic() - started)
         for waiter in waiters:
             waiter.set_result(version)
 

@@ -27,11 +27,12 @@ from typing import TypeVar
 import pandas as pd
 
 from metarec.data.ingest import ingest_frames
-from metarec.data.schema import ITEM_COLUMNS, BadRow
+from metarec.data.schema import ITEM_COLUMNS
 from metarec.data.store import Store
-from metarec.errors import BadRowsError, DataError, MetarecError
+from metarec.errors import DataError, MetarecError
 from metarec.serving import schemas
-from metarec.serving.conflicts import EventConflictError, conflicts
+from metarec.serving.conflicts import EventConflictError
+from metarec.serving.events import EventsRejectedError, store_events
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
 from metarec.serving.recommender import Adaptation, Recommendation, Recommender
@@ -43,18 +44,6 @@ log = logging.getLogger("metarec.serve")
 T = TypeVar("T")
 
 __all__ = ["EventsRejectedError", "Service", "ServiceBusyError"]
-
-
-class EventsRejectedError(BadRowsError):
-    """A batch of events was refused because some rows are bad; nothing was stored.
-
-    Attributes:
-        rows: each bad row's position in the batch, column and reason.
-    """
-
-    def __init__(self, message: str, report: object, rows: list[schemas.RejectedRow]) -> None:
-        super().__init__(message, report)
-        self.rows = rows
 
 
 class Service:
@@ -212,94 +201,34 @@ class Service:
     def post_events(
         self, events: Sequence[schemas.Event], *, skip_bad_rows: bool = False
     ) -> schemas.EventsResponse:
-        """Store a batch of events in one transaction; durable when this returns.
-
-        Args:
-            events: the batch; ``event_id`` already stored means the event is a duplicate and is
-                not stored again.
-            skip_bad_rows: store the good rows and report the bad ones, instead of refusing the
-                whole batch.
+        """Store a batch of events in one transaction; durable when this returns
+        (:func:`metarec.serving.events.store_events`, under the store lock).
 
         Raises:
             DataError: more events than ``settings.max_events``.
-            EventsRejectedError: some rows are bad (unknown item, unparsable time, repeated
-                event_id...) and ``skip_bad_rows`` is False; nothing was stored.
-            EventConflictError: some events re-use a stored event_id with different content
-                and ``skip_bad_rows`` is False; nothing was stored.
+            EventsRejectedError, EventConflictError: some rows are bad or re-use a stored
+                event_id with different content, and ``skip_bad_rows`` is False; nothing stored.
         """
         if len(events) > self.settings.max_events:
             raise DataError(
                 f"{len(events)} events in one batch; send at most {self.settings.max_events} "
                 "per request"
             )
-        frame = pd.DataFrame(
-            [e.model_dump() for e in events],
-            columns=["event_id", "user_id", "item_id", "timestamp", "event", "rating", "weight"],
-        )
-        with self._store_lock:
-            connection = self.store.connection
-            clashes = conflicts(connection, frame)
-            if clashes and not skip_bad_rows:
-                self.metrics.events.labels("rejected").inc(len(events))
-                shown = "; ".join(
-                    f"#{i} {events[i].event_id!r}: {d}" for i, d in list(clashes.items())[:3]
-                )
-                raise EventConflictError(
-                    f"{len(clashes)} event(s) re-use a stored event_id with different content; "
-                    f"nothing was stored. Give new events new ids. First: {shown}",
-                    list(clashes),
-                )
-            clashed = [_conflict_row(i, detail) for i, detail in clashes.items()]
-            frame = frame.drop(index=list(clashes))
-            ids = frame["event_id"].tolist()
-            stored_before = {
-                row[0]
-                for row in connection.execute(
-                    "SELECT event_id FROM interactions "
-                    "WHERE event_id IN (SELECT unnest(?::VARCHAR[]))",
-                    [ids],
-                ).fetchall()
-            }
-            try:
-                report = ingest_frames(
-                    frame.reset_index(drop=True),
-                    self.store,
-                    skip_bad_rows=skip_bad_rows,
-                    source="POST /events",
-                )
-            except BadRowsError as exc:
-                self.metrics.events.labels("rejected").inc(len(events))
-                rows = _rejected_rows(exc.report.bad_rows, frame.index)  # type: ignore[attr-defined]
-                raise EventsRejectedError(
-                    f"{len(rows)} of {len(events)} events are bad; nothing was stored. Fix them, "
-                    "or send ?skip_bad_rows=true to store the rest. First: "
-                    + "; ".join(f"#{r.index} {r.column}: {r.reason}" for r in rows[:3]),
-                    exc.report,
-                    rows,
-                ) from exc
-            new_ids = [i for i in ids if i not in stored_before]
-            per_category = connection.execute(
-                "SELECT i.category, count(*) FROM interactions x JOIN items i USING (item_idx) "
-                "WHERE x.event_id IN (SELECT unnest(?::VARCHAR[])) GROUP BY i.category",
-                [new_ids],
-            ).fetchall()
-        rejected = sorted(
-            [*_rejected_rows(report.bad_rows, frame.index), *clashed], key=lambda r: r.index
-        )
-        counts = report.interactions
-        self.metrics.events.labels("inserted").inc(counts.inserted)
-        self.metrics.events.labels("duplicate").inc(counts.unchanged)
-        self.metrics.events.labels("rejected").inc(len(rejected))
-        if counts.inserted:
+        try:
+            with self._store_lock:
+                stored = store_events(self.store, events, skip_bad_rows=skip_bad_rows)
+        except (EventsRejectedError, EventConflictError):
+            self.metrics.events.labels("rejected").inc(len(events))
+            raise
+        response = stored.response
+        self.metrics.events.labels("inserted").inc(response.inserted)
+        self.metrics.events.labels("duplicate").inc(response.duplicates)
+        self.metrics.events.labels("rejected").inc(len(response.rejected))
+        if response.inserted:
             self._jobs.mark_dirty()
-            for category, n in per_category:
-                self._count_events(str(category), int(n))
-        return schemas.EventsResponse(
-            received=len(events),
-            inserted=counts.inserted,
-            duplicates=counts.unchanged,
-            rejected=rejected,
-        )
+            for category, n in stored.per_category:
+                self._count_events(category, n)
+        return response
 
     def launch(self, request: schemas.LaunchRequest) -> schemas.LaunchResponse:
         """Create (or update) a category and its items; visible to reads when this returns.
@@ -446,28 +375,6 @@ def _adaptation_info(adaptation: Adaptation) -> schemas.AdaptationInfo:
         adapted_at=adaptation.adapted_at,
         seconds=adaptation.seconds,
         as_of=adaptation.as_of,
-    )
-
-
-def _rejected_rows(rows: list[BadRow], positions: pd.Index) -> list[schemas.RejectedRow]:
-    """Bad rows of an in-memory load (1-based row numbers of the loaded frame) as 0-based
-    positions in the batch (``positions``: the loaded rows' batch positions)."""
-    return [
-        schemas.RejectedRow(
-            index=int(positions[row.line - 1]),
-            column=row.column,
-            reason=row.reason,
-            value=row.value,
-        )
-        for row in rows
-    ]
-
-
-def _conflict_row(position: int, detail: str) -> schemas.RejectedRow:
-    return schemas.RejectedRow(
-        index=position,
-        column="event_id",
-        reason=f"event_id already stored with different content ({detail}); use a new id",
     )
 
 
