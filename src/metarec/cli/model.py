@@ -213,6 +213,14 @@ def recommend(
         ),
     ] = None,
     k: Annotated[int, typer.Option("-k", "--k", help="How many items.")] = 10,
+    keep_disliked: Annotated[
+        bool,
+        typer.Option(
+            "--keep-disliked",
+            help="Also recommend items the user interacted with in the category without liking "
+            "them (by default every item they interacted with there is left out).",
+        ),
+    ] = False,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -226,7 +234,7 @@ def recommend(
     if user is None and out is None:
         raise ConfigError("--users and --all-users write a table: pass --out recs.parquet")
     with open_store(store, read_only=True) as opened:
-        recommender = Recommender.open(model, opened)
+        recommender = Recommender.open(model, opened, keep_disliked=keep_disliked)
         if user is None:
             _recommend_many(recommender, category, users, k, out, as_json=as_json, quiet=quiet)
             return

@@ -53,6 +53,9 @@ class Catalog:
         described: categories the store knows (with a description), with items or not.
         text: cached text embeddings (with ``features.text`` only; see
             :func:`metarec.features.load_catalog`).
+        non_positive: (user_idx, item_idx) pairs the user interacted with but not positively
+            (rated below the threshold, or only non-positive events): never recommended by
+            default. None in a sealed catalogue, which keeps positives only.
     """
 
     items: pd.DataFrame
@@ -62,6 +65,7 @@ class Catalog:
     item_category: np.ndarray = field(repr=False)
     described: frozenset[str] = frozenset()
     text: TextTable | None = field(default=None, repr=False)
+    non_positive: pd.DataFrame | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, store: Store, feedback: FeedbackConfig) -> Catalog:
@@ -74,10 +78,13 @@ class Catalog:
         users = store.users().sort_values("user_idx").reset_index(drop=True)
         if not (items["item_idx"].to_numpy() == np.arange(len(items))).all():
             raise DataError(f"store {store.path} has gaps in item_idx; re-ingest into a new store")
+        interactions = store.interactions()
+        liked = positives(interactions, feedback)
         return cls(
             items=items,
             users=users,
-            positives=positives(store.interactions(), feedback),
+            positives=liked,
+            non_positive=_non_positive(interactions, liked, len(items)),
             category_sizes=items.groupby("category").size(),
             item_category=items["category"].to_numpy(),
             described=frozenset(store.category_descriptions()),
@@ -89,7 +96,8 @@ class Catalog:
 
     def restricted(self, keep: np.ndarray | pd.Series) -> Catalog:
         """The same catalogue with only the positives where ``keep`` is True (sealing)."""
-        return replace(self, positives=self.positives.loc[np.asarray(keep)].reset_index(drop=True))
+        kept = self.positives.loc[np.asarray(keep)].reset_index(drop=True)
+        return replace(self, positives=kept, non_positive=None)
 
     def restricted_to(self, categories: Sequence[str]) -> Catalog:
         """The same catalogue with only the positives of ``categories`` (a fold's sealing)."""
@@ -136,3 +144,13 @@ class Catalog:
             close = [c for c in self.categories if name.lower() in c.lower()][:5]
             hint = f"; did you mean one of {close}?" if close else "; see `metarec categories`"
             raise UnknownCategoryError(f"category {name!r} is not in the store{hint}")
+
+
+def _non_positive(interactions: pd.DataFrame, liked: pd.DataFrame, n_items: int) -> pd.DataFrame:
+    """Distinct (user_idx, item_idx) pairs of ``interactions`` that are not in ``liked``."""
+    pairs = interactions[["user_idx", "item_idx"]].drop_duplicates()
+    codes = pairs["user_idx"].to_numpy(np.int64) * n_items + pairs["item_idx"].to_numpy(np.int64)
+    liked_codes = liked["user_idx"].to_numpy(np.int64) * n_items + liked["item_idx"].to_numpy(
+        np.int64
+    )
+    return pairs.loc[~np.isin(codes, liked_codes)].reset_index(drop=True)

@@ -82,6 +82,9 @@ class Recommender:
         retrieval: how categories larger than the short list are ranked (the service passes
             its settings; keep the defaults to get the service's answers).
         artifact: ``model_dir`` as just read (else read here, for its adapted categories).
+        keep_disliked: also recommend items a user interacted with in the category without
+            liking them (rated below the threshold, non-positive events); by default every item
+            the user interacted with there is left out of their lists.
     """
 
     def __init__(
@@ -95,8 +98,10 @@ class Recommender:
         profile_x: Tensor | None = None,
         retrieval: RetrievalSettings | None = None,
         artifact: Artifact | None = None,
+        keep_disliked: bool = False,
     ) -> None:
         self.model = model
+        self.keep_disliked = keep_disliked
         self.model_dir = Path(model_dir)
         self.store = store
         self.retrieval = retrieval or RetrievalSettings()
@@ -124,12 +129,24 @@ class Recommender:
 
     @classmethod
     def open(
-        cls, model_dir: str | Path, store: Store, *, retrieval: RetrievalSettings | None = None
+        cls,
+        model_dir: str | Path,
+        store: Store,
+        *,
+        retrieval: RetrievalSettings | None = None,
+        keep_disliked: bool = False,
     ) -> Recommender:
         """Load and verify the model folder, then bind it to ``store`` (a damaged adapted group
         only marks its category: see :mod:`metarec.serving.adaptations`)."""
         model, artifact = read_model(model_dir)
-        return cls(model, Path(model_dir), store, retrieval=retrieval, artifact=artifact)
+        return cls(
+            model,
+            Path(model_dir),
+            store,
+            retrieval=retrieval,
+            artifact=artifact,
+            keep_disliked=keep_disliked,
+        )
 
     # ---- new data, new model ------------------------------------------------------------------
 
@@ -173,6 +190,7 @@ class Recommender:
             item_x=item_x,
             profile_x=self._profile_x if same_items else None,
             retrieval=self.retrieval,
+            keep_disliked=self.keep_disliked,
         )
         other._reusable = self._views.snapshot()
         return other
@@ -198,6 +216,7 @@ class Recommender:
             profile_x=self._profile_x if same else None,
             retrieval=self.retrieval,
             artifact=artifact,
+            keep_disliked=self.keep_disliked,
         )
         if same:
             other._others = dict(self._others)
@@ -314,13 +333,16 @@ class Recommender:
     def user_inputs(self, view: CategoryView, user_idx: int) -> UserInputs:
         """What the scorer knows about store user ``user_idx`` in the view's category; a user
         with no history there is profiled from their other categories only."""
-        return user_inputs(view, user_idx, self._profiles_without(view.data.name))
+        return user_inputs(
+            view, user_idx, self._profiles_without(view.data.name), keep_disliked=self.keep_disliked
+        )
 
     # ---- recommending -------------------------------------------------------------------------
 
     def recommend(self, user_id: str, category: str, k: int = 10) -> Recommendation:
         """Top-``k`` items of ``category`` for ``user_id``, best first (the fallback policy is in
-        the module docstring). Items the user already liked in the category are not recommended.
+        the module docstring). Items the user already interacted with in the category are not
+        recommended (disliked ones are, with ``keep_disliked``).
 
         Raises:
             UnknownCategoryError: the category is not in the store.

@@ -49,6 +49,8 @@ class CategoryView:
         popular: (m,) positions by launch popularity, best first, ties in a seeded random order
             (:func:`metarec.ranking.popularity_scores`): the unknown-user fallback.
         popular_scores: (m,) their support counts.
+        disliked: store user index -> (m,) positions of the items they interacted with here
+            without liking them (excluded from their lists unless the recommender keeps them).
         projections: retrieval projections by the parameters they were fitted for.
     """
 
@@ -59,6 +61,7 @@ class CategoryView:
     titles: np.ndarray
     popular: Tensor
     popular_scores: Tensor
+    disliked: dict[int, np.ndarray] = field(default_factory=dict)
     projections: dict[ParamsKey, Projection] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -164,13 +167,41 @@ def build_view(
         titles=catalog.items["title"].to_numpy()[data.item_idx],
         popular=popular,
         popular_scores=state.pop[popular],
+        disliked=_disliked(catalog, data),
         projections=projections,
     )
 
 
-def user_inputs(view: CategoryView, user_idx: int, others: ProfileTable) -> UserInputs:
+def _disliked(catalog: Catalog, data: CategoryData) -> dict[int, np.ndarray]:
+    """Each user's item positions in ``data`` they interacted with but did not like."""
+    pairs = catalog.non_positive
+    if pairs is None or pairs.empty:
+        return {}
+    items = pairs["item_idx"].to_numpy()
+    here = np.isin(items, data.item_idx)
+    positions = np.searchsorted(data.item_idx, items[here])
+    users = pairs["user_idx"].to_numpy()[here]
+    order = np.argsort(users, kind="stable")
+    users, positions = users[order], positions[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+    return {
+        int(users[a]): positions[a:b]
+        for a, b in zip(starts, [*starts[1:], len(users)], strict=True)
+    }
+
+
+def user_inputs(
+    view: CategoryView, user_idx: int, others: ProfileTable, *, keep_disliked: bool = False
+) -> UserInputs:
     """What the scorer knows about store user ``user_idx`` in the view's category; a user with
-    no history there is profiled from ``others`` (their other categories) only."""
+    no history there is profiled from ``others`` (their other categories) only.
+
+    The user's ``seen`` items, never recommended, are every item they interacted with here:
+    liked, and (unless ``keep_disliked``) rated below the threshold or otherwise not liked.
+    """
+    disliked = np.empty(0, dtype=np.int64) if keep_disliked else view.disliked.get(user_idx)
+    if disliked is None:
+        disliked = np.empty(0, dtype=np.int64)
     data, state = view.data, view.state
     position = data.user_position(user_idx)
     if position is None:
@@ -179,7 +210,8 @@ def user_inputs(view: CategoryView, user_idx: int, others: ProfileTable) -> User
             torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
         )
         zero = torch.zeros(())
-        return UserInputs(None, profile[0], n_other[0], torch.zeros(d), zero, torch.zeros(0).long())
+        seen = torch.from_numpy(np.unique(disliked).astype(np.int64))
+        return UserInputs(None, profile[0], n_other[0], torch.zeros(d), zero, seen)
     mine = data.pos_user == position
     return UserInputs(
         position,
@@ -187,7 +219,7 @@ def user_inputs(view: CategoryView, user_idx: int, others: ProfileTable) -> User
         data.n_other[position],
         state.user_sum[position],
         state.user_n[position],
-        torch.from_numpy(np.unique(data.pos_item[mine])),
+        torch.from_numpy(np.union1d(data.pos_item[mine], disliked).astype(np.int64)),
     )
 
 
