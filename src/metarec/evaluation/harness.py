@@ -27,19 +27,18 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from metarec.config import EvalConfig, TrainConfig
 from metarec.data.catalog import Catalog
 from metarec.errors import DataError
 from metarec.evaluation.folds import eligible_categories, fixed_fold, make_folds
-from metarec.evaluation.methods import resolve_methods
-from metarec.evaluation.records import Result, comparisons, records
+from metarec.evaluation.methods import resolve_methods, start_order
+from metarec.evaluation.records import PerUser, Result, Tops, comparisons, method_records
 from metarec.evaluation.units import (
     Plan,
     UnitResult,
@@ -105,8 +104,14 @@ def evaluate(
                 finished[unit] = found
         if finished:
             say(f"resuming: {len(finished)} of {len(units)} units already finished in {units_dir}")
-    todo = [unit for unit in units if unit not in finished]
+    # Fold by fold (a worker keeps one fold's shared inputs), the longest units of each first.
+    order = {name: i for i, name in enumerate(start_order([cls.name for cls in method_classes]))}
+    todo = sorted(
+        (unit for unit in units if unit not in finished), key=lambda u: (u[0], order[u[1]])
+    )
     clock = _Clock(len(units), len(finished), say if progress else (lambda _: None))
+    families = {cls.name: cls.family for cls in method_classes}
+    by_method: dict[str, list[dict[str, Any]]] = {}  # each method's records
     if jobs <= 1 or len(todo) <= 1:
         for unit in todo:
             clock.started(unit)
@@ -117,6 +122,11 @@ def evaluate(
             if units_dir is not None:
                 finished[unit].save(_unit_path(units_dir, unit), keys[unit])
             clock.finished(unit, finished[unit].seconds)
+        for name in families:
+            results = _method_results(name, units, finished)
+            by_method[name] = method_records(
+                name, families[name], *results, plan.shots_list, config
+            )
     else:
         context = multiprocessing.get_context("spawn")  # no fork of a process holding threads
         with ProcessPoolExecutor(
@@ -129,28 +139,59 @@ def evaluate(
             for unit in todo:
                 path = None if units_dir is None else _unit_path(units_dir, unit)
                 futures[pool.submit(_worker_unit, unit, keys[unit], path, unit in firsts)] = unit
+            # A method's records (bootstrap CIs: seconds per method on large launches) are
+            # computed by a worker as soon as its last unit is done, in the time the other
+            # workers still spend on their last units, not by this process after all of them.
+            left = Counter(name for _, name in todo)
+            pending: dict[str, Future[list[dict[str, Any]]]] = {}
+
+            def submit_records(name: str) -> None:
+                results = _method_results(name, units, finished)
+                pending[name] = pool.submit(_worker_records, name, families[name], *results)
+
+            for name in families:
+                if not left[name]:
+                    submit_records(name)
             for future in as_completed(futures):
                 unit = futures[future]
                 finished[unit] = future.result()
                 clock.finished(unit, finished[unit].seconds)
+                left[unit[1]] -= 1
+                if not left[unit[1]]:
+                    submit_records(unit[1])
+            by_method = {name: pending[name].result() for name in families}
 
-    per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]] = {}
-    top_lists: dict[tuple[str, int | None, str, str, int], float] = {}
-    n_users: dict[tuple[str, int | None, str], int] = {}
+    per_user: PerUser = {}
     for unit in units:  # in (fold, method) order, whatever order they finished in
         done = finished[unit]
         result.tuning.extend(done.tuning)
         result.timings[done.method] = result.timings.get(done.method, 0.0) + done.seconds
         for (shots, name), values in done.per_user.items():
             per_user[(done.method, shots, name)] = values
-            n_users[(done.method, shots, name)] = done.n_users[(shots, name)]
-        for (shots, name, metric, k), share in done.tops.items():
-            top_lists[(done.method, shots, name, metric, k)] = share
         result.split_keys.extend(done.split_keys)  # carried by each fold's first unit
-    families = {cls.name: cls.family for cls in method_classes}
-    result.records = records(per_user, top_lists, n_users, families, config)
+    result.records = [entry for name in families for entry in by_method[name]]
     result.comparisons = comparisons(per_user, families, plan.shots_list)
     return result
+
+
+def _method_results(
+    name: str, units: list[tuple[int, str]], finished: dict[tuple[int, str], UnitResult]
+) -> tuple[PerUser, Tops, dict[tuple[str, int | None, str], int]]:
+    """The per-user metrics, list statistics and user counts of one method's units, keyed as
+    :func:`~metarec.evaluation.records.method_records` reads them, fold by fold."""
+    per_user: PerUser = {}
+    tops: Tops = {}
+    n_users: dict[tuple[str, int | None, str], int] = {}
+    for unit in units:
+        if unit[1] != name:
+            continue
+        done = finished[unit]
+        for (shots, category), values in done.per_user.items():
+            per_user[(name, shots, category)] = values
+            n_users[(name, shots, category)] = done.n_users[(shots, category)]
+        for (shots, category, metric, k), share in done.tops.items():
+            tops[(name, shots, category, metric, k)] = share
+    return per_user, tops, n_users
 
 
 def plan_run(catalog: Catalog, config: EvalConfig, say: Callable[[str], None]) -> Plan:
@@ -289,3 +330,14 @@ def _worker_unit(
     if path is not None:
         done.save(path, key)  # written by the worker: a unit survives the parent being killed
     return done
+
+
+def _worker_records(
+    name: str,
+    family: str,
+    per_user: PerUser,
+    tops: Tops,
+    n_users: dict[tuple[str, int | None, str], int],
+) -> list[dict[str, Any]]:
+    plan: Plan = _WORKER["plan"]
+    return method_records(name, family, per_user, tops, n_users, plan.shots_list, _WORKER["config"])

@@ -125,6 +125,29 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
+# The methods whose units take longest, longest first (their wall times on a quick ML-100K run
+# are in docs/BENCHMARKS.md, "Evaluation speed"). A fold's units start in this order, then every
+# other method in registry order, so that with --jobs N the long units run side by side at the
+# start instead of one of them running alone at the end. Only the order of work changes: every
+# unit seeds its own randomness, so the metrics are the same in any order.
+LONGEST_FIRST: tuple[str, ...] = (
+    "metarec-maml",
+    "metarec-film",
+    "ials-refit",
+    "melu",
+    "pretrain-zeroshot",
+    "pretrain-finetune",
+    "metarec-ridge",
+)
+
+
+def start_order(names: list[str]) -> list[str]:
+    """``names`` in the order their units should start: :data:`LONGEST_FIRST`, then the rest as
+    given."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    return sorted(names, key=lambda name: rank.get(name, len(rank)))  # stable for the rest
+
+
 def resolve_methods(names: tuple[str, ...] | list[str] | None) -> list[type[Method]]:
     """Registry classes for ``names`` (all when None), in registry order.
 

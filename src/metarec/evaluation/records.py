@@ -58,59 +58,58 @@ def random_tie_order(
     return (scores[..., order], *(mask[..., order] for mask in masks))
 
 
-def records(
-    per_user: dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]],
-    tops: dict[tuple[str, int | None, str, str, int], float],
+PerUser = dict[tuple[str, int | None, str], dict[tuple[str, int | None], np.ndarray]]
+Tops = dict[tuple[str, int | None, str, str, int], float]
+
+
+def method_records(
+    method: str,
+    family: str,
+    per_user: PerUser,
+    tops: Tops,
     n_users: dict[tuple[str, int | None, str], int],
-    families: Mapping[str, str],
+    shots_list: Sequence[int | None],
     config: EvalConfig,
 ) -> list[dict[str, Any]]:
+    """One method's records: per category and pooled (``"all"``), per shot count in
+    ``shots_list``'s order; per-user metrics with bootstrap CIs, list statistics as they are.
+
+    The inputs may hold other methods' entries too (they are skipped), or only this method's:
+    each method's records depend on nothing else, so a run computes them method by method, in
+    its worker processes as soon as a method's units are done.
+    """
     records: list[dict[str, Any]] = []
-    methods = list(dict.fromkeys(m for m, _, _ in per_user))
-    shots_list = list(dict.fromkeys(s for _, s, _ in per_user))
-    for method in methods:
-        for shots in shots_list:
-            keys = sorted(c for m, s, c in per_user if m == method and s == shots)
-            pooled: dict[tuple[str, int | None], list[np.ndarray]] = {}
-            for category in keys:
-                for (metric, k), values in per_user[(method, shots, category)].items():
-                    pooled.setdefault((metric, k), []).append(values)
-                    records.append(
-                        record(method, families[method], shots, category, metric, k, values, config)
-                    )
-                lists = [
-                    (metric, k, share)
-                    for (m, s, c, metric, k), share in tops.items()
-                    if (m, s, c) == (method, shots, category)
-                ]
-                for metric, k, share in lists:  # statistics of the lists, not of users
-                    records.append(
-                        {
-                            "method": method,
-                            "family": families[method],
-                            "shots": shots,
-                            "category": category,
-                            "metric": metric,
-                            "k": k,
-                            "mean": share,
-                            "ci_low": share,
-                            "ci_high": share,
-                            "n_users": n_users[(method, shots, category)],
-                        }
-                    )
-            for (metric, k), parts in pooled.items():
+    lists: dict[tuple[int | None, str], list[tuple[str, int, float]]] = {}
+    for (m, s, c, metric, k), share in tops.items():
+        if m == method:
+            lists.setdefault((s, c), []).append((metric, k, share))
+    for shots in shots_list:
+        keys = sorted(c for m, s, c in per_user if m == method and s == shots)
+        pooled: dict[tuple[str, int | None], list[np.ndarray]] = {}
+        for category in keys:
+            for (metric, k), values in per_user[(method, shots, category)].items():
+                pooled.setdefault((metric, k), []).append(values)
+                records.append(record(method, family, shots, category, metric, k, values, config))
+            for metric, k, share in lists.get((shots, category), []):
+                # statistics of the lists, not of users
                 records.append(
-                    record(
-                        method,
-                        families[method],
-                        shots,
-                        "all",
-                        metric,
-                        k,
-                        np.concatenate(parts),
-                        config,
-                    )
+                    {
+                        "method": method,
+                        "family": family,
+                        "shots": shots,
+                        "category": category,
+                        "metric": metric,
+                        "k": k,
+                        "mean": share,
+                        "ci_low": share,
+                        "ci_high": share,
+                        "n_users": n_users[(method, shots, category)],
+                    }
                 )
+        for (metric, k), parts in pooled.items():
+            records.append(
+                record(method, family, shots, "all", metric, k, np.concatenate(parts), config)
+            )
     return records
 
 
