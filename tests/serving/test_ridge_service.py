@@ -1,0 +1,61 @@
+"""A ridge model (``metarec train``'s choice on many stores) behind the HTTP service: launch, zero
+shot, events, adaptation, personal lists, and a hot swap between the two kinds of model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from tests.conftest import known_answer_config
+from tests.serving.test_app import AUTH, event, serving, wait_for_job
+
+from metarec.data import Store
+from metarec.meta.model import save_model
+from metarec.selection import train_selected
+
+
+@pytest.fixture(scope="module")
+def ridge_dir(known_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    with Store.open(known_store, read_only=True) as store:
+        model = train_selected(store, known_answer_config(), choice="ridge", progress=False).model
+    return save_model(model, tmp_path_factory.mktemp("ridge") / "model")
+
+
+def test_launch_events_adapt_recommend_with_a_ridge_model(
+    known_store: Path, ridge_dir: Path, known_model_dir: Path, tmp_path: Path
+) -> None:
+    ridge = shutil.copytree(ridge_dir, tmp_path / "ridge")  # beside the MLP: one model root
+    with serving(known_store, ridge, tmp_path / "live") as client:
+        _launch_flow(client)
+        # hot swap to the MLP model and back: both kinds serve through the same doors
+        for folder in (known_model_dir, ridge):
+            swapped = client.post("/admin/model", json={"path": str(folder)}, headers=AUTH)
+            assert swapped.status_code == 200, swapped.text
+            got = client.get("/recommend", params={"user_id": "u0", "category": "Shelf > C1"})
+            assert got.status_code == 200 and len(got.json()["items"]) == 10
+
+
+def _launch_flow(client: TestClient) -> None:
+    category = "Shelf > Launch"
+    items = [{"item_id": f"l{i}", "publisher": f"P{i % 2}", "title": f"new {i}"} for i in range(40)]
+    launched = client.post("/categories", json={"category": category, "items": items}, headers=AUTH)
+    assert launched.status_code == 201, launched.text
+    query = {"user_id": "u0", "category": category, "k": 5}
+    zero_shot = client.get("/recommend", params=query).json()
+    assert zero_shot["fallback"] == "zero-shot"
+    batch = [
+        event(100 + 5 * u + j, f"u{u}", f"l{(7 * j + u) % 20 * 2 + u % 2}", timestamp=1_700_000_000)
+        for u in range(60)
+        for j in range(5)
+    ]
+    assert client.post("/events", json={"events": batch}, headers=AUTH).status_code == 200
+    accepted = client.post(f"/categories/{category}/adapt", headers=AUTH)
+    assert wait_for_job(client, accepted.json()["job_id"])["state"] == "done"
+    adapted = client.get("/recommend", params=query).json()
+    assert adapted["fallback"] is None and adapted["adaptation_version"] == 1
+    liked = {b["item_id"] for b in batch if b["user_id"] == "u0"}
+    assert not liked & {i["item_id"] for i in adapted["items"]}
+    # user 0 liked publisher P0 (even items) elsewhere; their neighbours' support says so here
+    assert all(int(i["item_id"][1:]) % 2 == 0 for i in adapted["items"])
