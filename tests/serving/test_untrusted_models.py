@@ -99,6 +99,28 @@ def test_ready_reports_a_stuck_worker_and_stale_jobs_fail(
         assert client.get("/health/ready").status_code == 200
 
 
+def test_a_swap_past_its_timeout_is_a_504_naming_its_job_which_still_finishes(
+    known_store: Path, known_model_dir: Path, tmp_path: Path
+) -> None:
+    release = threading.Event()
+    with serving(
+        known_store, known_model_dir, tmp_path / "live", job_timeout_seconds=0.5
+    ) as client:
+        service = service_of(client)
+        run = service._jobs._run_job
+
+        def slow(job):  # a swap that takes longer than the timeout on the whole swap
+            release.wait(30)
+            return run(job)
+
+        service._jobs._run_job = slow
+        late = client.post("/admin/model", json={"path": str(known_model_dir)}, headers=AUTH)
+        assert late.status_code == 504, late.text
+        job_id = late.json()["detail"].rpartition("GET /jobs/")[2]
+        release.set()
+        assert wait_for_job(client, job_id)["state"] == "done"
+
+
 def _adapted_twice(known_store: Path, model_dir: Path, folder: Path) -> Path:
     """The model with two adapted categories, the first one's file then damaged."""
     store = copy_store(known_store, folder)
