@@ -128,11 +128,15 @@ class FoldedLayer:
         # Scoring without gradients (every item for many users): the same sums in the same
         # order, in place, so the result is bit-identical and no new (b, n, h) sum is
         # allocated per term (1.8x faster on this step, one core; out= would not vmap).
-        h1 += cos_p[..., None] * self.column("cos_profile")
-        h1 += cos_s[..., None] * self.column("cos_support")
-        h1 += affinity[..., None] * self.column("affinity")
-        h1 += item_terms[None]
-        h1 += self.user_terms[:, None]
+        # The einsum's (b, n, h) result is a view of a (b, h, n) product: each term is added
+        # through that layout, so the loops walk memory in order (another 1.5 to 2x on this
+        # step); every element still gets the same products added in the same order.
+        by_unit = h1.transpose(1, 2)  # (b, h, n), the same storage
+        by_unit += cos_p[:, None, :] * self.column("cos_profile")[:, None]
+        by_unit += cos_s[:, None, :] * self.column("cos_support")[:, None]
+        by_unit += affinity[:, None, :] * self.column("affinity")[:, None]
+        by_unit += item_terms.T[None]
+        by_unit += self.user_terms[..., None]
         return h1
 
     def h1_own(self, items: ItemSide) -> Tensor:
