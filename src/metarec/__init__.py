@@ -41,6 +41,8 @@ _EXPORTS = {
     "TrainConfig": "metarec.config",
     "load_config": "metarec.config",
     "train": "metarec.training",
+    "train_selected": "metarec.selection",
+    "RidgeModel": "metarec.meta.ridge_model",
 }
 
 if TYPE_CHECKING:
@@ -48,6 +50,8 @@ if TYPE_CHECKING:
     from metarec.data.ingest import ingest
     from metarec.data.store import Store
     from metarec.meta.model import MetaModel, load_model, save_model
+    from metarec.meta.ridge_model import RidgeModel
+    from metarec.selection import train_selected
     from metarec.serving.batch import recommend_batch, write_recommendations
     from metarec.serving.recommender import Recommendation, Recommender
     from metarec.training import train
@@ -70,6 +74,7 @@ __all__ = [
     "MetaModel",
     "Recommendation",
     "Recommender",
+    "RidgeModel",
     "Store",
     "TrainConfig",
     "__version__",
@@ -79,5 +84,6 @@ __all__ = [
     "recommend_batch",
     "save_model",
     "train",
+    "train_selected",
     "write_recommendations",
 ]
