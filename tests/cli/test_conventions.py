@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from metarec import __version__
@@ -192,3 +194,16 @@ def test_progress_off_a_terminal_is_whole_lines(tmp_path: Path) -> None:
     assert lines and all(line.startswith("ingest ") for line in lines)
     assert lines[-1].startswith("ingest 4/4 (100%)")
     assert json.loads(done.stdout)["interactions"]["inserted"] > 0  # stdout: only the JSON
+
+
+def test_the_script_makes_openmp_threads_wait_passively(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``metarec`` sets OMP_WAIT_POLICY before any command imports torch, unless it is set."""
+    import metarec.cli as cli
+
+    monkeypatch.setattr(cli, "app", lambda: None)
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"  # the caller's choice stands
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    cli.main()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -7,6 +7,7 @@ they work on (data, model, bench, serve) and import the library inside their bod
 """
 
 import importlib
+import os
 
 from metarec.cli.app import app
 
@@ -17,6 +18,13 @@ for _group in ("data", "model", "bench", "serve", "check"):
 
 def main() -> None:
     """Entry point of the ``metarec`` script."""
+    # OpenMP threads that wait by sleeping, not spinning (unless the caller chose): torch's
+    # threads otherwise spin at every barrier for a peer that another process holds off the
+    # core. On the shared 2-core machine, batch scoring with 2 threads took 3 to 4x the wall
+    # time of 1 thread at load 6 to 7, and as long as 1 thread with passive waiting
+    # (docs/BENCHMARKS.md). Read when torch loads OpenMP: set here, before any command imports
+    # torch; library users set it themselves.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()
 
 

@@ -4,9 +4,10 @@ Every list comes from :meth:`Recommender.recommend_many
 <metarec.serving.recommender.Recommender.recommend_many>`, the path of :meth:`Recommender.recommend`
 (and of the CLI and the HTTP service): the same fallbacks (an unknown user gets the launch
 popularity, a category not adapted yet the meta-initialisation), the same exclusion of items the
-user already liked there, the same retrieval and exact re-rank. Users are ranked in batches of
-``batch_size`` (:func:`metarec.serving.batched.rank_many`), so a batch pays the per-call costs
-once; the answer for each user is the one a single call gives (``tests/cli/test_batch.py``).
+user already liked there, the same retrieval and exact re-rank. Users go to it in batches of
+``batch_size``, and it ranks a batch in passes (:func:`metarec.serving.batched.rank_many`), so a
+batch pays the per-call costs once; the answer for each user is the one a single call gives
+(``tests/cli/test_batch.py``).
 
 Example::
 
@@ -37,9 +38,9 @@ from metarec.progress import progress_bar
 if TYPE_CHECKING:
     from metarec.serving.recommender import Recommender
 
-MAX_BATCH_SIZE = 1024  # users ranked per call (larger batches were slower: bigger temporaries)
-_BATCH_FLOATS = 20_000_000  # a batch's (users x items) dot products held at once: 80 MB
-COLUMNS = ("user_id", "rank", "item_id", "score", "fallback")
+# Users per call of recommend_many: a progress step, and the users' lists held as objects at
+# once. The ranking's memory is bounded below this, in passes (serving/batched.py).
+BATCH_SIZE = 4096
 
 
 def recommend_batch(
@@ -59,8 +60,8 @@ def recommend_batch(
         user_ids: external user ids (an unknown one gets the popularity fallback); None for
             every user of the store.
         k: items per user (fewer when the category has fewer the user has not seen).
-        batch_size: users ranked per call; None: up to 1,024, fewer in large categories so a
-            batch's dot products stay under 80 MB.
+        batch_size: users per call of :meth:`Recommender.recommend_many`; None: 4,096 (the
+            ranking itself goes in passes of bounded memory whatever the size).
         progress: show progress on stderr (a bar on a terminal, lines otherwise).
 
     Returns:
@@ -80,12 +81,15 @@ def recommend_batch(
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     recommender.catalog.require_category(category)
-    if batch_size is None:
-        n_items = int(recommender.catalog.category_sizes[category])
-        batch_size = max(1, min(MAX_BATCH_SIZE, _BATCH_FLOATS // max(1, n_items)))
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
     if user_ids is None:
         user_ids = recommender.catalog.users["user_id"].astype(str).tolist()
-    parts: dict[str, list] = {name: [] for name in COLUMNS}
+    # columns gathered as flat lists, one entry per user or per row, and made arrays once
+    users: list[str] = []
+    fallbacks: list[str | None] = []
+    lengths: list[int] = []
+    item_ids: list[str] = []
+    scores: list[float] = []
     with progress_bar(len(user_ids), "recommend", enabled=progress, unit="user") as bar:
         for start in range(0, len(user_ids), batch_size):
             chunk = user_ids[start : start + batch_size]
@@ -94,20 +98,26 @@ def recommend_batch(
                     raise NonFiniteError(f"{result}; no table was written") from result
                 if isinstance(result, MetarecError):
                     raise result
-                n = len(result.items)
-                parts["user_id"].append(np.full(n, result.user_id, dtype=object))
-                parts["rank"].append(np.arange(1, n + 1, dtype=np.int32))
-                parts["item_id"].append(np.array([i.item_id for i in result.items], dtype=object))
-                parts["score"].append(np.array([i.score for i in result.items], dtype=np.float64))
-                parts["fallback"].append(np.full(n, result.fallback, dtype=object))
+                users.append(result.user_id)
+                fallbacks.append(result.fallback)
+                lengths.append(len(result.items))
+                item_ids.extend([item.item_id for item in result.items])
+                scores.extend([item.score for item in result.items])
             bar.update(len(chunk))
+    per_user = np.asarray(lengths, dtype=np.int64)
+    first = np.repeat(np.cumsum(per_user) - per_user, per_user)  # each row's user's first row
     table = pd.DataFrame(
         {
-            name: np.concatenate(values) if values else np.array([], dtype=object)
-            for name, values in parts.items()
+            "user_id": pd.array(np.repeat(np.asarray(users, dtype=object), per_user), "string"),
+            "rank": (np.arange(len(item_ids)) - first + 1).astype(np.int32),
+            "item_id": pd.array(item_ids, dtype="string"),
+            "score": np.asarray(scores, dtype=np.float64),
+            # missing (pd.NA): personalised
+            "fallback": pd.array(
+                np.repeat(np.asarray(fallbacks, dtype=object), per_user), "string"
+            ),
         }
-    ).astype({"user_id": "string", "rank": "int32", "item_id": "string", "score": "float64"})
-    table["fallback"] = table["fallback"].astype("string")  # missing (pd.NA): personalised
+    )
     adaptation = recommender.adaptation(category)
     table.attrs.update(
         category=category,
