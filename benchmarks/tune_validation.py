@@ -26,7 +26,8 @@ import torch
 from metarec.baselines.base import fit_context
 from metarec.config import EvalConfig, load_config
 from metarec.data.store import Store
-from metarec.evaluation import harness
+from metarec.evaluation.cases import validation_launches
+from metarec.evaluation.folds import eligible_categories, make_folds
 from metarec.evaluation.methods import METHODS
 from metarec.features import load_catalog
 
@@ -44,17 +45,15 @@ def main() -> None:
     base = load_config(None, seed=args.seed)
     with Store.open(args.store, read_only=True) as store:
         catalog = load_catalog(store, base)
-    eligible = harness.eligible_categories(
-        catalog, evaluation.min_users, 2, min_items=max(evaluation.ks)
-    )
-    fold = harness.make_folds(eligible, catalog.categories, evaluation)[0]
+    eligible = eligible_categories(catalog, evaluation.min_users, 2, min_items=max(evaluation.ks))
+    fold = make_folds(eligible, catalog.categories, evaluation)[0]
     for name, spec in (item.split("=", 1) for item in args.configs):
         overrides = json.loads(spec)
         method_name = overrides.pop("method", "metarec-maml")
         setting = overrides.pop("setting", {})
         config = load_config(None, seed=args.seed, **overrides)
         started = time.perf_counter()
-        validation = harness.validation_launches(catalog, config, fold)
+        validation = validation_launches(catalog, config, fold)
         context = fit_context(catalog, config, fold.train, validate=validation.score)
         method = METHODS[method_name](**setting)
         method.fit(context)
@@ -66,6 +65,7 @@ def main() -> None:
             "validation": fold.validation,
             "validation_ndcg@10": round(validation.score(method), 5),
             "seconds": round(time.perf_counter() - started, 1),
+            "history": getattr(method, "history", None),  # trajectory of metarec-ridge
         }
         print(json.dumps(record), flush=True)
         with args.out.open("a") as out:

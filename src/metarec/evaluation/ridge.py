@@ -26,7 +26,9 @@ what its attributes and text say, not from zero; the bias lets popularity count 
 users' other categories say little. With a single training category the episodes are
 ``"leave-out"`` ones, since one category cannot be halved. A fold without validation categories
 (Douban: music to book, one fixed fold) trains nothing: without a validation score no step can
-be shown to beat fold-in, so fold-in with the zero prior is what launches.
+be shown to beat fold-in, so fold-in with the zero prior is what launches, and each launch
+chooses its support bias from its own support (held-out support users:
+:func:`metarec.ranking.ridge.support_bias`; ``launch_bias=False`` keeps fold-in alone).
 
 Launch: each item folded in from the support by the ridge solve, scores plus the popularity
 tie-break of the ``als`` baseline.
@@ -66,6 +68,9 @@ from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, evaluation_masks, split_k_shot
 
 QUICK_STEPS = 60
+BIAS_STARTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
+"""Support biases tried at step 0: ALS preferences are on a 0-1 scale and log(1 + n_j) on 0-7,
+so these run from fold-in alone (0) to popularity first, fold-in breaking its ties (10)."""
 
 
 class MetarecRidge:
@@ -99,6 +104,7 @@ class MetarecRidge:
         learn: tuple[str, ...] | None = ("prior", "support_bias"),
         episodes: str = "cross-fit",
         loss: str = "lambda",
+        launch_bias: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -112,6 +118,8 @@ class MetarecRidge:
         self.learn = learn  # the meta-parameters trained (None: all of them)
         self.loss = loss  # "lambda" (NDCG-weighted pairs) or "softmax"
         self.episodes = episodes  # "cross-fit" or "leave-out" (see _Episodes)
+        self.launch_bias = launch_bias  # no validation: each launch picks its support bias
+        self._bias_from_support = False
         self.item_factors: np.ndarray | None = None
         self.params: Params = {}
         self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
@@ -134,6 +142,9 @@ class MetarecRidge:
             )
             context.memo[key] = fit_factors(lambda: model, matrix)[1]
         self.item_factors = context.memo[key]
+        # without validation categories no training step can be checked; each launch then
+        # chooses its support bias from its own support (ranking.ridge.support_bias)
+        self._bias_from_support = self.launch_bias and context.validate is None
         self._item_ids = catalog.items["item_id"].astype(str).tolist()
         self._features = (context.features, list(context.train))
         self._cache = None
@@ -148,7 +159,8 @@ class MetarecRidge:
 
     def _meta_train(self, episodes: _Episodes, steps: int, context: FitContext) -> None:
         learn = set(self.params) if self.learn is None else set(self.learn)
-        params = {k: v.clone().requires_grad_(k in learn) for k, v in self.params.items()}
+        start = self._best_start(context) if "support_bias" in learn else self.params
+        params = {k: v.clone().requires_grad_(k in learn) for k, v in start.items()}
         # The loss's own score scale, learned beside the parameters: with a fixed scale a
         # pairwise loss is lowered by shrinking every score, which the ridge strength can do
         # item by item, and that changes the ranking for nothing.
@@ -157,7 +169,9 @@ class MetarecRidge:
         optimiser = torch.optim.Adam(
             [v for k, v in params.items() if k in learn] + [sharpness], lr=self.learning_rate
         )
-        best = (self._validate(context, params, step=0), self._detached(params))
+        best = (self.history[-1]["validation_ndcg@10"], self._detached(params))
+        if "support_bias" not in learn:
+            best = (self._validate(context, params, step=0), self._detached(params))
         for step in range(1, steps + 1):
             optimiser.zero_grad()
             loss = episodes.loss(params, sharpness)
@@ -169,6 +183,28 @@ class MetarecRidge:
                     best = (score, self._detached(params))
         self.params = best[1]
         self._cache = None
+
+    def _best_start(self, context: FitContext) -> Params:
+        """Fold-in plus each support bias of :data:`BIAS_STARTS`, the best on validation.
+
+        The model contains popularity as well as fold-in: with a large bias the support counts
+        order the list and the dot products only break their ties. A gradient from fold-in's
+        start does not reach that end of the range within a few hundred steps, and where users'
+        other categories say little (a small catalogue, a weak link between categories)
+        popularity is the stronger start, so the start is chosen on validation first (the
+        first is fold-in itself: the selected start cannot be below it on validation).
+        """
+        best: tuple[float, Params] | None = None
+        for bias in BIAS_STARTS:
+            params = {k: v.clone() for k, v in self.params.items()}
+            params["support_bias"] = torch.tensor(bias, dtype=torch.float64)
+            score = self._validate(context, params, step=0)
+            self.history[-1]["support_bias"] = bias
+            if best is None or score > best[0]:
+                best = (score, params)
+        assert best is not None
+        self.history.append({"step": 0, "validation_ndcg@10": best[0]})  # the start taken
+        return best[1]
 
     def _validate(self, context: FitContext, params: Params, *, step: int) -> float:
         assert context.validate is not None  # fit() trains only with validation categories
@@ -215,6 +251,7 @@ class MetarecRidge:
             alpha=self.alpha,
             splits={"train": list(train), "validation": [], "hold_out": []},
             history=list(self.history),
+            bias_from_support=self._bias_from_support,
         )
 
     def _user_factors(self, launch: Launch, model: RidgeModel) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,6 +51,9 @@ class RidgeModel:
         splits: category lists used: ``train``, ``validation``, ``hold_out``.
         history: validation NDCG@10 along the meta-training steps.
         selection: how ``metarec train`` chose this model (candidates' validation scores).
+        bias_from_support: each launch chooses its own support bias from its support
+            (:func:`metarec.ranking.ridge.support_bias`): set where no validation category
+            could choose it in training.
     """
 
     config: TrainConfig
@@ -63,6 +66,7 @@ class RidgeModel:
     splits: dict[str, list[str]]
     history: list[dict[str, float]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)
+    bias_from_support: bool = False
 
     @property
     def space(self) -> FeatureSpace:
@@ -126,7 +130,11 @@ class RidgeModel:
             "splits": self.splits,
             "history": self.history,
             "selection": self.selection,
-            "ridge": {"regularization": self.regularization, "alpha": self.alpha},
+            "ridge": {
+                "regularization": self.regularization,
+                "alpha": self.alpha,
+                "bias_from_support": self.bias_from_support,
+            },
         }
 
     def tensors(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -168,4 +176,5 @@ class RidgeModel:
             splits=metadata["splits"],
             history=metadata.get("history", []),
             selection=metadata.get("selection", {}),
+            bias_from_support=bool(metadata["ridge"].get("bias_from_support", False)),
         )

@@ -25,8 +25,15 @@ from metarec.data.catalog import Catalog
 from metarec.meta.ridge import RidgeSupport, fold_in, ridge_scores
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
+from metarec.ranking.metrics import ranking_metrics
 from metarec.ranking.popularity import tie_broken
+from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, Split
+
+BIAS_GRID = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
+"""Support biases a launch may choose (:func:`support_bias`): ALS preferences are on a 0-1
+scale and log(1 + n_j) on 0-7, so these run from fold-in alone to popularity first."""
+MIN_HELD_OUT = 20  # held-out users below which a launch keeps the model's bias
 
 
 @dataclass(frozen=True)
@@ -76,15 +83,18 @@ class RidgeRanker:
         with torch.no_grad():
             vectors = fold_in(model.params, factors, support, category.item_x, gram=gram)
         params = {"item_vectors": vectors, "counts": support.counts}
+        if adapt and model.bias_from_support:
+            params["support_bias"] = support_bias(model, category, support, factors, gram)
         return cls(model, category, factors, params, adapted=adapt)
 
     def scores(self, users: np.ndarray) -> Tensor:
         """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
         rows = self.factors[torch.as_tensor(users, dtype=torch.long)]
+        meta = self.model.params
+        if "support_bias" in self.params:  # chosen at this launch (see support_bias)
+            meta = {**meta, "support_bias": self.params["support_bias"]}
         with torch.no_grad():
-            dots = ridge_scores(
-                self.model.params, rows, self.params["item_vectors"], self.params["counts"]
-            )
+            dots = ridge_scores(meta, rows, self.params["item_vectors"], self.params["counts"])
         return tie_broken(
             dots, self.params["counts"], seed=self.model.config.seed, key=self.category.name
         )
@@ -109,6 +119,54 @@ class RidgeRanker:
             positions, values = top.indices[i][allowed][:k], top.values[i][allowed][:k]
             out.append((positions, values))
         return out
+
+
+def support_bias(
+    model: RidgeModel,
+    category: CategoryData,
+    support: RidgeSupport,
+    factors: Tensor,
+    gram: Tensor,
+) -> Tensor:
+    """The support bias of :data:`BIAS_GRID` that best predicts held-out support (a launch's
+    own cross-validation), for models trained where no validation category could choose it.
+
+    A seeded quarter of the users with support is held out: the items are solved from the
+    others' support, and each bias is scored by the NDCG@10 of the held-out users' own support
+    items over every item of the category. Ties keep the smaller bias (fold-in first); fewer
+    than :data:`MIN_HELD_OUT` held-out users keep the model's own bias.
+    """
+    if category.n_items <= 10:  # NDCG@10 cannot tell biases apart
+        return model.params["support_bias"].clone()
+    users = torch.unique(support.users)
+    rng = np.random.default_rng(derived_seed(model.config.seed, f"support-bias:{category.name}"))
+    held = users[torch.from_numpy(rng.permutation(len(users))[: len(users) // 4])]
+    if len(held) < MIN_HELD_OUT:
+        return model.params["support_bias"].clone()
+    out = torch.isin(support.users, held)
+    rest = RidgeSupport(
+        support.users[~out], support.items[~out], support.weights[~out], support.n_items
+    )
+    with torch.no_grad():
+        vectors = fold_in(model.params, factors, rest, category.item_x, gram=gram)
+        dots = ridge_scores(
+            {**model.params, "support_bias": torch.zeros((), dtype=torch.float64)},
+            factors[held],
+            vectors,
+            rest.counts,
+        )
+    row_of = torch.full((int(held.max()) + 1,), -1, dtype=torch.long)
+    row_of[held] = torch.arange(len(held))
+    relevant = torch.zeros(dots.shape, dtype=torch.bool)
+    relevant[row_of[support.users[out]], support.items[out]] = True
+    popularity = torch.log1p(rest.counts)
+    best = (-1.0, 0.0)
+    for bias in BIAS_GRID:
+        values = ranking_metrics(dots + bias * popularity, relevant, (10,))[("ndcg", 10)]
+        score = float(np.nanmean(values))
+        if score > best[0]:
+            best = (score, bias)
+    return torch.tensor(best[1], dtype=torch.float64)
 
 
 def category_support(catalog: Catalog, category: CategoryData, split: Split) -> RidgeSupport:

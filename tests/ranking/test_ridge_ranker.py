@@ -1,0 +1,77 @@
+"""A launch's own choice of support bias (``ranking.ridge.support_bias``), for ridge models that
+had no validation category to choose it in training."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from metarec.config import load_config
+from metarec.meta.ridge import RidgeSupport, init_ridge
+from metarec.meta.ridge_model import RidgeModel
+from metarec.ranking.ridge import BIAS_GRID, support_bias
+
+N_ITEMS = 40
+
+
+def _model(factors: int) -> RidgeModel:
+    return RidgeModel(
+        config=load_config(None, seed=0),
+        encoder=None,  # type: ignore[arg-type]  # not read by support_bias
+        params=init_ridge(factors, 3, regularization=1.0, alpha=10.0),
+        item_factors=torch.zeros(0, factors, dtype=torch.float64),
+        factor_item_ids=[],
+        regularization=1.0,
+        alpha=10.0,
+        splits={},
+        bias_from_support=True,
+    )
+
+
+def _category() -> SimpleNamespace:
+    return SimpleNamespace(name="C", n_items=N_ITEMS, item_x=torch.zeros(N_ITEMS, 3))
+
+
+def _support(users: list[int], items: list[int]) -> RidgeSupport:
+    return RidgeSupport(
+        users=torch.tensor(users),
+        items=torch.tensor(items),
+        weights=torch.ones(len(users), dtype=torch.float64),
+        n_items=N_ITEMS,
+    )
+
+
+def test_where_users_say_nothing_popularity_is_chosen() -> None:
+    """No history anywhere (zero factors): only the support counts can rank, so a bias > 0."""
+    rng = np.random.default_rng(0)
+    n_users = 200
+    popular = np.arange(30, 40)  # high indices: a tie order by index would not find them
+    items = [
+        int(rng.choice(popular)) if rng.random() < 0.8 else int(rng.integers(30))
+        for _ in range(n_users)
+    ]
+    factors = torch.zeros(n_users, 4, dtype=torch.float64)
+    bias = support_bias(
+        _model(4), _category(), _support(list(range(n_users)), items), factors, factors.T @ factors
+    )
+    assert float(bias) > 0
+
+
+def test_where_users_tastes_decide_fold_in_is_kept() -> None:
+    """Two groups with orthogonal tastes; group B is larger, so its items are the popular ones:
+    a large bias would push B's items to A's users, so the choice stays small."""
+    users, items = [], []
+    factors = torch.zeros(300, 2, dtype=torch.float64)
+    rng = np.random.default_rng(1)
+    for user in range(300):
+        group = 0 if user < 100 else 1
+        factors[user, group] = 1.0
+        users.append(user)
+        items.append(int(rng.integers(0, 20)) + 20 * group)  # A: items 0-19, B: 20-39
+    bias = support_bias(
+        _model(2), _category(), _support(users, items), factors, factors.T @ factors
+    )
+    assert float(bias) < BIAS_GRID[-1]
+    assert float(bias) <= 0.1
