@@ -29,6 +29,11 @@ def test_launch_events_adapt_recommend_with_a_ridge_model(
     ridge = shutil.copytree(ridge_dir, tmp_path / "ridge")  # beside the MLP: one model root
     with serving(known_store, ridge, tmp_path / "live") as client:
         _launch_flow(client)
+        # the console's before/after lookup ranks the zero-shot list through the same launcher
+        page = client.get(
+            "/console/category", params={"name": "Shelf > Launch", "user": "u0", "k": 3}
+        )
+        assert page.status_code == 200 and "new " in page.text
         # hot swap to the MLP model and back: both kinds serve through the same doors
         for folder in (known_model_dir, ridge):
             swapped = client.post("/admin/model", json={"path": str(folder)}, headers=AUTH)

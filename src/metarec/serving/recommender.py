@@ -337,6 +337,23 @@ class Recommender:
             view, user_idx, self._profiles_without(view.data.name), keep_disliked=self.keep_disliked
         )
 
+    def zero_shot_top_k(self, category: str, user_idx: int, k: int) -> tuple[Tensor, Tensor]:
+        """Store user ``user_idx``'s top-``k`` positions and scores in the category's serving
+        view as the model ranks it *before* any adaptation (the console's "before" list)."""
+        view = self.serving_view(category)
+        ranker = self._launcher.launch(view, None, adapt=False)
+        inputs = self.user_inputs(view, user_idx)
+        if isinstance(ranker, RidgeRanker):
+            return ranker.top_k_many(np.array([user_idx]), [inputs.seen], [k])[0]
+        return ranker.top_k(
+            inputs,
+            k,
+            index=view.index,
+            # the projection only picks the short list; the exact re-rank uses the start params
+            projection=view.projection((self.model_version, 0)),
+            short_list=self.retrieval.short_list,
+        )
+
     # ---- recommending -------------------------------------------------------------------------
 
     def recommend(self, user_id: str, category: str, k: int = 10) -> Recommendation:

@@ -4,8 +4,8 @@ Every figure comes from the same objects the JSON API answers from: the counts o
 :meth:`Service.category_status <metarec.serving.service.Service.category_status>`, the lists of
 :meth:`Recommender.recommend_many <metarec.serving.recommender.Recommender.recommend_many>`. The
 one list the API has no endpoint for is a category's *zero-shot* list once the category is
-adapted ("before"); it is ranked by the same :class:`~metarec.ranking.CategoryRanker` with the
-start parameters (``adapt=False``), through the same retrieval.
+adapted ("before"); it is ranked by the same ranker with the model's start (``adapt=False``,
+:meth:`Recommender.zero_shot_top_k`), through the same retrieval.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metarec.ranking import CategoryRanker
 from metarec.serving.schemas import CategoryStatus
-from metarec.tasks import split_launch
 
 if TYPE_CHECKING:
     from metarec.serving.recommender import Recommender
@@ -112,17 +110,7 @@ def lookup(recommender: Recommender, category: str, user_id: str, k: int) -> Loo
     if user_idx is None or recommender.adaptation(category) is None:
         return Lookup(user_id, user_idx is not None, listed, listed, served.fallback, None)
     view = recommender.serving_view(category)
-    ranker = CategoryRanker.launch(
-        recommender.model, view.data, split_launch(view.data), adapt=False, state=view.state
-    )
-    positions, scores = ranker.top_k(
-        recommender.user_inputs(view, user_idx),
-        k,
-        index=view.index,
-        # the projection only picks the short list; the exact re-rank uses the start params
-        projection=view.projection((recommender.model_version, 0)),
-        short_list=recommender.retrieval.short_list,
-    )
+    positions, scores = recommender.zero_shot_top_k(category, user_idx, k)
     chosen = positions.numpy()
     zero_shot = [
         ListedItem(rank, str(item_id), "" if _missing(title) else str(title), float(score))
