@@ -169,8 +169,9 @@ class MetarecRidge:
         optimiser = torch.optim.Adam(
             [v for k, v in params.items() if k in learn] + [sharpness], lr=self.learning_rate
         )
-        best = (self.history[-1]["validation_ndcg@10"], self._detached(params))
-        if "support_bias" not in learn:
+        if "support_bias" in learn:  # the start was validated by _best_start
+            best = (self.history[-1]["validation_ndcg@10"], self._detached(params))
+        else:
             best = (self._validate(context, params, step=0), self._detached(params))
         for step in range(1, steps + 1):
             optimiser.zero_grad()
