@@ -51,6 +51,15 @@ def evaluate(
             "code (after a kill, re-run the same command); --no-resume recomputes them."
         ),
     ] = True,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            envvar="MLFLOW_TRACKING_URI",
+            help="Also log the run (config, pooled metrics, report, plots) to this MLflow "
+            "tracking URI; needs the tracking extra. Protocols loco and launch.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -102,13 +111,16 @@ def evaluate(
         user_ids=catalog.users["user_id"],
         item_ids=catalog.items["item_id"],
     )
+    run_id = None
+    if mlflow:
+        from metarec.tracking import log_evaluation
+
+        run_id = log_evaluation(out, mlflow)
     header, rows = main_table(result.records)
     if as_json:
-        typer.echo(
-            json.dumps(
-                {"out": str(out), "header": header, "rows": rows, "comparisons": result.comparisons}
-            )
-        )
+        summary: dict[str, Any] = {"out": str(out), "header": header, "rows": rows}
+        summary |= {"comparisons": result.comparisons, "mlflow_run_id": run_id}
+        typer.echo(json.dumps(summary))
         return
     table = Table(title="NDCG@10 on sealed categories (pooled users, 95% CI)")
     table.add_column(header[0], no_wrap=True)
@@ -124,6 +136,8 @@ def evaluate(
                 f"{c['method']} vs {c['baseline']} at {c['shots']} shots: {change} "
                 f"(p = {c['p_value']:.2g}, {c['n_users']} users)"
             )
+    if run_id is not None:
+        console.print(f"logged to MLflow: run {run_id}")
     console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
 
 
