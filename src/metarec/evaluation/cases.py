@@ -60,20 +60,24 @@ def validation_launches(
     fold: Fold,
     *,
     max_users: int | None = VALIDATION_USERS,
+    features: MetaModel | None = None,
 ) -> Validation:
     """Validation categories launched at ``tasks.shots``, seen from the training categories.
 
     Args:
+        features: the fold's features (``FitContext.features``: fitted on the training
+            categories alone) when the caller has them; fitted here otherwise.
         max_users: score at most this many users of each validation category, a sample seeded
             by the run's seed and the category (the same for every method and checkpoint); the
             support of every user still makes up the launch. None scores every user.
     """
     sealed = catalog.restricted_to(fold.train + fold.validation)
-    features = prepare_model(
-        sealed.restricted_to(fold.train),
-        train_config,
-        {"train": fold.train, "validation": [], "hold_out": []},
-    )
+    if features is None:
+        features = prepare_model(
+            sealed.restricted_to(fold.train),
+            train_config,
+            {"train": fold.train, "validation": [], "hold_out": []},
+        )
     launches = []
     for name in fold.validation:
         launch, split = make_launch(
@@ -114,14 +118,26 @@ def make_case(
     shots: int | None,
     visible: list[str],
     features: MetaModel,
+    *,
+    full: CategoryData | None = None,
 ) -> Case:
+    """The launch of category ``name`` at ``shots`` (None: the launch window) and its truth.
+
+    Args:
+        full: ``features.category_data(catalog, [name], visible=visible)[name]`` when the caller
+            already built it (it is the same for every shot count of a category).
+
+    Raises:
+        DataError: some user would keep no more candidates than the largest k.
+    """
     if shots is None:
         launch, split = make_window_launch(
             catalog, name, config.launch_window, visible=visible, features=features
         )
     else:
         launch, split = make_launch(catalog, name, shots, visible=visible, features=features)
-    full = features.category_data(catalog, [name], visible=visible)[name]
+    if full is None:
+        full = features.category_data(catalog, [name], visible=visible)[name]
     users = np.flatnonzero(split.eligible)
     relevant, exclude = evaluation_masks(full, split, users)
     candidates = int((~exclude).sum(1).min()) if len(users) else 0

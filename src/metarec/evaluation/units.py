@@ -18,7 +18,7 @@ import hashlib
 import io
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,21 +201,23 @@ def fold_work(
     cached = _FOLDS.get(key)
     if cached is None or cached[0] is not catalog:
         _FOLDS.clear()
-        validation = validation_launches(catalog, train_config, fold)
-        context = fit_context(
-            catalog,
-            train_config,
-            fold.train,
-            quick=config.quick,
-            validate=validation.score if validation.launches else None,
-        )
+        context = fit_context(catalog, train_config, fold.train, quick=config.quick)
+        # the validation launches use the same features (fitted on the training categories)
+        validation = validation_launches(catalog, train_config, fold, features=context.features)
+        if validation.launches:
+            context = replace(context, validate=validation.score)
         visible = sorted(fold.train + fold.validation)
-        cases = [
-            make_case(catalog, config, name, shots, visible, context.features)
-            for name in fold.test
-            for shots in plan.shots_list
-            if name in plan.eligible_at[shots]
-        ]
+        cases = []
+        for name in fold.test:
+            shots_here = [shots for shots in plan.shots_list if name in plan.eligible_at[shots]]
+            if not shots_here:
+                continue
+            # the unsealed category is the same at every shot count: built once
+            full = context.features.category_data(catalog, [name], visible=visible)[name]
+            cases += [
+                make_case(catalog, config, name, shots, visible, context.features, full=full)
+                for shots in shots_here
+            ]
         _FOLDS[key] = (catalog, FoldWork(fold, context, validation, cases))
     return _FOLDS[key][1]
 
