@@ -143,3 +143,27 @@ def test_write_recommendations_replaces_a_file_whole(tmp_path: Path) -> None:
     path = write_recommendations(table, tmp_path / "recs.parquet")
     write_recommendations(table.assign(score=0.25), path)
     assert pd.read_parquet(path)["score"].tolist() == [0.25]
+
+
+def test_lists_do_not_depend_on_passes_or_threads(
+    known_store: Path, known_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Users ranked in many small passes, two at once on two threads, get the lists of one pass."""
+    import torch
+
+    from metarec.serving import batched
+
+    with Store.open(known_store, read_only=True) as store:
+        retrieval = RetrievalSettings(short_list=12, rank=8)  # retrieval, not exact scoring
+        recommender = Recommender.open(known_model_dir, store, retrieval=retrieval)
+        recommender.adapt(KNOWN_HELD_OUT)
+        whole = recommend_batch(recommender, KNOWN_HELD_OUT, None, k=5)
+        monkeypatch.setattr(batched, "_PASS_USERS", 3)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            passes = recommend_batch(recommender, KNOWN_HELD_OUT, None, k=5)
+        finally:
+            torch.set_num_threads(threads)
+    assert whole["user_id"].nunique() > 2 * 3  # more than two passes
+    pd.testing.assert_frame_equal(passes, whole)

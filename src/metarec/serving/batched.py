@@ -22,6 +22,7 @@ float rounding), ``tests/ranking/test_retrieval_batched.py`` its pieces.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -43,6 +44,7 @@ from metarec.tasks import CategoryData, SupportState
 
 _PASS_USERS = 256  # users ranked per pass
 _PASS_FLOATS = 4_000_000  # a pass's (users x items) scores held at once: 16 MB
+_MAX_WORKERS = 4  # passes ranked at once (each holds its own temporaries)
 
 Ranked = tuple[Tensor, Tensor]  # positions (k,) best first, and their exact scores (k,)
 
@@ -91,9 +93,10 @@ def retrieve_top_k_many(
     """Top-``ks[u]`` items for each of b users: ``retrieve_top_k`` for each, batched.
 
     Users are ranked in passes of up to 256 (fewer in large categories, so that a pass's
-    ``(users, items)`` scores stay under 16 MB): any number of users in bounded memory. On the
-    10k-item benchmark passes of 128 to 1,024 users ranked equally fast per user (to the
-    noise of a shared machine), so the smaller bound costs nothing.
+    ``(users, items)`` scores stay under 16 MB), as many passes at once as torch has threads
+    (at most 4): any number of users in bounded memory. On the 10k-item benchmark passes of
+    128 to 1,024 users ranked equally fast per user, so the smaller bound costs nothing. The
+    lists do not depend on the passes (``tests/cli/test_batch.py``).
 
     Args:
         params, category, state, index, projection, short_list: as ``retrieve_top_k``.
@@ -116,22 +119,38 @@ def retrieve_top_k_many(
         else:
             groups.setdefault(size, []).append(i)
     per_pass = max(1, min(_PASS_USERS, _PASS_FLOATS // max(1, n)))
-    for size, members in groups.items():
+    passes = [
+        (members[start : start + per_pass], size)
+        for size, members in groups.items()
+        for start in range(0, len(members), per_pass)
+    ]
+
+    def rank_pass(part: list[int], size: int) -> None:
         assert index is not None and projection is not None
-        for start in range(0, len(members), per_pass):
-            part = members[start : start + per_pass]
-            ranked = _retrieve_group(
-                params,
-                category,
-                state,
-                index,
-                projection,
-                [users[i] for i in part],
-                [ks[i] for i in part],
-                size,
-            )
-            for i, found in zip(part, ranked, strict=True):
-                results[i] = found
+        ranked = _retrieve_group(
+            params,
+            category,
+            state,
+            index,
+            projection,
+            [users[i] for i in part],
+            [ks[i] for i in part],
+            size,
+        )
+        for i, found in zip(part, ranked, strict=True):
+            results[i] = found  # passes write disjoint users
+
+    # Passes side by side, one per torch thread: a pass's operations are too small for torch to
+    # spread one over two cores (two threads ranked no faster than one), but torch releases the
+    # GIL inside them, so two passes at once use both (1.45x on the idle 2-core machine).
+    workers = min(len(passes), torch.get_num_threads(), _MAX_WORKERS)
+    if workers > 1:
+        with ThreadPoolExecutor(workers, thread_name_prefix="metarec-rank") as pool:
+            for done in [pool.submit(rank_pass, part, size) for part, size in passes]:
+                done.result()
+    else:
+        for part, size in passes:
+            rank_pass(part, size)
     return [r for r in results if r is not None]
 
 
