@@ -40,6 +40,13 @@ it keeps the top ``rank`` eigenvectors ``W`` of ``L^T G L``, the rank-``rank`` a
 becomes ``W^T L^{-1} q_attr``. The two popularity columns are always kept exactly. The Gram
 matrix and reference items depend on the items only (:class:`ItemIndex`); the projection also
 depends on the parameters, so it is refitted when a category is adapted or the model changes.
+
+Many users at once (:mod:`metarec.serving.batched`, batch scoring and the service's batches)
+take the same steps through :func:`short_list_h1` and :func:`queries`, tested twins of
+:meth:`FoldedLayer.h1_own <metarec.models.folded.FoldedLayer.h1_own>` and of
+:meth:`~metarec.models.folded.FoldedLayer.as_linear` times a gradient
+(``tests/ranking/test_retrieval_batched.py``) that read the items' sparse attributes and never
+form the ``(users, h, 2D + 2)`` weights.
 """
 
 from __future__ import annotations
