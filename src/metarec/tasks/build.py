@@ -38,7 +38,7 @@ def category_data(
         extra_users: global user indices to include even without a positive in the category.
         item_x: ``encoder.item_x(catalog)`` when the caller already has it.
     """
-    item_x = encoder.item_x(catalog) if item_x is None else item_x
+    item_x = _item_x(encoder, catalog) if item_x is None else item_x
     profile_x = encoder.profile_x(catalog, item_x)
     return build_categories(
         catalog.items,
@@ -52,3 +52,28 @@ def category_data(
         extra_users=extra_users,
         name_x=encoder.name_x(catalog, names),
     )
+
+
+# The last items encoded, and how: (encoder, items table, text table, features). A fold builds
+# each test category several times (unsealed, sealed per shot count, with the users to rank),
+# every time from the same items table (sealing a catalogue keeps its items and drops
+# positives); encoding every item of a 100k-item store took seconds per build. The entries are
+# held, so their identities cannot be reused by other objects while cached.
+_ENCODED: list[tuple[ItemEncoder, object, object, int, torch.Tensor]] = []
+
+
+def _item_x(encoder: ItemEncoder, catalog: Catalog) -> torch.Tensor:
+    """``encoder.item_x(catalog)``, reused while the encoder and the items table are the same
+    objects (and the table has not grown); a copy, so a caller may write into it."""
+    text = None if catalog.text is None else catalog.text.items
+    for cached_encoder, items, cached_text, n_items, x in _ENCODED:
+        if (
+            cached_encoder is encoder
+            and items is catalog.items
+            and cached_text is text
+            and n_items == len(catalog.items)
+        ):
+            return x.clone()
+    x = encoder.item_x(catalog)
+    _ENCODED[:] = [(encoder, catalog.items, text, len(catalog.items), x)]
+    return x.clone()
