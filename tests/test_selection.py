@@ -130,3 +130,25 @@ def test_mixed_ridge_files_are_refused(ridge_dir: Path) -> None:
     model.params["prior"] = torch.zeros(model.params["prior"].shape[0] + 1, 2, dtype=torch.float64)
     with pytest.raises(ArtifactError, match="mixes files"):
         check_widths(model, ridge_dir)
+
+
+def test_the_config_names_the_method_and_the_command_line_overrides_it(
+    known_store: Path, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from metarec.cli import app
+
+    config = tmp_path / "ridge.toml"
+    config.write_text('method = "ridge"\n[tasks]\nshots = 3\nmin_users = 10\n')
+    base = ["train", "--store", str(known_store), "--config", str(config), "--quiet"]
+    done = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "r")])
+    assert done.exit_code == 0, done.output
+    assert isinstance(load_model(tmp_path / "r"), RidgeModel)
+    over = [*base, "--steps", "3", "--method", "mlp", "--out", str(tmp_path / "m")]
+    done = CliRunner().invoke(app, over)
+    assert done.exit_code == 0, done.output
+    assert isinstance(load_model(tmp_path / "m"), MetaModel)
+    config.write_text('method = "best"\n')
+    done = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x")])
+    assert done.exit_code != 0 and "method" in done.output

@@ -117,6 +117,9 @@ class TrainConfig(_Frozen):
     """Everything `metarec train` needs besides paths."""
 
     seed: int = 0
+    # what `metarec train` fits: "auto" both the MLP meta-learner (meta.algorithm) and
+    # metarec-ridge, keeping the better on validation; "mlp" or "ridge" only that one
+    method: Literal["auto", "mlp", "ridge"] = "auto"
     feedback: FeedbackConfig = FeedbackConfig()
     features: FeatureConfig = FeatureConfig()
     tasks: TaskConfig = TaskConfig()

@@ -91,7 +91,7 @@ def train_selected(
     store: Store,
     config: TrainConfig,
     *,
-    choice: Choice = "auto",
+    choice: Choice | None = None,
     progress: bool = True,
     checkpoint: Checkpointing | None = None,
     world: World | None = None,
@@ -102,7 +102,7 @@ def train_selected(
     Args:
         store: an open store (or export: see :func:`metarec.training.train`).
         config: the training config; ``hold_out`` stays sealed from every candidate.
-        choice: ``auto`` (both), ``mlp`` or ``ridge``.
+        choice: ``auto`` (both), ``mlp`` or ``ridge``; None: ``config.method``.
         progress: progress bars while meta-training.
         checkpoint, world: for the MLP learner (see :func:`metarec.training.train`); with
             several ranks only rank 0 fits and scores metarec-ridge.
@@ -114,6 +114,7 @@ def train_selected(
     Raises:
         DataError: not enough data to build any meta-training task.
     """
+    choice = config.method if choice is None else choice
     catalog = load_catalog(store, config)
     splits = split_categories(catalog, config)
     fold = Fold(0, splits["train"], splits["validation"], [])

@@ -62,3 +62,19 @@ def test_disliked_items_are_left_out_unless_kept(
     assert len(shown) == every - len(liked) - 1
     shown_kept = {item.item_id for item in kept.items}
     assert disliked in shown_kept and not liked & shown_kept
+
+
+def test_a_category_without_dislikes_serves_while_another_has_them(
+    store_with_a_dislike: tuple[Path, str], tmp_path: Path
+) -> None:
+    """The store's only dislike lies in CATEGORY: every other category's view has none and
+    still serves (this crashed building the view's dislike index)."""
+    path, _ = store_with_a_dislike
+    config = known_answer_config(hold_out=[], meta={"meta_steps": 5, "first_order": True})
+    with Store.open(path, read_only=True) as store:
+        model = train_selected(store, config, choice="ridge", progress=False).model
+        folder = save_model(model, tmp_path / "model")
+        recommender = Recommender.open(folder, store)
+        other = "Shelf > C3"  # no dislike there
+        answer = recommender.recommend(USER, other, k=5)
+    assert len(answer.items) == 5

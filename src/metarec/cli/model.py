@@ -51,9 +51,9 @@ def train(
         str | None,
         typer.Option(
             "--method",
-            help="auto (default): fit the MLP meta-learner and metarec-ridge, keep the one with "
-            "the better validation NDCG@10; mlp or ridge: only that one. --algorithm alone "
-            "implies mlp.",
+            help="auto (the default, or the config's `method`): fit the MLP meta-learner and "
+            "metarec-ridge, keep the one with the better validation NDCG@10; mlp or ridge: only "
+            "that one. --algorithm alone implies mlp.",
         ),
     ] = None,
     quiet: QuietOption = False,
@@ -112,7 +112,7 @@ def train(
         if checkpoint_dir is None
         else Checkpointing(checkpoint_dir, every=checkpoint_every, resume=resume)
     )
-    chosen = method or ("mlp" if algorithm else "auto")
+    chosen = method or ("mlp" if algorithm and resolved.method == "auto" else resolved.method)
     if chosen not in CHOICES:
         raise ConfigError(f"--method must be one of {', '.join(CHOICES)}, got {chosen!r}")
     log = (lambda _: None) if quiet else (lambda line: console.print(f"[dim]{line}[/]"))

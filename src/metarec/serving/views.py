@@ -181,9 +181,11 @@ def _disliked(catalog: Catalog, data: CategoryData) -> dict[int, np.ndarray]:
     here = np.isin(items, data.item_idx)
     positions = np.searchsorted(data.item_idx, items[here])
     users = pairs["user_idx"].to_numpy()[here]
+    if len(users) == 0:  # the store's dislikes all lie in other categories
+        return {}
     order = np.argsort(users, kind="stable")
     users, positions = users[order], positions[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     return {
         int(users[a]): positions[a:b]
         for a, b in zip(starts, [*starts[1:], len(users)], strict=True)
