@@ -236,3 +236,40 @@ def test_launch_protocol_runs_on_timed_data(spy: type[Spy], known_catalog: Catal
     ndcg = [r for r in result.records if r["metric"] == "ndcg" and r["category"] == "all"]
     assert ndcg and all(r["shots"] is None for r in ndcg)
     assert all(r["n_users"] > 0 for r in ndcg)
+
+
+def test_scoring_users_in_blocks_gives_the_same_metrics(
+    known_catalog: Catalog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large category's users are scored in blocks (cases.SCORE_BLOCK) to bound memory; the
+    metrics, list statistics included, do not depend on the block size."""
+    from metarec.evaluation import cases
+
+    config = _config(methods=("als", "user-knn", "popularity"), quick=True)
+    train_config = known_answer_config()
+    texts, blocks, most = [], [], []
+    split_blocks = cases.Case.blocks
+
+    def counted(case: cases.Case) -> list[slice]:
+        found = split_blocks(case)
+        blocks.append(len(found))
+        return found
+
+    monkeypatch.setattr(cases.Case, "blocks", counted)
+    for block in (cases.SCORE_BLOCK, 7 * 40):  # the known store's categories: 40 items
+        monkeypatch.setattr(cases, "SCORE_BLOCK", block)
+        blocks.clear()
+        result = evaluate(known_catalog, train_config, config, progress=False)
+        out = write_run(
+            result,
+            tmp_path / str(block),
+            eval_config=config,
+            train_config=train_config,
+            source="known",
+            user_ids=known_catalog.users["user_id"],
+            item_ids=known_catalog.items["item_id"],
+        )
+        texts.append(json.loads((out / "metrics.json").read_text()))
+        most.append(max(blocks))
+    assert most[0] == 1 and most[1] > 1  # one block each, then several
+    assert texts[0] == texts[1]

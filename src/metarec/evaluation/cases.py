@@ -89,14 +89,21 @@ def validation_launches(
         users = np.flatnonzero(split.eligible)
         if full.n_items <= VALIDATION_K + train_config.tasks.shots:
             continue
-        relevant, exclude = evaluation_masks(full, split, users)
         if max_users is not None and len(users) > max_users:
             rng = np.random.default_rng(derived_seed(train_config.seed, f"validation:{name}"))
             kept = np.sort(rng.choice(len(users), size=max_users, replace=False))
-            launch = replace(launch, users=launch.users[kept])
-            relevant, exclude = relevant[kept], exclude[kept]
+            launch, users = replace(launch, users=launch.users[kept]), users[kept]
+        relevant, exclude = evaluation_masks(full, split, users)  # the scored users' rows only
         launches.append((launch, split, relevant, exclude))
     return Validation(launches)
+
+
+# Users x items entries scored at once (about 128 MiB of float32 scores, plus the masks). A test
+# case's users are scored in blocks of this size so that a large category (a 93k-item Amazon
+# category has 26k users: 2.4e9 entries) fits in memory; every category of the MovieLens and
+# Douban benchmarks fits in one block. Each user's scores and metrics do not depend on the
+# block (a method scores users independently), so the metrics are the same for any block size.
+SCORE_BLOCK = 2**25
 
 
 @dataclass(frozen=True)
@@ -106,9 +113,17 @@ class Case:
     launch: Launch
     split: Split  # over ``full``
     full: CategoryData  # the unsealed category
-    users: np.ndarray  # positions of the evaluated users in ``full``
-    relevant: torch.Tensor  # (users, items) query positives
-    exclude: torch.Tensor  # (users, items) the users' own support items
+    users: np.ndarray  # positions of the evaluated users in ``full``, in ``launch.users``' order
+
+    def masks(self, rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        """(relevant, exclude) (users, items) masks of ``users[rows]``: their query positives and
+        their own support items (built per block: dense for every user they may not fit)."""
+        return evaluation_masks(self.full, self.split, self.users[rows])
+
+    def blocks(self) -> list[slice]:
+        """Consecutive user rows scored together (:data:`SCORE_BLOCK` entries at most)."""
+        size = max(1, SCORE_BLOCK // max(1, self.full.n_items))
+        return [slice(a, a + size) for a in range(0, max(1, len(self.users)), size)]
 
 
 def make_case(
@@ -139,14 +154,22 @@ def make_case(
     if full is None:
         full = features.category_data(catalog, [name], visible=visible)[name]
     users = np.flatnonzero(split.eligible)
-    relevant, exclude = evaluation_masks(full, split, users)
-    candidates = int((~exclude).sum(1).min()) if len(users) else 0
-    if candidates <= max(config.ks):
+    candidates = full.n_items - int(_support_items_per_user(full, split)[users].max(initial=0))
+    if len(users) and candidates <= max(config.ks):
         raise DataError(
             f"category {name!r} leaves some user only {candidates} candidate items, not more "
             f"than k = {max(config.ks)}; lower the ks or the shots"
         )
-    return Case(launch, split, full, users, relevant, exclude)
+    return Case(launch, split, full, users)
+
+
+def _support_items_per_user(category: CategoryData, split: Split) -> np.ndarray:
+    """(n_users,) distinct support items of each user of ``category``."""
+    pairs = np.unique(
+        category.pos_user[split.support].astype(np.int64) * category.n_items
+        + category.pos_item[split.support]
+    )
+    return np.bincount(pairs // category.n_items, minlength=category.n_users)
 
 
 def score_case(
@@ -161,27 +184,36 @@ def score_case(
     every k (Gini coefficient of how often each item of the category appears in the top-k
     lists: 0 when every item appears equally often, near 1 when a few fill every list).
     """
-    scores = method.scores(case.launch)
-    if scores.shape != case.relevant.shape:
-        raise DataError(
-            f"{type(method).__name__}.scores returned shape {tuple(scores.shape)} for "
-            f"{case.launch.name!r}; expected (users, items) = {tuple(case.relevant.shape)}"
+    n_items = case.full.n_items
+    counts = np.bincount(case.full.pos_item[case.split.support], minlength=n_items)
+    order = _tie_order(config.seed, case.full.name, n_items)
+    parts: list[dict[tuple[str, int | None], np.ndarray]] = []
+    lists: dict[int, list[np.ndarray]] = {k: [] for k in config.ks}
+    for rows in case.blocks():
+        launch = replace(case.launch, users=case.launch.users[rows])
+        relevant, exclude = case.masks(rows)
+        scores = method.scores(launch)
+        if scores.shape != relevant.shape:
+            raise DataError(
+                f"{type(method).__name__}.scores returned shape {tuple(scores.shape)} for "
+                f"{case.launch.name!r}; expected (users, items) = {tuple(relevant.shape)}"
+            )
+        scores, relevant, exclude = random_tie_order(
+            config.seed, case.full.name, scores, relevant, exclude
         )
-    scores, relevant, exclude = random_tie_order(
-        config.seed, case.full.name, scores, case.relevant, case.exclude
-    )
-    values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
-    support = case.split.support
-    counts = np.bincount(case.full.pos_item[support], minlength=case.full.n_items)
+        values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
+        for k in config.ks:
+            lists[k].append(rank_top_k(scores, k, exclude=exclude).numpy())
+        if counts.max() > 0 and len(relevant):
+            first = rank_top_k(scores, 1, exclude=exclude).numpy()[:, 0]
+            values[("top1_popular", 1)] = (counts[order[first]] == counts.max()).astype(np.float64)
+        parts.append(values)
+    values = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     tops: dict[tuple[str, int], float] = {}
     for k in config.ks:
-        lists = rank_top_k(scores, k, exclude=exclude).numpy()
-        tops[("coverage", k)] = len(np.unique(lists)) / case.full.n_items
-        tops[("gini", k)] = gini(np.bincount(lists.ravel(), minlength=case.full.n_items))
-    if counts.max() > 0 and len(case.users):
-        first = rank_top_k(scores, 1, exclude=exclude).numpy()[:, 0]
-        order = _tie_order(config.seed, case.full.name, case.full.n_items)
-        values[("top1_popular", 1)] = (counts[order[first]] == counts.max()).astype(np.float64)
+        shown = np.concatenate(lists[k])
+        tops[("coverage", k)] = len(np.unique(shown)) / n_items
+        tops[("gini", k)] = gini(np.bincount(shown.ravel(), minlength=n_items))
     return values, tops
 
 
