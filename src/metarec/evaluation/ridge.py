@@ -137,10 +137,9 @@ class MetarecRidge:
         iterations = QUICK_ALS_ITERATIONS if context.quick else self.iterations
         key = ("als-items", self.factors, self.regularization, self.alpha, iterations)
         if key not in context.memo:  # shared with other methods of the fold fitted the same way
-            model = als_model(
-                self.factors, self.regularization, self.alpha, iterations, context.seed
-            )
-            context.memo[key] = fit_factors(lambda: model, matrix)[1]
+            settings = (self.factors, self.regularization, self.alpha, iterations, context.seed)
+            # built inside fit_factors' one-thread BLAS limit (implicit warns otherwise)
+            context.memo[key] = fit_factors(lambda: als_model(*settings), matrix)[1]
         self.item_factors = context.memo[key]
         # without validation categories no training step can be checked; each launch then
         # chooses its support bias from its own support (ranking.ridge.support_bias)
@@ -318,10 +317,11 @@ class _Episodes:
             other = [n for n, g in self._group.items() if g != group]
             keep = np.isin(catalog.item_category, other).astype(np.float64)
             visible = (confidence @ sp.diags(keep)).tocsr()
-            model = als_model(
-                method.factors, method.regularization, method.alpha, iterations, context.seed
-            )
-            items = fit_factors(lambda model=model: model, visible / method.alpha)[1]
+            settings = (method.factors, method.regularization, method.alpha, iterations)
+            items = fit_factors(
+                lambda settings=settings: als_model(*settings, context.seed),
+                visible / method.alpha,
+            )[1]
             factors = torch.from_numpy(solve_rows(visible, items, method.regularization))
             self._factors[f"group{group}"] = (factors, factors.T @ factors)
 
