@@ -172,6 +172,9 @@ class EvalConfig(_Frozen):
     validation_share: float = Field(default=0.2, gt=0, lt=1)
     launch_window: float = Field(default=0.05, gt=0, lt=1)  # §3: share of a category's positives
     n_resamples: int = Field(default=1000, ge=10)
+    # validation users scored per validation category, a seeded sample (None: all of them);
+    # test launches are always scored over every user (evaluation.cases.VALIDATION_USERS)
+    validation_users: int | None = Field(default=1000, ge=1)
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

@@ -46,3 +46,17 @@ def test_categories_under_the_bound_are_scored_whole(known_catalog: Catalog) -> 
     bounded = validation_launches(known_catalog, config, fold, max_users=10_000)
     for (full, *_), (part, *_) in zip(whole.launches, bounded.launches, strict=True):
         np.testing.assert_array_equal(full.users, part.users)
+
+
+def test_the_harness_reads_the_bound_from_its_config(known_catalog: Catalog) -> None:
+    from metarec.config import EvalConfig
+    from metarec.evaluation.cases import VALIDATION_USERS
+    from metarec.evaluation.harness import plan_run
+    from metarec.evaluation.units import fold_work
+
+    assert EvalConfig().validation_users == VALIDATION_USERS
+    config = EvalConfig(shots=(1,), folds=3, min_users=10, quick=True, validation_users=5)
+    plan = plan_run(known_catalog, config, lambda _: None)
+    work = fold_work(known_catalog, known_answer_config(), config, plan, plan.folds[0])
+    assert work.validation.launches
+    assert all(len(launch.users) == 5 for launch, *_ in work.validation.launches)

@@ -50,8 +50,9 @@ class Validation:
 # ranks; a thousand users resolve the differences that tuning acts on, and scoring more costs
 # time in proportion (every item for every user, at every checkpoint) without changing choices.
 # Categories with fewer users (every validation genre of ML-100K) are scored whole. Test
-# launches never sample: their numbers are exact over every user.
-VALIDATION_USERS = 1_000
+# launches never sample: their numbers are exact over every user. The harness reads the bound
+# from ``EvalConfig.validation_users`` (None: every user).
+VALIDATION_USERS = EvalConfig().validation_users
 
 
 def validation_launches(

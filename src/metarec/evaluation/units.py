@@ -203,7 +203,13 @@ def fold_work(
         _FOLDS.clear()
         context = fit_context(catalog, train_config, fold.train, quick=config.quick)
         # the validation launches use the same features (fitted on the training categories)
-        validation = validation_launches(catalog, train_config, fold, features=context.features)
+        validation = validation_launches(
+            catalog,
+            train_config,
+            fold,
+            max_users=config.validation_users,
+            features=context.features,
+        )
         if validation.launches:
             context = replace(context, validate=validation.score)
         visible = sorted(fold.train + fold.validation)
