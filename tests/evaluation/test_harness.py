@@ -245,7 +245,9 @@ def test_scoring_users_in_blocks_gives_the_same_metrics(
     metrics, list statistics included, do not depend on the block size."""
     from metarec.evaluation import cases
 
-    config = _config(methods=("als", "user-knn", "popularity"), quick=True)
+    config = _config(
+        methods=("als", "user-knn", "popularity", "ials-refit", "metarec-ridge"), quick=True
+    )
     train_config = known_answer_config()
     texts, blocks, most = [], [], []
     split_blocks = cases.Case.blocks
@@ -273,3 +275,27 @@ def test_scoring_users_in_blocks_gives_the_same_metrics(
         most.append(max(blocks))
     assert most[0] == 1 and most[1] > 1  # one block each, then several
     assert texts[0] == texts[1]
+
+
+def test_a_launchs_own_work_is_done_once_for_all_its_blocks(known_catalog: Catalog) -> None:
+    """LaunchMemo: the same launch with other users reuses the work; another category, or new
+    fitted state, builds it again."""
+    from dataclasses import replace
+
+    from metarec.baselines.base import LaunchMemo, fit_context, make_launch
+
+    names = [c for c in known_catalog.categories]
+    context = fit_context(known_catalog, known_answer_config(), names[2:])
+    first, _ = make_launch(known_catalog, names[0], 3, visible=names[2:], features=context.features)
+    other, _ = make_launch(known_catalog, names[1], 3, visible=names[2:], features=context.features)
+    memo, built = LaunchMemo(), []
+
+    def build() -> int:
+        built.append(1)
+        return len(built)
+
+    state = object()
+    assert memo.get(first, state, build) == 1
+    assert memo.get(replace(first, users=first.users[:3]), state, build) == 1  # a block
+    assert memo.get(other, state, build) == 2  # another launch
+    assert memo.get(other, object(), build) == 3  # refitted

@@ -128,6 +128,27 @@ def visible_history(launch: Launch) -> tuple[tuple[object, ...], pd.DataFrame]:
     return key, history
 
 
+class LaunchMemo:
+    """The last launch's work that does not depend on its users, kept while the harness scores
+    that launch's users block by block (``evaluation.cases.SCORE_BLOCK``).
+
+    A launch handed back with other ``users`` (``dataclasses.replace``) shares its catalogue
+    and category objects, which is what the key compares (by identity, with the fitted state
+    ``owner`` passes: new parameters are a new launch's work).
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._value: Any = None
+
+    def get(self, launch: Launch, state: object, build: Callable[[], Any]) -> Any:
+        key = (launch.catalog, launch.category, state)
+        if self._key is None or any(a is not b for a, b in zip(self._key, key, strict=True)):
+            self._key, self._value = None, None  # never a half-updated pair
+            self._value, self._key = build(), key
+        return self._value
+
+
 def launch_popularity(launch: Launch) -> torch.Tensor:
     """(n_items,) support count of each item of the launching category (its popularity)."""
     return support_state(launch.category, launch.split).pop

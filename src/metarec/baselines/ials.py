@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from metarec.baselines.base import Family, FitContext, Launch
+from metarec.baselines.base import Family, FitContext, Launch, LaunchMemo
 from metarec.baselines.mf import solve_rows, with_tie_break
 from metarec.errors import NotAdaptedError
 from metarec.seeds import derived_seed
@@ -154,6 +154,7 @@ class IALSRefit:
         self.trained: frozenset[str] = frozenset()
         self.seed = 0
         self._cache: tuple[tuple[object, ...], Factors] | None = None
+        self._refits = LaunchMemo()
 
     def fit(self, context: FitContext) -> None:
         """iALS from a seeded Gaussian start on the training positives (shared via the memo)."""
@@ -183,6 +184,13 @@ class IALSRefit:
         """
         if self.base is None:
             raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
+        # one refit per launch, however many blocks of users the harness asks for
+        users, items = self._refits.get(launch, self.base, lambda: self._refit(launch))
+        dots = users[launch.users] @ items[launch.category.item_idx].T
+        return with_tie_break(torch.from_numpy(dots), launch, self.seed)
+
+    def _refit(self, launch: Launch) -> Factors:
+        """Sweeps over the launch's supporters and items, from the visible history's factors."""
         catalog = launch.catalog
         shape = (len(catalog.users), len(catalog.items))
         matrix = binary_matrix(catalog.positives, *shape)
@@ -191,7 +199,7 @@ class IALSRefit:
         start = self._history_factors(launch, history)
         supporters = np.unique(catalog.positives.loc[support, "user_idx"].to_numpy())
         in_launch = catalog.item_category == launch.name
-        users, items = ials_sweeps(
+        return ials_sweeps(
             matrix,
             start,
             self.sweeps,
@@ -199,8 +207,6 @@ class IALSRefit:
             user_rows=supporters,
             item_rows=np.flatnonzero(in_launch),
         )
-        dots = users[launch.users] @ items[launch.category.item_idx].T
-        return with_tie_break(torch.from_numpy(dots), launch, self.seed)
 
     def _history_factors(self, launch: Launch, history: sp.csr_matrix) -> Factors:
         """The fit refitted on the visible history: the items of visible categories the fit did

@@ -43,7 +43,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from metarec.baselines.base import Family, FitContext, Launch, visible_history
+from metarec.baselines.base import Family, FitContext, Launch, LaunchMemo, visible_history
 from metarec.baselines.mf import (
     QUICK_ALS_ITERATIONS,
     als_model,
@@ -126,6 +126,7 @@ class MetarecRidge:
         self.seed = 0
         self._cache: tuple[tuple[object, ...], torch.Tensor, torch.Tensor] | None = None
         self._features: tuple[MetaModel, list[str]] | None = None  # the fold's, for model()
+        self._launched = LaunchMemo()
         self._item_ids: list[str] = []
 
     # ---- fit ----------------------------------------------------------------------------------
@@ -226,10 +227,17 @@ class MetarecRidge:
         Raises:
             NotAdaptedError: :meth:`fit` was not called.
         """
-        model = self.model()
-        factors, gram = self._user_factors(launch, model)
-        support = category_support(launch.catalog, launch.category, launch.split)
-        ranker = RidgeRanker.launch(model, launch.category, support, factors, gram)
+        if self.item_factors is None:
+            raise NotAdaptedError(f"{self.name}: call fit(context) before scores(launch)")
+
+        def launched() -> RidgeRanker:
+            model = self.model()
+            factors, gram = self._user_factors(launch, model)
+            support = category_support(launch.catalog, launch.category, launch.split)
+            return RidgeRanker.launch(model, launch.category, support, factors, gram)
+
+        # one solve per launch, however many blocks of users the harness asks for
+        ranker: RidgeRanker = self._launched.get(launch, self.params, launched)
         return ranker.scores(launch.users)
 
     def model(self) -> RidgeModel:
