@@ -433,3 +433,13 @@ def test_full_ranking_of_6000_users_by_4000_items_is_fast():
     elapsed = time.perf_counter() - started
     assert result[("auc", None)].shape == (6000,)
     assert elapsed < 15.0, f"took {elapsed:.1f} s; expected about 1 to 2 s on 2 cores"
+
+
+@settings(max_examples=150, deadline=None)
+@given(ranking_problems())
+def test_a_shorter_top_k_is_the_start_of_a_longer_one(problem):
+    """What lets the harness rank once at max(ks) and cut the lists (evaluation/cases.py)."""
+    scores, _, exclude, ks = problem
+    longest = rank_top_k(scores, max(ks), exclude)
+    for k in ks:
+        torch.testing.assert_close(rank_top_k(scores, k, exclude), longest[:, :k])

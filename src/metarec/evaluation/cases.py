@@ -203,10 +203,13 @@ def score_case(
             config.seed, case.full.name, scores, relevant, exclude
         )
         values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
+        # a top-k list is the first k of the top-max(ks) list (ties go to the lower index in
+        # both: tests/ranking/test_metrics.py), so one ranking gives every cutoff and the top 1
+        top = rank_top_k(scores, max(config.ks), exclude=exclude).numpy()
         for k in config.ks:
-            lists[k].append(rank_top_k(scores, k, exclude=exclude).numpy())
+            lists[k].append(top[:, :k])
         if counts.max() > 0 and len(relevant):
-            first = rank_top_k(scores, 1, exclude=exclude).numpy()[:, 0]
+            first = top[:, 0]
             values[("top1_popular", 1)] = (counts[order[first]] == counts.max()).astype(np.float64)
         parts.append(values)
     values = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
