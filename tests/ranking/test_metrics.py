@@ -14,7 +14,13 @@ from hypothesis.extra.numpy import arrays
 
 from metarec.errors import ConfigError, DataError
 from metarec.ranking import metrics
-from metarec.ranking.metrics import TOP_K_METRICS, coverage, rank_top_k, ranking_metrics
+from metarec.ranking.metrics import (
+    TOP_K_METRICS,
+    coverage,
+    rank_top_k,
+    ranked_metrics,
+    ranking_metrics,
+)
 
 LOG2_3 = math.log2(3)  # discount of rank 2 is 1 / log2(3) = 0.6309
 
@@ -443,3 +449,50 @@ def test_a_shorter_top_k_is_the_start_of_a_longer_one(problem):
     longest = rank_top_k(scores, max(ks), exclude)
     for k in ks:
         torch.testing.assert_close(rank_top_k(scores, k, exclude), longest[:, :k])
+
+
+def _pairwise_auc(scores, relevant, exclude):
+    """Mann-Whitney AUC by looping over every (relevant, non-relevant candidate) pair."""
+    out = []
+    for row, rel, exc in zip(scores.tolist(), relevant.tolist(), exclude.tolist(), strict=True):
+        positives = [s for s, r, e in zip(row, rel, exc, strict=True) if r and not e]
+        negatives = [s for s, r, e in zip(row, rel, exc, strict=True) if not r and not e]
+        pairs = [1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives]
+        out.append(sum(pairs) / len(pairs) if pairs else math.nan)
+    return np.array(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(ranking_problems(), st.integers(0, 5), st.booleans())
+def test_auc_counts_every_pair_by_counting_or_by_sorting(problem, width, infinite):
+    """Users with few relevant items count negatives row by row, the others sort: both equal
+    the pair count, with ties and infinite scores."""
+    scores, relevant, exclude, ks = problem
+    scores = scores.double()
+    if infinite:
+        scores[:, 0], scores[:, -1] = torch.inf, -torch.inf
+    expected = _pairwise_auc(scores, relevant, exclude)
+    for forced in (0, width, 10**6):  # all sorted, a mix, all counted
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(metrics, "_counting_width", lambda n_items, w=forced: w)
+            got = ranking_metrics(scores, relevant, ks, exclude)[("auc", None)]
+        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"width {forced}")
+
+
+@settings(max_examples=100, deadline=None)
+@given(ranking_problems())
+def test_ranked_metrics_returns_the_lists_it_measured(problem):
+    scores, relevant, exclude, ks = problem
+    values, top = ranked_metrics(scores, relevant, ks, exclude)
+    torch.testing.assert_close(top, rank_top_k(scores, max(ks), exclude))
+    for key, expected in ranking_metrics(scores, relevant, ks, exclude).items():
+        np.testing.assert_array_equal(values[key], expected)
+
+
+def test_rows_with_more_ties_than_places_take_the_lowest_indices():
+    """Only such rows run the tie count; a block mixing them with plain rows ranks both."""
+    scores = torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
+    assert rank_top_k(scores, 2).tolist() == [[0, 1], [0, 1]]
+    assert rank_top_k(scores, 3).tolist() == [[0, 1, 2], [0, 1, 2]]
+    exclude = torch.tensor([[False, True, False, False, False], [False] * 5])
+    assert rank_top_k(scores, 2, exclude).tolist() == [[0, 2], [0, 1]]

@@ -19,7 +19,7 @@ from metarec.errors import DataError
 from metarec.evaluation.folds import Fold
 from metarec.evaluation.records import VALIDATION_K, random_tie_order
 from metarec.meta.model import MetaModel, prepare_model
-from metarec.ranking import rank_top_k, ranking_metrics
+from metarec.ranking import ranked_metrics, ranking_metrics
 from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, Split, evaluation_masks
 
@@ -202,10 +202,10 @@ def score_case(
         scores, relevant, exclude = random_tie_order(
             config.seed, case.full.name, scores, relevant, exclude
         )
-        values = ranking_metrics(scores, relevant, config.ks, exclude=exclude)
         # a top-k list is the first k of the top-max(ks) list (ties go to the lower index in
         # both: tests/ranking/test_metrics.py), so one ranking gives every cutoff and the top 1
-        top = rank_top_k(scores, max(config.ks), exclude=exclude).numpy()
+        values, ranked = ranked_metrics(scores, relevant, config.ks, exclude=exclude)
+        top = ranked.numpy()
         for k in config.ks:
             lists[k].append(top[:, :k])
         if counts.max() > 0 and len(relevant):
