@@ -145,6 +145,7 @@ def train_selected(
             config,
             splits["train"],
             validate=None if validation is None else validation.score,
+            validate_users=None if validation is None else validation.per_user,
         )
         with threadpool_limits(1, "blas"):  # implicit's ALS runs its own threads
             method.fit(context)

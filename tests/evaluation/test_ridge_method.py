@@ -3,11 +3,21 @@ and the launch's own bias where there is no validation category."""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
+import torch
 from tests.conftest import KNOWN_HELD_OUT, fold_of
 
 from metarec.data.catalog import Catalog
-from metarec.evaluation.ridge import BIAS_STARTS, MetarecRidge
+from metarec.evaluation.ridge import (
+    BIAS_STARTS,
+    GUARD_STANDARD_ERRORS,
+    MetarecRidge,
+    _gain_in_standard_errors,
+)
+from metarec.meta.ridge import init_ridge
 
 
 @pytest.mark.parametrize("setting", MetarecRidge.grid)
@@ -22,11 +32,45 @@ def test_every_grid_setting_trains_with_validation(
     learn = setting.get("learn", ("prior", "support_bias"))
     starts = [h["support_bias"] for h in method.history if "support_bias" in h]
     assert starts == (list(BIAS_STARTS) if "support_bias" in learn else [])
-    # the kept parameters score what the best validation said
-    best = max(h["validation_ndcg@10"] for h in method.history)
+    # the kept parameters score what the best validation said among fold-in (the first) and
+    # the candidates whose paired gain over it cleared the guard
+    eligible = [method.history[0]] + [
+        h for h in method.history[1:] if h.get("gain_se", -math.inf) > GUARD_STANDARD_ERRORS
+    ]
+    best = max(h["validation_ndcg@10"] for h in eligible)
     assert fold.context.validate is not None
     assert fold.context.validate(method) == pytest.approx(best)
     assert not method.model().bias_from_support
+    assert all("gain_se" in h for h in method.history if h["step"] > 0)  # paired with fold-in
+
+
+def test_the_guard_decides_whether_validation_may_leave_fold_in(known_catalog: Catalog) -> None:
+    """With an unreachable guard the method stays exactly fold-in (ALS's settings, no prior,
+    no bias); with none it keeps the highest validation score, as before the guard."""
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    assert fold.context.validate is not None
+    strict = MetarecRidge(guard=math.inf)
+    strict.fit(fold.context)
+    fold_in = init_ridge(strict.factors, strict.params["prior"].shape[0], 30.0, 10.0)
+    for name, value in fold_in.items():
+        torch.testing.assert_close(strict.params[name], value, msg=name)
+    assert fold.context.validate(strict) == pytest.approx(strict.history[0]["validation_ndcg@10"])
+    loose = MetarecRidge(guard=-math.inf)
+    loose.fit(fold.context)
+    best = max(h["validation_ndcg@10"] for h in loose.history)
+    assert fold.context.validate(loose) == pytest.approx(best)
+
+
+def test_gain_in_standard_errors_by_hand() -> None:
+    reference = np.array([0.0, 0.5, 1.0, np.nan])
+    # differences 0.1, 0.3, 0.2 (the NaN user is left out): mean 0.2, sd 0.1, se 0.1 / sqrt(3)
+    candidate = np.array([0.1, 0.8, 1.2, 0.4])
+    assert _gain_in_standard_errors(candidate, reference) == pytest.approx(0.2 / (0.1 / 3**0.5))
+    assert _gain_in_standard_errors(candidate, None) == math.inf  # nothing to pair with
+    quarters = np.array([0.25, 0.5, 0.75])  # + 0.25 is exact: no spread at all, a gain
+    assert _gain_in_standard_errors(quarters + 0.25, quarters) == math.inf
+    assert _gain_in_standard_errors(reference, reference) == 0.0
+    assert _gain_in_standard_errors(candidate[:1], reference[:1]) == 0.0  # one user: no verdict
 
 
 def test_without_validation_each_launch_chooses_its_bias(known_catalog: Catalog) -> None:

@@ -50,6 +50,8 @@ class FitContext:
         seed: the run's seed.
         validate: scores a method on the fold's validation categories (mean NDCG@10, higher is
             better); methods may call it for model selection (early stopping), nothing else.
+        validate_users: the same validation, user by user (NaN where undefined; the same users
+            in the same order at every call), for paired comparisons of two candidates.
         memo: results that depend on the fold alone, shared by the methods fitted on it (e.g.
             the pooled-pretraining trajectory both pretraining variants select from).
     """
@@ -62,6 +64,7 @@ class FitContext:
     quick: bool
     seed: int
     validate: Callable[[Method], float] | None = None
+    validate_users: Callable[[Method], np.ndarray] | None = None
     # not an init field: dataclasses.replace gives the changed context an empty memo
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -185,6 +188,7 @@ def fit_context(
     *,
     quick: bool = False,
     validate: Callable[[Method], float] | None = None,
+    validate_users: Callable[[Method], np.ndarray] | None = None,
 ) -> FitContext:
     """Seal a catalogue to its training categories and fit the fold's shared features.
 
@@ -206,6 +210,7 @@ def fit_context(
         quick=quick,
         seed=config.seed,
         validate=validate,
+        validate_users=validate_users,
     )
 
 

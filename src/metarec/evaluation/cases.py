@@ -31,6 +31,12 @@ class Validation:
     launches: list[tuple[Launch, Split, torch.Tensor, torch.Tensor]]
 
     def score(self, method: Method) -> float:
+        pooled = self.per_user(method)
+        return float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
+
+    def per_user(self, method: Method) -> np.ndarray:
+        """NDCG@10 of every scored validation user (NaN: no relevant candidate), launch by
+        launch in a fixed order, so two methods' arrays pair user by user."""
         values = []
         for launch, _, relevant, exclude in self.launches:
             scores, relevant_p, exclude_p = random_tie_order(
@@ -41,8 +47,7 @@ class Validation:
                     ("ndcg", VALIDATION_K)
                 ]
             )
-        pooled = np.concatenate(values) if values else np.array([np.nan])
-        return float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
+        return np.concatenate(values) if values else np.array([np.nan])
 
 
 # Validation users scored per validation category. Validation compares settings and checkpoints

@@ -16,7 +16,10 @@ Fit, on the fold's training categories:
 4. Adam on the meta-parameters named in ``learn``, the fold's validation NDCG@10 checked every
    ``validate_every`` steps *and at step 0*, where the parameters are exactly ALS's fold-in:
    the best is kept, so on validation this method cannot end below fold-in with the same user
-   factors.
+   factors. A start or checkpoint other than fold-in is taken only if its paired gain over
+   fold-in on the validation users exceeds :data:`GUARD_STANDARD_ERRORS` standard errors:
+   a gain the size of the validation noise picks settings by chance, and those cost a little
+   on test instead of helping (full ML-1M, docs/BENCHMARKS.md).
 
 By default only the content prior ``P`` and the support bias ``b`` are learned: on the
 validation categories of ML-100K and ML-1M, learning the user map or the ridge strengths through
@@ -73,6 +76,11 @@ BIAS_STARTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
 so these run from fold-in alone (0) to popularity first, fold-in breaking its ties (10)."""
 
 
+GUARD_STANDARD_ERRORS = 2.0
+"""Paired standard errors of validation NDCG@10 a candidate must gain over fold-in to replace it
+(about a one-sided 2% test; ``float("-inf")`` turns the guard off)."""
+
+
 class MetarecRidge:
     """Ridge fold-in with meta-learned user map, content prior, support-dependent strength.
 
@@ -105,6 +113,7 @@ class MetarecRidge:
         episodes: str = "cross-fit",
         loss: str = "lambda",
         launch_bias: bool = True,
+        guard: float = GUARD_STANDARD_ERRORS,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -119,7 +128,10 @@ class MetarecRidge:
         self.loss = loss  # "lambda" (NDCG-weighted pairs) or "softmax"
         self.episodes = episodes  # "cross-fit" or "leave-out" (see _Episodes)
         self.launch_bias = launch_bias  # no validation: each launch picks its support bias
+        self.guard = guard  # standard errors a validated change must gain over fold-in
         self._bias_from_support = False
+        self._fold_in_users: np.ndarray | None = None  # fold-in's validation NDCG@10 per user
+        self._last_gain_se = math.inf  # the last validated candidate's gain over fold-in
         self.item_factors: np.ndarray | None = None
         self.params: Params = {}
         self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
@@ -172,7 +184,7 @@ class MetarecRidge:
         if "support_bias" in learn:  # the start was validated by _best_start
             best = (self.history[-1]["validation_ndcg@10"], self._detached(params))
         else:
-            best = (self._validate(context, params, step=0), self._detached(params))
+            best = (self._validate(context, params, step=0, fold_in=True), self._detached(params))
         for step in range(1, steps + 1):
             optimiser.zero_grad()
             loss = episodes.loss(params, sharpness)
@@ -180,7 +192,7 @@ class MetarecRidge:
             optimiser.step()
             if step % self.validate_every == 0 or step == steps:
                 score = self._validate(context, params, step=step)
-                if np.isnan(best[0]) or score > best[0]:
+                if self._improves(score, best[0]):
                     best = (score, self._detached(params))
         self.params = best[1]
         self._cache = None
@@ -199,20 +211,44 @@ class MetarecRidge:
         for bias in BIAS_STARTS:
             params = {k: v.clone() for k, v in self.params.items()}
             params["support_bias"] = torch.tensor(bias, dtype=torch.float64)
-            score = self._validate(context, params, step=0)
+            score = self._validate(context, params, step=0, fold_in=best is None)
             self.history[-1]["support_bias"] = bias
-            if best is None or score > best[0]:
+            if best is None or self._improves(score, best[0]):
                 best = (score, params)
         assert best is not None
         self.history.append({"step": 0, "validation_ndcg@10": best[0]})  # the start taken
         return best[1]
 
-    def _validate(self, context: FitContext, params: Params, *, step: int) -> float:
+    def _validate(
+        self, context: FitContext, params: Params, *, step: int, fold_in: bool = False
+    ) -> float:
+        """Validation NDCG@10 of ``params``; with ``fold_in`` they are fold-in's, the reference
+        of the guard. The history notes each candidate's paired gain over fold-in in standard
+        errors (``gain_se``) where per-user values are available."""
         assert context.validate is not None  # fit() trains only with validation categories
         self.params = self._detached(params)
-        score = float(context.validate(self))
-        self.history.append({"step": step, "validation_ndcg@10": score})
+        entry: dict[str, float] = {"step": step}
+        if context.validate_users is None:
+            score = float(context.validate(self))
+            self._last_gain_se = math.inf  # nothing to pair: the guard cannot judge
+        else:
+            per_user = np.asarray(context.validate_users(self), dtype=np.float64)
+            defined = np.isfinite(per_user)
+            score = float(per_user[defined].mean()) if defined.any() else math.nan
+            if fold_in:
+                self._fold_in_users = per_user
+            self._last_gain_se = _gain_in_standard_errors(per_user, self._fold_in_users)
+            if not fold_in and math.isfinite(self._last_gain_se):  # history goes into JSON
+                entry["gain_se"] = round(self._last_gain_se, 3)
+        entry["validation_ndcg@10"] = score
+        self.history.append(entry)
         return score
+
+    def _improves(self, score: float, best: float) -> bool:
+        """Whether the candidate just validated replaces the best so far: a higher validation
+        score, and a paired gain over fold-in above the guard."""
+        higher = np.isnan(best) or score > best
+        return bool(higher and self._last_gain_se > self.guard)
 
     @staticmethod
     def _detached(params: Params) -> Params:
@@ -377,3 +413,19 @@ class _Episodes:
         if self.method.loss == "lambda":
             return lambda_loss(scores, relevant, exclude, temperature=1.0, generator=self.generator)
         return listwise_loss(scores, relevant, exclude, temperature=1.0)
+
+
+def _gain_in_standard_errors(candidate: np.ndarray, reference: np.ndarray | None) -> float:
+    """Mean paired difference of per-user values over its standard error (inf: no reference;
+    users undefined in either are left out)."""
+    if reference is None:
+        return math.inf
+    difference = candidate - reference
+    difference = difference[np.isfinite(difference)]
+    if len(difference) < 2:
+        return 0.0
+    gain = float(difference.mean())
+    error = float(difference.std(ddof=1)) / math.sqrt(len(difference))
+    if error == 0.0:
+        return math.inf if gain > 0 else 0.0
+    return gain / error

@@ -211,7 +211,9 @@ def fold_work(
             features=context.features,
         )
         if validation.launches:
-            context = replace(context, validate=validation.score)
+            context = replace(
+                context, validate=validation.score, validate_users=validation.per_user
+            )
         visible = sorted(fold.train + fold.validation)
         cases = []
         for name in fold.test:
