@@ -25,7 +25,7 @@ def test_every_grid_setting_trains_with_validation(
     known_catalog: Catalog, setting: dict[str, object]
 ) -> None:
     fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
-    method = MetarecRidge(**setting)
+    method = MetarecRidge(**setting, guard=GUARD_STANDARD_ERRORS)
     method.fit(fold.context)
     steps = [h["step"] for h in method.history]
     assert steps[0] == 0 and max(steps) > 0  # validated at the start, then trained
@@ -46,7 +46,7 @@ def test_every_grid_setting_trains_with_validation(
 
 def test_the_guard_decides_whether_validation_may_leave_fold_in(known_catalog: Catalog) -> None:
     """With an unreachable guard the method stays exactly fold-in (ALS's settings, no prior,
-    no bias); with none it keeps the highest validation score, as before the guard."""
+    no bias); without one (the default) it keeps the highest validation score."""
     fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
     assert fold.context.validate is not None
     strict = MetarecRidge(guard=math.inf)
@@ -55,7 +55,8 @@ def test_the_guard_decides_whether_validation_may_leave_fold_in(known_catalog: C
     for name, value in fold_in.items():
         torch.testing.assert_close(strict.params[name], value, msg=name)
     assert fold.context.validate(strict) == pytest.approx(strict.history[0]["validation_ndcg@10"])
-    loose = MetarecRidge(guard=-math.inf)
+    loose = MetarecRidge()  # the default: no guard
+    assert loose.guard == -math.inf
     loose.fit(fold.context)
     best = max(h["validation_ndcg@10"] for h in loose.history)
     assert fold.context.validate(loose) == pytest.approx(best)
