@@ -19,7 +19,7 @@ from metarec.errors import DataError
 from metarec.evaluation.records import random_tie_order
 from metarec.evaluation.stats import bootstrap_ci
 from metarec.meta.model import MetaModel
-from metarec.ranking import category_scores, popularity_scores, rank_top_k, ranking_metrics
+from metarec.ranking import category_scores, popularity_scores, ranked_metrics
 from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, Split, evaluation_masks, split_k_shot, support_state
 
@@ -111,13 +111,13 @@ def evaluate_holdout(
                     relevant,
                     exclude,
                 )
-                values = ranking_metrics(scores, relevant_p, ks, exclude=exclude_p)
+                # one ranking: each top-k is the start of the top-max(ks) list
+                values, ranked = ranked_metrics(scores, relevant_p, ks, exclude=exclude_p)
                 for (metric, k), per_user in values.items():
                     pooled.setdefault((method.name, metric, k), []).append(per_user)
                     records.append(_record(method, n_shots, name, metric, k, per_user, n_resamples))
                 for k in ks:
-                    top = rank_top_k(scores, k, exclude=exclude_p)
-                    share = len(np.unique(top.numpy())) / category.n_items
+                    share = len(np.unique(ranked[:, :k].numpy())) / category.n_items
                     records.append(
                         {
                             "method": method.name,

@@ -62,7 +62,8 @@ def random_tie_order(
 
 def _moved(mask: torch.Tensor, order: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
     """``mask[..., order]``; a sparse 2-D bool mask (query positives, support items) is rebuilt
-    from its few True entries, 5x faster than gathering every column of a wide catalogue."""
+    from its few True entries: about 4x faster than ``index_select`` of every column at 93k
+    items (measured: 0.26 s against 1.04 s for 2,048 users)."""
     if mask.dtype != torch.bool or mask.dim() != 2:
         return mask.index_select(-1, order)
     rows, columns = mask.nonzero(as_tuple=True)

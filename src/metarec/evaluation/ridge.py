@@ -19,7 +19,7 @@ Fit, on the fold's training categories:
    factors. With ``guard`` (off by default) a start or checkpoint other than fold-in is taken
    only if its paired gain over fold-in on the validation users exceeds that many standard
    errors. Off because validation scores one shot count (``tasks.shots``): on full ML-1M a
-   guard of :data:`GUARD_STANDARD_ERRORS` lifted 1 to 10 shots by 0.1 to 0.4% and cost 38% at
+   guard of :data:`GUARD_STANDARD_ERRORS` lifted 1 to 10 shots by 0.2 to 0.4% and cost 38% at
    0 shots, where the content prior it rejected matters most (docs/BENCHMARKS.md, "The guard").
 
 By default only the content prior ``P`` and the support bias ``b`` are learned: on the

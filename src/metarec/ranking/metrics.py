@@ -276,8 +276,9 @@ def _counting_width(n_items: int) -> int:
     """Most relevant items per user for which counting beats sorting.
 
     Counting costs two comparison passes over the row per relevant item; numpy's sort of a row
-    costs about ``3 log2(n)`` passes (measured at 1.7k to 93k items: 14x to 43x one pass).
-    Half that keeps a margin.
+    costs 14 passes at 1.7k items, 19 at 3.7k, 35 at 20k and 43 at 93k (measured), growing
+    with ``log n``. The width ``0.75 log2(n)`` (8 at 1.7k, 12 at 93k) is about break-even at
+    the small end and well ahead at the large end, where the time goes.
     """
     return max(1, int(0.75 * np.log2(max(n_items, 2))))
 
