@@ -53,6 +53,17 @@ def test_solve_rows_with_gram_is_the_closed_form_row_by_row() -> None:
     assert not out[2].any()
 
 
+def test_solve_rows_solves_a_row_cholesky_cannot_factor() -> None:
+    """A confidence below one can make a row's system indefinite: that row is solved by LU."""
+    factors = np.eye(3)
+    dense = np.array([[0.1, 0.0, 0.0], [2.0, 3.0, 0.0]])  # row 0: 1 - 0.9 + 0.05 < 0 at (0, 0)
+    gram = 0.0 * np.eye(3)
+    out = solve_rows(sp.csr_matrix(dense), factors, 0.05, gram=gram)
+    # row 0: (0.05 + (0.1 - 1)) x_0 = 0.1; row 1 is positive definite
+    np.testing.assert_allclose(out[0], [0.1 / (0.05 - 0.9), 0.0, 0.0], atol=1e-12)
+    np.testing.assert_allclose(out[1], [2.0 / 1.05, 3.0 / 2.05, 0.0], atol=1e-12)
+
+
 @pytest.mark.parametrize("method", [ALS, BPR])
 def test_taste_from_other_categories_beats_popularity(known_fold: KnownFold, method: type) -> None:
     """Users' publisher taste carries across categories; popularity is blind to it."""

@@ -61,7 +61,6 @@ def solve_rows(
     y = torch.as_tensor(np.asarray(factors, dtype=np.float64))
     f = y.shape[1]
     g = y.T @ y if gram is None else torch.as_tensor(np.asarray(gram, dtype=np.float64))
-    eye = torch.eye(f, dtype=torch.float64)
     penalty = torch.as_tensor(np.broadcast_to(regularization, confidence.shape[:1]).copy())
     out = torch.zeros((confidence.shape[0], f), dtype=torch.float64)
     counts = np.diff(confidence.indptr)
@@ -73,10 +72,17 @@ def solve_rows(
         yr = y[torch.from_numpy(confidence.indices[entry].astype(np.int64))]  # (b, width, f)
         # padding entries have c = 0: they add nothing to either side
         weighted = yr * torch.where(c > 0, c - 1.0, 0.0)[..., None]
-        ridge = penalty[torch.from_numpy(rows)].double()[:, None, None] * eye
-        a = g + ridge + torch.bmm(weighted.transpose(1, 2), yr)
-        rhs = torch.bmm(c[:, None, :], yr)[:, 0]
-        out[torch.from_numpy(rows)] = torch.linalg.solve(a, rhs)
+        a = torch.baddbmm(g.expand(len(rows), f, f), weighted.transpose(1, 2), yr)
+        a.diagonal(dim1=1, dim2=2).add_(penalty[torch.from_numpy(rows)].double()[:, None])
+        rhs = torch.bmm(c[:, None, :], yr).transpose(1, 2)
+        # a is symmetric positive definite for lambda > 0 and confidences >= 1: Cholesky does
+        # half of LU's work (benchmarks/bench_solve.py); LU only for a row where it fails
+        factor, info = torch.linalg.cholesky_ex(a)
+        solved = torch.cholesky_solve(rhs, factor)[..., 0]
+        failed = info != 0
+        if failed.any():
+            solved[failed] = torch.linalg.solve(a[failed], rhs[failed][..., 0])
+        out[torch.from_numpy(rows)] = solved
     return out.numpy()
 
 
