@@ -22,7 +22,13 @@ from metarec.errors import BadRowsError
 from metarec.serving import schemas
 from metarec.serving.conflicts import EventConflictError, conflicts
 
-__all__ = ["EventsRejectedError", "StoredEvents", "store_events"]
+__all__ = [
+    "EventsRejectedError",
+    "StoredEvents",
+    "StoredGroup",
+    "store_event_batches",
+    "store_events",
+]
 
 _COLUMNS = ["event_id", "user_id", "item_id", "timestamp", "event", "rating", "weight"]
 
@@ -45,6 +51,22 @@ class StoredEvents:
 
     response: schemas.EventsResponse
     per_category: list[tuple[str, int]]
+    known: frozenset[str] = frozenset()  # the batch's event ids that were stored before
+
+
+@dataclass(frozen=True)
+class StoredGroup:
+    """What a group of batches did: one outcome per batch, new events per category for all.
+
+    Attributes:
+        outcomes: per batch, its answer, or the error it raises (nothing of it stored).
+        per_category: the group's new events counted per category.
+        transactions: how many loads stored the group (1 when it was committed together).
+    """
+
+    outcomes: list[schemas.EventsResponse | EventsRejectedError | EventConflictError]
+    per_category: list[tuple[str, int]]
+    transactions: int
 
 
 def store_events(
@@ -114,7 +136,58 @@ def store_events(
         duplicates=counts.unchanged,
         rejected=rejected,
     )
-    return StoredEvents(response, _per_category(connection, new_items) if counts.inserted else [])
+    return StoredEvents(
+        response,
+        _per_category(connection, new_items) if counts.inserted else [],
+        frozenset(stored_before),
+    )
+
+
+def store_event_batches(store: Store, batches: Sequence[Sequence[schemas.Event]]) -> StoredGroup:
+    """Store batches that arrived together in one transaction (group commit); each batch gets
+    exactly the answer it would get alone.
+
+    Most of a batch's cost is fixed (the load's queries and the commit), so batches waiting on
+    the store lock are committed together. All or nothing per batch still holds: if the merged
+    load is refused (a batch has a bad row or re-uses a stored id with other content, or two
+    batches carry the same ``event_id``), nothing of it was stored and every batch is stored on
+    its own, in order, as if it had come alone. The caller holds the store lock.
+
+    Args:
+        store: the service's store, open read-write.
+        batches: batches stored all or nothing (``skip_bad_rows`` off), in arrival order.
+    """
+    if len(batches) > 1:
+        merged = [event for batch in batches for event in batch]
+        try:
+            stored = store_events(store, merged)
+        except (EventsRejectedError, EventConflictError):
+            pass  # nothing stored: each batch on its own below
+        else:
+            outcomes: list[schemas.EventsResponse | EventsRejectedError | EventConflictError] = []
+            for batch in batches:
+                known = sum(event.event_id in stored.known for event in batch)
+                outcomes.append(
+                    schemas.EventsResponse(
+                        received=len(batch),
+                        inserted=len(batch) - known,
+                        duplicates=known,
+                        rejected=[],
+                    )
+                )
+            return StoredGroup(outcomes, stored.per_category, transactions=1)
+    outcomes = []
+    counts: dict[str, int] = {}
+    for batch in batches:
+        try:
+            alone = store_events(store, batch)
+        except (EventsRejectedError, EventConflictError) as exc:
+            outcomes.append(exc)
+            continue
+        outcomes.append(alone.response)
+        for category, n in alone.per_category:
+            counts[category] = counts.get(category, 0) + n
+    return StoredGroup(outcomes, sorted(counts.items()), transactions=len(batches))
 
 
 def _stored_event_ids(connection: duckdb.DuckDBPyConnection, ids: list[str]) -> set[str]:

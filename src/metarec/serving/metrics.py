@@ -38,6 +38,12 @@ class ServiceMetrics:
         self.events = Counter(
             "metarec_events", "events received, by outcome", ["outcome"], registry=r
         )
+        self.event_groups = Histogram(
+            "metarec_events_group_size",
+            "event batches committed in one transaction (group commit)",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.adaptations = Counter(
             "metarec_adaptations", "adaptation jobs, by outcome", ["outcome"], registry=r
         )

@@ -32,7 +32,7 @@ from metarec.data.store import Store
 from metarec.errors import DataError, MetarecError
 from metarec.serving import schemas
 from metarec.serving.conflicts import EventConflictError
-from metarec.serving.events import EventsRejectedError, store_events
+from metarec.serving.events import EventsRejectedError, store_event_batches, store_events
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
 from metarec.serving.recommender import Adaptation, Recommendation, Recommender
@@ -63,6 +63,8 @@ class Service:
         self.metrics = ServiceMetrics()
         self._store_lock = threading.Lock()
         self._counts_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[_PendingBatch] = []  # event batches waiting to be committed
         self._since_adaptation: dict[str, int] = {}
         self._snapshots = Snapshots(store, self._store_lock, recommender)
         self._jobs = JobQueue(
@@ -201,8 +203,11 @@ class Service:
     def post_events(
         self, events: Sequence[schemas.Event], *, skip_bad_rows: bool = False
     ) -> schemas.EventsResponse:
-        """Store a batch of events in one transaction; durable when this returns
-        (:func:`metarec.serving.events.store_events`, under the store lock).
+        """Store a batch of events, all or nothing; durable when this returns.
+
+        Batches that wait for the store are committed in one transaction (group commit,
+        :meth:`_group_commit`), each with the answer it would get alone; a batch with
+        ``skip_bad_rows`` is stored on its own (:func:`metarec.serving.events.store_events`).
 
         Raises:
             DataError: more events than ``settings.max_events``.
@@ -214,21 +219,81 @@ class Service:
                 f"{len(events)} events in one batch; send at most {self.settings.max_events} "
                 "per request"
             )
-        try:
-            with self._store_lock:
-                stored = store_events(self.store, events, skip_bad_rows=skip_bad_rows)
-        except (EventsRejectedError, EventConflictError):
+        if skip_bad_rows:  # its own transaction: its partial answer is not merged
+            try:
+                with self._store_lock:
+                    stored = store_events(self.store, events, skip_bad_rows=True)
+            except (EventsRejectedError, EventConflictError):
+                self.metrics.events.labels("rejected").inc(len(events))
+                raise
+            self._stored(stored.response, stored.per_category)
+            return stored.response
+        outcome = self._group_commit(_PendingBatch(events))
+        if isinstance(outcome, Exception):
             self.metrics.events.labels("rejected").inc(len(events))
-            raise
-        response = stored.response
+            raise outcome
+        return outcome
+
+    def _group_commit(
+        self, mine: _PendingBatch
+    ) -> schemas.EventsResponse | EventsRejectedError | EventConflictError:
+        """Commit this batch together with every batch waiting for the store (group commit).
+
+        Whoever gets the store lock first stores the batches queued by then, its own first, in
+        one transaction (:func:`~metarec.serving.events.store_event_batches`), up to
+        ``max_events`` events; the others find theirs done when they get the lock.
+        """
+        with self._pending_lock:
+            self._pending.append(mine)
+        with self._store_lock:
+            if mine.outcome is None and mine.error is None:  # not stored by another's group
+                with self._pending_lock:
+                    group, total = [mine], len(mine.events)
+                    rest = []
+                    for other in self._pending:
+                        if other is mine:
+                            continue
+                        if total + len(other.events) <= self.settings.max_events:
+                            group.append(other)
+                            total += len(other.events)
+                        else:
+                            rest.append(other)
+                    self._pending = rest
+                try:
+                    stored = store_event_batches(self.store, [p.events for p in group])
+                except BaseException as exc:  # a store failure: every batch of the group fails
+                    for pending in group:
+                        pending.error = exc
+                    raise
+                for pending, outcome in zip(group, stored.outcomes, strict=True):
+                    pending.outcome = outcome
+                inserted = [o for o in stored.outcomes if isinstance(o, schemas.EventsResponse)]
+                self.metrics.event_groups.observe(len(group))
+                self._count_group(inserted, stored.per_category)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.outcome is not None
+        outcome = mine.outcome
+        if isinstance(outcome, schemas.EventsResponse):
+            self.metrics.events.labels("inserted").inc(outcome.inserted)
+            self.metrics.events.labels("duplicate").inc(outcome.duplicates)
+        return outcome
+
+    def _count_group(
+        self, responses: list[schemas.EventsResponse], per_category: list[tuple[str, int]]
+    ) -> None:
+        if any(response.inserted for response in responses):
+            self._jobs.mark_dirty()
+            for category, n in per_category:
+                self._count_events(category, n)
+
+    def _stored(
+        self, response: schemas.EventsResponse, per_category: list[tuple[str, int]]
+    ) -> None:
         self.metrics.events.labels("inserted").inc(response.inserted)
         self.metrics.events.labels("duplicate").inc(response.duplicates)
         self.metrics.events.labels("rejected").inc(len(response.rejected))
-        if response.inserted:
-            self._jobs.mark_dirty()
-            for category, n in stored.per_category:
-                self._count_events(category, n)
-        return response
+        self._count_group([response], per_category)
 
     def launch(self, request: schemas.LaunchRequest) -> schemas.LaunchResponse:
         """Create (or update) a category and its items; visible to reads when this returns.
@@ -394,3 +459,14 @@ def _items_frame(request: schemas.LaunchRequest) -> pd.DataFrame:
             record["authors"] = "|".join(record["authors"])
         records.append({**record, "category": request.category, **item.attributes})
     return pd.DataFrame.from_records(records)
+
+
+class _PendingBatch:
+    """A batch of events waiting for the store, and what became of it."""
+
+    def __init__(self, events: Sequence[schemas.Event]) -> None:
+        self.events = events
+        self.outcome: schemas.EventsResponse | EventsRejectedError | EventConflictError | None = (
+            None
+        )
+        self.error: BaseException | None = None
