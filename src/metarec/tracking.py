@@ -43,6 +43,7 @@ def log_run(
     metrics: Mapping[str, float],
     artifacts: Iterable[Path] = (),
     experiment: str = EXPERIMENT,
+    steps: Iterable[tuple[int, Mapping[str, float]]] = (),
 ) -> str:
     """Log one finished run to MLflow and return its run id.
 
@@ -54,6 +55,8 @@ def log_run(
         metrics: metric name to value; non-finite values are left out (MLflow refuses NaN).
         artifacts: files copied into the run.
         experiment: the MLflow experiment (created if missing).
+        steps: ``(step, metrics)`` pairs logged at their step (a training curve); non-finite
+            values left out.
 
     Raises:
         MissingExtraError: MLflow is not installed.
@@ -74,6 +77,10 @@ def log_run(
             mlflow.log_params({key: flat[key] for key in keys[start : start + _BATCH]})
         if finite:
             mlflow.log_metrics(finite)
+        for step, values in steps:
+            at_step = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
+            if at_step:
+                mlflow.log_metrics(at_step, step=step)
         for path in files:
             mlflow.log_artifact(str(path))
         return str(run.info.run_id)
@@ -110,6 +117,69 @@ def log_evaluation(run_dir: str | Path, uri: str, *, name: str | None = None) ->
     )
 
 
+def log_training(
+    metadata: Mapping[str, Any],
+    uri: str,
+    *,
+    name: str,
+    artifacts: Iterable[Path] = (),
+) -> str:
+    """Log a trained model from its manifest's ``metadata``: the training config and the chosen
+    method as params, each candidate's validation score and fit time and the training curve
+    (each ``history`` entry's numbers at its step) as metrics. Returns the MLflow run id.
+
+    Metric keys: ``validation.<candidate>.ndcg_at_10``, ``fit_seconds.<candidate>``, and per
+    step ``train.<name>`` (``train.loss``, ...).
+
+    Raises:
+        MissingExtraError: MLflow is not installed.
+        DataError: an artifact does not exist.
+    """
+    selection = metadata.get("selection") or {}
+    splits = metadata.get("splits") or {}
+    params: dict[str, Any] = {
+        "train": metadata.get("config") or {},
+        "chosen": selection.get("chosen"),
+        "splits": {part: len(names) for part, names in splits.items()},
+    }
+    metrics: dict[str, float] = {}
+    for candidate in selection.get("candidates") or []:
+        label = candidate.get("name", "model")
+        if _number(candidate.get("validation")):
+            metrics[f"validation.{label}.ndcg_at_10"] = float(candidate["validation"])
+        if _number(candidate.get("seconds")):
+            metrics[f"fit_seconds.{label}"] = float(candidate["seconds"])
+    return log_run(
+        uri,
+        name=name,
+        params=params,
+        metrics=metrics,
+        artifacts=artifacts,
+        steps=_history_steps(metadata.get("history") or []),
+    )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _history_steps(history: Iterable[Mapping[str, Any]]) -> list[tuple[int, dict[str, float]]]:
+    """``(step, {train.<name>: value})`` of each history entry with a step and numbers."""
+    steps = []
+    for entry in history:
+        step = entry.get("step") if isinstance(entry, Mapping) else None
+        if not isinstance(step, int):
+            continue
+        values = {
+            f"train.{key}": float(value)
+            for key, value in entry.items()
+            if key != "step" and _number(value)
+        }
+        if values:
+            steps.append((step, values))
+    return steps
+
+
 def evaluation_metrics(records: Iterable[Mapping[str, Any]]) -> dict[str, float]:
     """The pooled rows (``category == "all"``) of an evaluation's records as metric keys; a
     run without pooled rows (one test category) gives its rows."""
@@ -135,6 +205,15 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         flat[name] = text[:_PARAM_CHARS]
     return flat
+
+
+def require_mlflow() -> None:
+    """Fail before a long run, not after it, when tracking was asked for without MLflow.
+
+    Raises:
+        MissingExtraError: MLflow is not installed.
+    """
+    _mlflow()
 
 
 def _mlflow() -> Any:

@@ -13,7 +13,14 @@ from typer.testing import CliRunner
 
 from metarec.cli import app
 from metarec.errors import DataError, MissingExtraError
-from metarec.tracking import evaluation_metrics, flatten, log_evaluation, log_run
+from metarec.tracking import (
+    evaluation_metrics,
+    flatten,
+    log_evaluation,
+    log_run,
+    log_training,
+    require_mlflow,
+)
 
 runner = CliRunner()
 
@@ -67,6 +74,16 @@ def test_tracking_without_mlflow_names_the_extra(
         log_run("file:///nowhere", name="x", params={}, metrics={})
     with pytest.raises(DataError, match="not an evaluation run folder"):
         log_evaluation(tmp_path, "file:///nowhere")
+    with pytest.raises(MissingExtraError, match=r"metarec\[tracking\]"):
+        require_mlflow()
+    # asked for, without the extra: refused before any training, not after it
+    refused = runner.invoke(
+        app,
+        ["train", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "m"),
+         "--mlflow", "file:///nowhere"],
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "metarec[tracking]" in refused.output
+    assert not (tmp_path / "m").exists()
 
 
 def test_an_evaluation_folder_is_logged(tmp_path: Path, store_uri: str) -> None:
@@ -105,3 +122,63 @@ def test_evaluate_logs_to_the_uri_of_the_environment(
     run = MlflowClient(store_uri).get_run(run_id)
     assert run.data.params["evaluation.protocol"] == "loco"
     assert "popularity.ndcg_at_10.shots_1" in run.data.metrics
+
+
+METADATA = {
+    "config": {"seed": 0, "method": "auto", "meta": {"algorithm": "maml"}},
+    "splits": {"train": ["A", "B"], "validation": ["C"], "hold_out": []},
+    "history": [
+        {"step": 1, "loss": 0.6},
+        {"step": 2, "loss": 0.5, "validation_ndcg_at_10": 0.41, "note": "text is left out"},
+        {"loss": 0.1},  # no step: left out
+    ],
+    "selection": {
+        "chosen": "metarec-ridge",
+        "candidates": [
+            {"name": "metarec-maml", "validation": 0.40, "seconds": 12.5},
+            {"name": "metarec-ridge", "validation": 0.43, "seconds": 3.0},
+        ],
+    },
+}
+
+
+def test_a_training_is_logged_with_its_curve(tmp_path: Path, store_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"metadata": METADATA}))
+    run_id = log_training(METADATA, store_uri, name="train shop", artifacts=[manifest])
+    client = MlflowClient(store_uri)
+    run = client.get_run(run_id)
+    assert run.info.run_name == "train shop"
+    assert run.data.params["chosen"] == "metarec-ridge"
+    assert run.data.params["train.meta.algorithm"] == "maml"
+    assert run.data.params["splits.train"] == "2"
+    assert run.data.metrics["validation.metarec-ridge.ndcg_at_10"] == 0.43
+    assert run.data.metrics["fit_seconds.metarec-maml"] == 12.5
+    curve = client.get_metric_history(run_id, "train.loss")
+    assert [(m.step, m.value) for m in curve] == [(1, 0.6), (2, 0.5)]
+    assert [m.step for m in client.get_metric_history(run_id, "train.validation_ndcg_at_10")] == [2]
+    assert {a.path for a in client.list_artifacts(run_id)} == {"manifest.json"}
+
+
+def test_train_logs_to_the_given_uri(known_store: Path, tmp_path: Path, store_uri: str) -> None:
+    from mlflow.tracking import MlflowClient
+
+    config = tmp_path / "small.toml"
+    config.write_text(
+        "method = 'mlp'\n[tasks]\nshots = 3\ntrain_shots = [1, 3]\nmin_users = 10\n"
+        "[model]\nhidden = [16, 8]\n[features]\ncf_rank = 4\n"
+        "[meta]\nmeta_batch_size = 4\ninner_steps = 1\n"
+    )
+    done = runner.invoke(
+        app,
+        ["train", "--store", str(known_store), "--out", str(tmp_path / "model"),
+         "--config", str(config), "--steps", "3", "--quiet", "--mlflow", store_uri],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    client = MlflowClient(store_uri)
+    (run,) = client.search_runs(client.get_experiment_by_name("metarec").experiment_id)
+    assert run.info.run_id in done.output.replace("\n", "")
+    assert run.data.params["train.method"] == "mlp"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train.loss")] == [1, 2, 3]

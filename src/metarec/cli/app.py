@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from metarec.errors import MetarecError
 
@@ -59,7 +60,8 @@ def command(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except MetarecError as exc:
-            err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            # escaped: messages hold user input and brackets ("metarec[tracking]", names)
+            err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from exc
 
     app.command()(wrapper)

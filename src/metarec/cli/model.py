@@ -74,6 +74,15 @@ def train(
             "`torchrun --nproc-per-node 2 -m metarec.cli train ... --distributed`."
         ),
     ] = False,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            envvar="MLFLOW_TRACKING_URI",
+            help="Also log the training (config, candidates' validation scores, training "
+            "curve, manifest) to this MLflow tracking URI; needs the tracking extra.",
+        ),
+    ] = None,
 ) -> None:
     """Train on the store's categories and write the model folder: by default the better, on
     the store's validation categories, of the MLP meta-learner and metarec-ridge."""
@@ -112,6 +121,10 @@ def train(
         if checkpoint_dir is None
         else Checkpointing(checkpoint_dir, every=checkpoint_every, resume=resume)
     )
+    if mlflow:
+        from metarec.tracking import require_mlflow
+
+        require_mlflow()  # before the training, not after it
     chosen = method or ("mlp" if algorithm and resolved.method == "auto" else resolved.method)
     if chosen not in CHOICES:
         raise ConfigError(f"--method must be one of {', '.join(CHOICES)}, got {chosen!r}")
@@ -137,6 +150,7 @@ def train(
             return  # rank 0 writes the model and reports
     model = selection.model
     save_model(model, out)
+    run_id = _log_training(out, mlflow) if mlflow else None
     if len(selection.candidates) > 1:
         table = Table(title=f"validation ({MEASURE})")
         for column in ("method", "NDCG@10", "fit seconds", ""):
@@ -154,7 +168,18 @@ def train(
         f"{len(model.splits['train'])} training categories, "
         f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out"
         + (f"; {world.size} ranks" if world.size > 1 else "")
+        + (f"; MLflow run {run_id}" if run_id else "")
     )
+
+
+def _log_training(folder: Path, uri: str) -> str:
+    """Log the model folder just written to MLflow (its manifest's metadata and the manifest)."""
+    from metarec.artifacts import MANIFEST_NAME
+    from metarec.tracking import log_training
+
+    manifest = folder / MANIFEST_NAME
+    metadata = json.loads(manifest.read_text())["metadata"]
+    return log_training(metadata, uri, name=f"train {folder.name}", artifacts=[manifest])
 
 
 def _parse_time(value: str | None) -> int | None:
