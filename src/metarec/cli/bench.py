@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from metarec.cli.app import JsonOption, QuietOption, StoreOption, command, console, err_console
@@ -138,7 +139,7 @@ def evaluate(
             )
     if run_id is not None:
         console.print(f"logged to MLflow: run {run_id}")
-    console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
+    console.print(f"[green]wrote[/] {escape(str(out))} in {time.perf_counter() - started:.0f} s")
 
 
 def _evaluate_melu(store: Path, out: Path, eval_config: Any, started: float) -> None:
@@ -159,4 +160,4 @@ def _evaluate_melu(store: Path, out: Path, eval_config: Any, started: float) -> 
         + "\n"
     )
     console.print(table)
-    console.print(f"[green]wrote[/] {out} in {time.perf_counter() - started:.0f} s")
+    console.print(f"[green]wrote[/] {escape(str(out))} in {time.perf_counter() - started:.0f} s")

@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from metarec.cli.app import StoreOption, command, console
@@ -33,9 +34,11 @@ def check(
     elif not counts:
         console.print(f"[green]ok[/] {store}: every stored number is finite and in range")
     else:
-        shown = Table("table", "key", "column", "value", "reason", title=str(store))
+        shown = Table("table", "key", "column", "value", "reason", title=escape(str(store)))
         for row in rows.itertuples(index=False):
-            shown.add_row(row.table, row.key, row.column, row.value, row.reason)
+            shown.add_row(
+                *(escape(str(v)) for v in (row.table, row.key, row.column, row.value, row.reason))
+            )
         console.print(shown)
         summary = ", ".join(f"{n:,} in {column}" for column, n in counts.items())
         console.print(

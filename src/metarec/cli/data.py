@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from metarec.cli.app import JsonOption, QuietOption, StoreOption, command, console
@@ -23,7 +24,7 @@ def simulate(
     from metarec.data.simulate import simulate as run
 
     summary = run(out, seed=seed)
-    console.print(f"[green]wrote[/] {out}: {summary}")
+    console.print(f"[green]wrote[/] {escape(str(out))}: {escape(str(summary))}")
 
 
 @command
@@ -72,7 +73,9 @@ def ingest(
             )
         )
         return
-    table = Table("table", "read", "inserted", "unchanged", "updated", "bad", title=str(store))
+    table = Table(
+        "table", "read", "inserted", "unchanged", "updated", "bad", title=escape(str(store))
+    )
     for name in ("interactions", "items", "users", "categories"):
         counts = getattr(report, name)
         table.add_row(
@@ -84,9 +87,11 @@ def ingest(
         )
     console.print(table)
     for finding in report.findings:
-        console.print(f"[yellow]note:[/] {finding}")
+        console.print(f"[yellow]note:[/] {escape(finding)}")
     if report.report_path is not None:
-        console.print(f"[yellow]bad rows skipped; report written to {report.report_path}[/]")
+        console.print(
+            f"[yellow]bad rows skipped; report written to {escape(str(report.report_path))}[/]"
+        )
     console.print(f"loaded in {report.seconds:.1f} s")
 
 
@@ -156,7 +161,9 @@ def categories(
         return
     shown = Table("category", "items", "users", "positives")
     for row in table.itertuples(index=False):
-        shown.add_row(row.category, f"{row.n_items:,}", f"{row.n_users:,}", f"{row.n_positives:,}")
+        shown.add_row(
+            escape(row.category), f"{row.n_items:,}", f"{row.n_users:,}", f"{row.n_positives:,}"
+        )
     console.print(shown)
 
 
@@ -169,4 +176,4 @@ def export(
     from metarec.data.export import export_store
 
     summary = export_store(store, out)
-    console.print(f"[green]wrote[/] {out}: {summary}")
+    console.print(f"[green]wrote[/] {escape(str(out))}: {escape(str(summary))}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from metarec.cli.app import (
@@ -128,7 +129,7 @@ def train(
     chosen = method or ("mlp" if algorithm and resolved.method == "auto" else resolved.method)
     if chosen not in CHOICES:
         raise ConfigError(f"--method must be one of {', '.join(CHOICES)}, got {chosen!r}")
-    log = (lambda _: None) if quiet else (lambda line: console.print(f"[dim]{line}[/]"))
+    log = (lambda _: None) if quiet else (lambda line: console.print(f"[dim]{escape(line)}[/]"))
     with World.from_torchrun() if distributed else World() as world:
         # An export is read per category: the sealed categories' interactions are never opened.
         opened = (
@@ -164,7 +165,7 @@ def train(
             )
         console.print(table)
     console.print(
-        f"[green]wrote[/] {out}: {selection.chosen} ({selection.reason}); "
+        f"[green]wrote[/] {escape(str(out))}: {selection.chosen} ({escape(selection.reason)}); "
         f"{len(model.splits['train'])} training categories, "
         f"{len(model.splits['validation'])} validation, {len(model.splits['hold_out'])} held out"
         + (f"; {world.size} ranks" if world.size > 1 else "")
@@ -212,7 +213,7 @@ def adapt(
     with open_store(store, read_only=True) as opened:
         adaptation = Recommender.open(model, opened).adapt(category, as_of=_parse_time(as_of))
     console.print(
-        f"[green]adapted[/] {category!r} version {adaptation.version} from "
+        f"[green]adapted[/] {escape(repr(category))} version {adaptation.version} from "
         f"{adaptation.support_size} interactions of {adaptation.n_users} users "
         f"in {adaptation.seconds * 1000:.1f} ms"
     )
@@ -267,12 +268,14 @@ def recommend(
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, allow_nan=False))
         return
-    title = f"top {k} in {category} for user {user}"
+    title = escape(f"top {k} in {category} for user {user}")
     if result.fallback:
         title += f"  [yellow](fallback: {result.fallback})[/]"
     table = Table("rank", "item", "title", "score", title=title)
     for rank, item in enumerate(result.items, 1):
-        table.add_row(str(rank), item.item_id, item.title or "", f"{item.score:.4f}")
+        table.add_row(
+            str(rank), escape(item.item_id), escape(item.title or ""), f"{item.score:.4f}"
+        )
     console.print(table)
 
 
@@ -314,7 +317,8 @@ def _recommend_many(
         typer.echo(json.dumps(summary))
         return
     console.print(
-        f"[green]wrote[/] {out}: top {k} of {category!r} for {n_users:,} users "
+        f"[green]wrote[/] {escape(str(out))}: top {k} of {escape(repr(category))} "
+        f"for {n_users:,} users "
         f"({len(table):,} rows) in {summary['seconds']:.1f} s"
         + (f"; fallbacks {summary['fallbacks']}" if fallbacks else "")
     )
