@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ _BATCH = 100  # MLflow takes at most 100 params per call of its batch endpoint
 _PARAM_CHARS = 6000  # and values of at most 6,000 characters
 _PLOTS = ("*.png",)
 _RUN_FILES = ("report.md", "metrics.json", "config.json", "timings.json")
+_URI_VARIABLE = "MLFLOW_TRACKING_URI"
+_REFUSED = re.compile(r"[^0-9A-Za-z_\-. :/]")  # what MLflow allows in a metric name
 
 
 def log_run(
@@ -52,7 +56,8 @@ def log_run(
         name: the run's name.
         params: parameters; nested mappings are flattened to dotted keys (``meta.algorithm``),
             values written as text (lists as JSON).
-        metrics: metric name to value; non-finite values are left out (MLflow refuses NaN).
+        metrics: metric name to value; non-finite values are left out (MLflow refuses NaN),
+            names made valid for MLflow (``@`` as ``_at_``).
         artifacts: files copied into the run.
         experiment: the MLflow experiment (created if missing).
         steps: ``(step, metrics)`` pairs logged at their step (a training curve); non-finite
@@ -68,22 +73,40 @@ def log_run(
         raise DataError(f"cannot log missing files to MLflow: {', '.join(missing)}")
     mlflow = _mlflow()
     flat = flatten(params)
-    finite = {key: float(v) for key, v in metrics.items() if math.isfinite(float(v))}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=name) as run:
-        keys = sorted(flat)
-        for start in range(0, len(keys), _BATCH):
-            mlflow.log_params({key: flat[key] for key in keys[start : start + _BATCH]})
-        if finite:
-            mlflow.log_metrics(finite)
-        for step, values in steps:
-            at_step = {k: float(v) for k, v in values.items() if math.isfinite(float(v))}
-            if at_step:
-                mlflow.log_metrics(at_step, step=step)
-        for path in files:
-            mlflow.log_artifact(str(path))
-        return str(run.info.run_id)
+    # MLflow's set_tracking_uri also exports MLFLOW_TRACKING_URI to the process: put it back,
+    # or every later command of this process (the CLI reads the variable) would log there too
+    previous = os.environ.get(_URI_VARIABLE)
+    try:
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=name) as run:
+            keys = sorted(flat)
+            for start in range(0, len(keys), _BATCH):
+                mlflow.log_params({key: flat[key] for key in keys[start : start + _BATCH]})
+            if finite := _metric_values(metrics):
+                mlflow.log_metrics(finite)
+            for step, values in steps:
+                if at_step := _metric_values(values):
+                    mlflow.log_metrics(at_step, step=step)
+            for path in files:
+                mlflow.log_artifact(str(path))
+            return str(run.info.run_id)
+    finally:
+        if previous is None:
+            os.environ.pop(_URI_VARIABLE, None)
+        else:
+            os.environ[_URI_VARIABLE] = previous
+
+
+def _metric_values(metrics: Mapping[str, float]) -> dict[str, float]:
+    """Finite values (MLflow refuses NaN) under names MLflow accepts (``ndcg@10`` becomes
+    ``ndcg_at_10``; other characters it refuses become ``_``)."""
+    named = {}
+    for key, value in metrics.items():
+        if math.isfinite(float(value)):
+            name = _REFUSED.sub("_", key.replace("@", "_at_"))
+            named[name] = float(value)
+    return named
 
 
 def log_evaluation(run_dir: str | Path, uri: str, *, name: str | None = None) -> str:

@@ -5,6 +5,7 @@ fails with the extra to install."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -129,7 +130,7 @@ METADATA = {
     "splits": {"train": ["A", "B"], "validation": ["C"], "hold_out": []},
     "history": [
         {"step": 1, "loss": 0.6},
-        {"step": 2, "loss": 0.5, "validation_ndcg_at_10": 0.41, "note": "text is left out"},
+        {"step": 2, "loss": 0.5, "validation_ndcg@10": 0.41, "note": "text is left out"},
         {"loss": 0.1},  # no step: left out
     ],
     "selection": {
@@ -142,9 +143,12 @@ METADATA = {
 }
 
 
-def test_a_training_is_logged_with_its_curve(tmp_path: Path, store_uri: str) -> None:
+def test_a_training_is_logged_with_its_curve(
+    tmp_path: Path, store_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     manifest = tmp_path / "manifest.json"
     manifest.write_text(json.dumps({"metadata": METADATA}))
     run_id = log_training(METADATA, store_uri, name="train shop", artifacts=[manifest])
@@ -160,6 +164,8 @@ def test_a_training_is_logged_with_its_curve(tmp_path: Path, store_uri: str) -> 
     assert [(m.step, m.value) for m in curve] == [(1, 0.6), (2, 0.5)]
     assert [m.step for m in client.get_metric_history(run_id, "train.validation_ndcg_at_10")] == [2]
     assert {a.path for a in client.list_artifacts(run_id)} == {"manifest.json"}
+    # MLflow exports the URI to the process; a later `metarec train` must not log there unasked
+    assert "MLFLOW_TRACKING_URI" not in os.environ
 
 
 def test_train_logs_to_the_given_uri(known_store: Path, tmp_path: Path, store_uri: str) -> None:
