@@ -96,6 +96,7 @@ def serve(
         err_console.print(
             f"serving {model} (version {service.model_version}) on http://{host}:{port} "
             f"(store {store}); console at /console, API docs at /docs",
+            markup=False,  # paths are data (a folder named with brackets)
             highlight=False,
             soft_wrap=True,
         )
