@@ -32,7 +32,12 @@ from metarec.data.store import Store
 from metarec.errors import DataError, MetarecError
 from metarec.serving import schemas
 from metarec.serving.conflicts import EventConflictError
-from metarec.serving.events import EventsRejectedError, store_event_batches, store_events
+from metarec.serving.events import (
+    EventsRejectedError,
+    StoredGroup,
+    store_event_batches,
+    store_events,
+)
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
 from metarec.serving.recommender import Adaptation, Recommendation, Recommender
@@ -245,6 +250,7 @@ class Service:
         """
         with self._pending_lock:
             self._pending.append(mine)
+        led: StoredGroup | None = None  # the group this thread stored, if it led one
         with self._store_lock:
             if mine.outcome is None and mine.error is None:  # not stored by another's group
                 with self._pending_lock:
@@ -267,9 +273,11 @@ class Service:
                     raise
                 for pending, outcome in zip(group, stored.outcomes, strict=True):
                     pending.outcome = outcome
-                inserted = [o for o in stored.outcomes if isinstance(o, schemas.EventsResponse)]
-                self.metrics.event_groups.observe(len(group))
-                self._count_group(inserted, stored.per_category)
+                led = stored
+        if led is not None:  # counted outside the store lock: a count may queue an adaptation
+            self.metrics.event_groups.observe(len(led.outcomes))
+            inserted = [o for o in led.outcomes if isinstance(o, schemas.EventsResponse)]
+            self._count_group(inserted, led.per_category)
         if mine.error is not None:
             raise mine.error
         assert mine.outcome is not None
