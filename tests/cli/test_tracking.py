@@ -85,6 +85,13 @@ def test_tracking_without_mlflow_names_the_extra(
     )  # fmt: skip
     assert refused.exit_code != 0 and "metarec[tracking]" in refused.output
     assert not (tmp_path / "m").exists()
+    refused = runner.invoke(
+        app,
+        ["evaluate", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "run"),
+         "--mlflow", "file:///nowhere"],
+    )  # fmt: skip
+    assert refused.exit_code != 0 and "metarec[tracking]" in refused.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_evaluation_folder_is_logged(tmp_path: Path, store_uri: str) -> None:

@@ -74,6 +74,10 @@ def evaluate(
     from metarec.features import load_catalog
 
     started = time.perf_counter()
+    if mlflow:
+        from metarec.tracking import require_mlflow
+
+        require_mlflow()  # before the run, not after it
     train_config = load_config(config, seed=seed)
     eval_config = EvalConfig(
         protocol=protocol,  # type: ignore[arg-type]  # validated by pydantic

@@ -231,13 +231,18 @@ class Service:
             except (EventsRejectedError, EventConflictError):
                 self.metrics.events.labels("rejected").inc(len(events))
                 raise
-            self._stored(stored.response, stored.per_category)
-            return stored.response
-        outcome = self._group_commit(_PendingBatch(events))
-        if isinstance(outcome, Exception):
-            self.metrics.events.labels("rejected").inc(len(events))
-            raise outcome
-        return outcome
+            self._count_group([stored.response], stored.per_category)
+            response = stored.response
+        else:
+            outcome = self._group_commit(_PendingBatch(events))
+            if isinstance(outcome, Exception):
+                self.metrics.events.labels("rejected").inc(len(events))
+                raise outcome
+            response = outcome
+        self.metrics.events.labels("inserted").inc(response.inserted)
+        self.metrics.events.labels("duplicate").inc(response.duplicates)
+        self.metrics.events.labels("rejected").inc(len(response.rejected))
+        return response
 
     def _group_commit(
         self, mine: _PendingBatch
@@ -281,11 +286,7 @@ class Service:
         if mine.error is not None:
             raise mine.error
         assert mine.outcome is not None
-        outcome = mine.outcome
-        if isinstance(outcome, schemas.EventsResponse):
-            self.metrics.events.labels("inserted").inc(outcome.inserted)
-            self.metrics.events.labels("duplicate").inc(outcome.duplicates)
-        return outcome
+        return mine.outcome
 
     def _count_group(
         self, responses: list[schemas.EventsResponse], per_category: list[tuple[str, int]]
@@ -294,14 +295,6 @@ class Service:
             self._jobs.mark_dirty()
             for category, n in per_category:
                 self._count_events(category, n)
-
-    def _stored(
-        self, response: schemas.EventsResponse, per_category: list[tuple[str, int]]
-    ) -> None:
-        self.metrics.events.labels("inserted").inc(response.inserted)
-        self.metrics.events.labels("duplicate").inc(response.duplicates)
-        self.metrics.events.labels("rejected").inc(len(response.rejected))
-        self._count_group([response], per_category)
 
     def launch(self, request: schemas.LaunchRequest) -> schemas.LaunchResponse:
         """Create (or update) a category and its items; visible to reads when this returns.
