@@ -5,8 +5,8 @@
 
 ``metarec.models.least_squares.solve_rows`` solves 6,040 user rows (lognormal positive counts,
 about 660k positives, as ML-1M's users) against 3,700 item factors at f = 64, 128 and 192, the
-factor sizes of ALS, metarec-ridge and iALS's grid. This is 83% of ``ials-refit``'s time on
-ML-1M (its full fits; py-spy, docs/BENCHMARKS.md). The answer itself is checked in
+factor sizes of ALS, metarec-ridge and iALS's grid. This solve is 93% of ``ials-refit``'s time
+on full ML-1M (py-spy, docs/BENCHMARKS.md). The answer itself is checked in
 tests/baselines/test_mf.py; here only time is measured, best of ``--repeat``.
 
 Prints a table and, last, a JSON summary: seconds per solve, per factor size.
