@@ -182,13 +182,20 @@ def fold_of(
     :func:`known_answer_config`."""
     config = config or known_answer_config()
     train = [c for c in catalog.categories if c != KNOWN_HELD_OUT and c not in validation]
-    validate = validate_users = None
+    validate = validate_users = validate_zero_users = None
     if validation:
         fold = Fold(0, train, list(validation), [KNOWN_HELD_OUT])
         validator = validation_launches(catalog, config, fold)
         validate, validate_users = validator.score, validator.per_user
+        validate_zero_users = validation_launches(catalog, config, fold, shots=0).per_user
     context = fit_context(
-        catalog, config, train, quick=quick, validate=validate, validate_users=validate_users
+        catalog,
+        config,
+        train,
+        quick=quick,
+        validate=validate,
+        validate_users=validate_users,
+        validate_zero_users=validate_zero_users,
     )
     return KnownFold(catalog, context, list(validation))
 

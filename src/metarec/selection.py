@@ -32,7 +32,7 @@ from threadpoolctl import threadpool_limits
 from metarec.baselines.base import fit_context
 from metarec.config import TrainConfig
 from metarec.data.store import Store
-from metarec.evaluation.cases import Validation, validation_launches
+from metarec.evaluation.cases import LazyValidation, Validation, validation_launches
 from metarec.evaluation.folds import Fold
 from metarec.evaluation.methods import ModelAsMethod
 from metarec.evaluation.records import VALIDATION_K
@@ -146,6 +146,11 @@ def train_selected(
             splits["train"],
             validate=None if validation is None else validation.score,
             validate_users=None if validation is None else validation.per_user,
+            validate_zero_users=None
+            if validation is None
+            else LazyValidation(
+                lambda: validation_launches(catalog, config, fold, shots=0)
+            ).per_user,
         )
         with threadpool_limits(1, "blas"):  # implicit's ALS runs its own threads
             method.fit(context)

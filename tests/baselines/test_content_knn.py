@@ -26,10 +26,11 @@ def test_idf_weights_drop_shared_features_and_keep_numeric_ones() -> None:
             [1.0, 0.0, 0.0, 0.9],
         ]
     )
-    weights = feature_weights(item_x, 1, idf=True)
+    dense = torch.tensor([False, False, False, True])
+    weights = feature_weights(item_x, dense, idf=True)
     expected = [0.0, math.log(5 / 3), math.log(5 / 2), 1.0]  # log((1 + n) / (1 + df))
     torch.testing.assert_close(weights, torch.tensor(expected))
-    assert torch.equal(feature_weights(item_x, 1, idf=False), torch.ones(4))
+    assert torch.equal(feature_weights(item_x, dense, idf=False), torch.ones(4))
 
 
 def test_support_centroids_average_each_users_items(known_fold: KnownFold) -> None:

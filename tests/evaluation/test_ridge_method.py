@@ -4,16 +4,19 @@ and the launch's own bias where there is no validation category."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from tests.conftest import KNOWN_HELD_OUT, fold_of
 
+from metarec.baselines.content_knn import ContentKNN
 from metarec.data.catalog import Catalog
 from metarec.evaluation.ridge import (
     BIAS_STARTS,
     GUARD_STANDARD_ERRORS,
+    ZERO_SHOT_CONTENT,
     MetarecRidge,
     _gain_in_standard_errors,
 )
@@ -83,3 +86,52 @@ def test_without_validation_each_launch_chooses_its_bias(known_catalog: Catalog)
     launch, _ = fold.launch(3)
     assert launch.name == KNOWN_HELD_OUT
     assert method.scores(launch).shape == (len(launch.users), launch.category.n_items)
+
+
+def test_the_zero_shot_content_weight_is_the_best_on_zero_shot_validation(
+    known_catalog: Catalog,
+) -> None:
+    """Chosen after training, on the validation categories launched with no support: every
+    weight tried in order, the kept one scores best there (the first, the trained prior alone,
+    on ties), and the shot counts with support score exactly as before the choice."""
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    assert fold.context.validate is not None and fold.context.validate_zero_users is not None
+    method = MetarecRidge()
+    method.fit(fold.context)
+    assert [z["zero_shot_content"] for z in method.zero_shot] == list(ZERO_SHOT_CONTENT)
+    scores = [z["validation_ndcg@10"] for z in method.zero_shot]
+    best = int(np.argmax(scores))  # the first of equal maxima
+    assert float(method.params["zero_shot_content"]) == ZERO_SHOT_CONTENT[best]
+    assert method.chosen["zero_shot_content"] == ZERO_SHOT_CONTENT[best]
+    assert np.nanmean(fold.context.validate_zero_users(method)) == pytest.approx(scores[best])
+    with_support = fold.context.validate(method)
+    method.params = {**method.params, "zero_shot_content": torch.tensor(0.0, dtype=torch.float64)}
+    assert fold.context.validate(method) == pytest.approx(with_support, abs=0.0)
+    assert method.model().zero_shot == method.zero_shot  # into the model folder's metadata
+
+
+def test_a_large_zero_shot_weight_ranks_by_content_knns_profile_cosine(
+    known_catalog: Catalog,
+) -> None:
+    """At zero shots, ``c_0`` times the content affinity is added to the prior's scores; the
+    affinity is content-kNN's profile cosine (the same IDF weights), the users' profiles from
+    the launch's visible history point where the category's profiles point."""
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    method = MetarecRidge(steps=0)
+    method.fit(fold.context)
+    launch, _ = fold.launch(0)
+    prior = method.scores(launch)
+    method.params = {**method.params, "zero_shot_content": torch.tensor(2.0, dtype=torch.float64)}
+    blended = method.scores(launch)
+    knn = ContentKNN(support_weight=0.0)
+    knn.fit(fold.context)
+    cosine = knn.scores(launch) - knn.scores(replace(launch, category=_no_profiles(launch)))
+    torch.testing.assert_close(blended - prior, 2.0 * cosine, atol=2e-5, rtol=0)
+    assert (cosine.abs().sum(1) > 0).all()  # every launch user has history elsewhere
+
+
+def _no_profiles(launch):  # type: ignore[no-untyped-def]
+    """The launch's category with every user's profile zeroed (content-kNN then scores the
+    tie-break alone)."""
+    category = launch.category
+    return replace(category, profile=torch.zeros_like(category.profile))

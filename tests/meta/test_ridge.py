@@ -15,6 +15,7 @@ from metarec.meta.ridge import (
     lambda_loss,
     listwise_loss,
     ridge_scores,
+    uses_content,
 )
 
 
@@ -118,3 +119,30 @@ def test_lambda_loss_gradient_matches_finite_differences() -> None:
         return lambda_loss(s, relevant, exclude, temperature=0.5, negatives=4)
 
     assert torch.autograd.gradcheck(loss, (scores,), eps=1e-6, atol=1e-5)
+
+
+def test_the_zero_shot_content_term_applies_only_to_a_category_without_support() -> None:
+    factors, support, content, _, _ = _problem()
+    params = init_ridge(4, 3, regularization=2.0, alpha=5.0)
+    assert float(params["zero_shot_content"]) == 0.0  # fold-in: no content term
+    rows = factors[:5]
+    affinity = torch.rand(5, support.n_items, dtype=torch.float64)
+    vectors = fold_in(params, factors, support, content)
+    zero = torch.zeros(support.n_items, dtype=torch.float64)
+    plain = ridge_scores(params, rows, vectors, zero)
+    assert not uses_content(params, zero)
+    torch.testing.assert_close(ridge_scores(params, rows, vectors, zero, affinity), plain)
+    weighted = {**params, "zero_shot_content": torch.tensor(2.0, dtype=torch.float64)}
+    assert uses_content(weighted, zero) and not uses_content(weighted, support.counts)
+    torch.testing.assert_close(
+        ridge_scores(weighted, rows, vectors, zero, affinity), plain + 2.0 * affinity
+    )
+    with_support = ridge_scores(params, rows, vectors, support.counts)
+    torch.testing.assert_close(
+        ridge_scores(weighted, rows, vectors, support.counts, affinity), with_support
+    )
+    with pytest.raises(ValueError, match="affinity"):
+        ridge_scores(weighted, rows, vectors, zero)
+    saved_before = {k: v for k, v in params.items() if k != "zero_shot_content"}
+    assert not uses_content(saved_before, zero)  # models saved before the term score as before
+    torch.testing.assert_close(ridge_scores(saved_before, rows, vectors, zero), plain)

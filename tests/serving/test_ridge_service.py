@@ -7,12 +7,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from tests.conftest import known_answer_config
 from tests.serving.test_app import AUTH, event, serving, wait_for_job
 
 from metarec.data import Store
-from metarec.meta.model import save_model
+from metarec.meta.model import load_model, save_model
+from metarec.meta.ridge_model import RidgeModel
 from metarec.selection import train_selected
 
 
@@ -64,3 +66,29 @@ def _launch_flow(client: TestClient) -> None:
     assert not liked & {i["item_id"] for i in adapted["items"]}
     # user 0 liked publisher P0 (even items) elsewhere; their neighbours' support says so here
     assert all(int(i["item_id"][1:]) % 2 == 0 for i in adapted["items"])
+
+
+def test_a_zero_shot_content_weight_makes_the_first_list_personal(
+    known_store: Path, ridge_dir: Path, tmp_path: Path
+) -> None:
+    """The model's zero-shot content term serves through the same launcher: before any event,
+    each user gets the publisher they liked elsewhere (user ``u`` liked ``P{u % 2}``, 90% of
+    their items); without the term u0, u1 and u2 got the same list."""
+    model = load_model(ridge_dir)
+    assert isinstance(model, RidgeModel)
+    model.params = {**model.params, "zero_shot_content": torch.tensor(100.0, dtype=torch.float64)}
+    folder = save_model(model, tmp_path / "content" / "model")
+    category = "Shelf > Launch"
+    items = [{"item_id": f"l{i}", "publisher": f"P{i % 2}", "title": f"new {i}"} for i in range(40)]
+    with serving(known_store, folder, tmp_path / "live") as client:
+        launched = client.post(
+            "/categories", json={"category": category, "items": items}, headers=AUTH
+        )
+        assert launched.status_code == 201, launched.text
+        for user in range(4):
+            query = {"user_id": f"u{user}", "category": category, "k": 5}
+            got = client.get("/recommend", params=query)
+            assert got.status_code == 200, got.text
+            assert got.json()["fallback"] == "zero-shot"
+            publishers = {int(i["item_id"][1:]) % 2 for i in got.json()["items"]}
+            assert publishers == {user % 2}

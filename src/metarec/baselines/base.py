@@ -52,6 +52,8 @@ class FitContext:
             better); methods may call it for model selection (early stopping), nothing else.
         validate_users: the same validation, user by user (NaN where undefined; the same users
             in the same order at every call), for paired comparisons of two candidates.
+        validate_zero_users: the validation categories launched with no support (zero shots),
+            user by user; for choices that matter only there.
         memo: results that depend on the fold alone, shared by the methods fitted on it (e.g.
             the pooled-pretraining trajectory both pretraining variants select from).
     """
@@ -65,6 +67,7 @@ class FitContext:
     seed: int
     validate: Callable[[Method], float] | None = None
     validate_users: Callable[[Method], np.ndarray] | None = None
+    validate_zero_users: Callable[[Method], np.ndarray] | None = None
     # not an init field: dataclasses.replace gives the changed context an empty memo
     memo: dict[tuple[Any, ...], Any] = field(default_factory=dict, init=False, repr=False)
 
@@ -189,6 +192,7 @@ def fit_context(
     quick: bool = False,
     validate: Callable[[Method], float] | None = None,
     validate_users: Callable[[Method], np.ndarray] | None = None,
+    validate_zero_users: Callable[[Method], np.ndarray] | None = None,
 ) -> FitContext:
     """Seal a catalogue to its training categories and fit the fold's shared features.
 
@@ -211,6 +215,7 @@ def fit_context(
         seed=config.seed,
         validate=validate,
         validate_users=validate_users,
+        validate_zero_users=validate_zero_users,
     )
 
 

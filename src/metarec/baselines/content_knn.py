@@ -14,6 +14,7 @@ each categorical feature is scaled by ``log((1 + n) / (1 + df))`` over the categ
 so features every item shares (the category path itself) drop out and rare ones (an author)
 count most; numeric features keep weight one. Nothing is learned from the training categories:
 the method sees the launch only. Pure torch.
+IDF weights: :func:`metarec.features.affinity.feature_weights`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 
 from metarec.baselines.base import Family, FitContext, Launch
 from metarec.baselines.mf import with_tie_break
+from metarec.features.affinity import feature_weights
 from metarec.tasks import CategoryData
 
 
@@ -48,19 +50,20 @@ class ContentKNN:
     def __init__(self, support_weight: float = 0.5, idf: bool = True) -> None:
         self.support_weight = support_weight
         self.idf = idf
-        self.n_numeric = 0  # numeric features are the last columns of item_x
+        self.dense: torch.Tensor | None = None  # numeric and text columns: no IDF
         self.seed = 0
 
     def fit(self, context: FitContext) -> None:
-        """Nothing to learn; note which feature columns are numeric, and the tie-break seed."""
-        self.n_numeric = len(context.features.space.numeric)
+        """Nothing to learn; note which feature columns are dense, and the tie-break seed."""
+        self.dense = context.features.space.dense_columns()
         self.seed = context.seed
 
     def scores(self, launch: Launch) -> torch.Tensor:
         """(len(launch.users), n_items) blended cosines plus the popularity tie-break."""
         category = launch.category
         d = category.item_x.shape[1]
-        weights = feature_weights(category.item_x, self.n_numeric, idf=self.idf)
+        dense = torch.zeros(d, dtype=torch.bool) if self.dense is None else self.dense
+        weights = feature_weights(category.item_x, dense, idf=self.idf)
         items = _unit(category.item_x * weights)
         positions = torch.as_tensor(launch.positions, dtype=torch.long)
         profile = _unit(category.profile[positions, :d] * weights)
@@ -68,24 +71,6 @@ class ContentKNN:
         w = self.support_weight
         blended = (1 - w) * profile @ items.T + w * support @ items.T
         return with_tie_break(blended, launch, self.seed)
-
-
-def feature_weights(item_x: torch.Tensor, n_numeric: int, *, idf: bool) -> torch.Tensor:
-    """(d,) weight of each feature: IDF over the category's items, one for numeric ones.
-
-    Args:
-        item_x: (n_items, d) the category's item features, numeric columns last.
-        n_numeric: how many trailing columns are numeric.
-        idf: False gives every feature weight one.
-    """
-    n, d = item_x.shape
-    weights = torch.ones(d)
-    if idf:
-        df = (item_x != 0).sum(dim=0).float()
-        weights = torch.log((1.0 + n) / (1.0 + df))
-        if n_numeric:
-            weights[d - n_numeric :] = 1.0
-    return weights
 
 
 def support_centroids(category: CategoryData) -> torch.Tensor:

@@ -6,6 +6,7 @@ the case's sealed :class:`~metarec.baselines.base.Launch`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -50,6 +51,21 @@ class Validation:
         return np.concatenate(values) if values else np.array([np.nan])
 
 
+class LazyValidation:
+    """A :class:`Validation` built on its first use (the zero-shot one: only some methods
+    ask for it, and building launches costs a pass over the validation categories)."""
+
+    def __init__(self, build: Callable[[], Validation]) -> None:
+        self._build: Callable[[], Validation] | None = build
+        self._validation: Validation | None = None
+
+    def per_user(self, method: Method) -> np.ndarray:
+        if self._validation is None:
+            assert self._build is not None
+            self._validation, self._build = self._build(), None
+        return self._validation.per_user(method)
+
+
 # Validation users scored per validation category. Validation compares settings and checkpoints
 # of one method on the same users, so the noise of a sample is shared by every candidate it
 # ranks; a thousand users resolve the differences that tuning acts on, and scoring more costs
@@ -67,10 +83,12 @@ def validation_launches(
     *,
     max_users: int | None = VALIDATION_USERS,
     features: MetaModel | None = None,
+    shots: int | None = None,
 ) -> Validation:
     """Validation categories launched at ``tasks.shots``, seen from the training categories.
 
     Args:
+        shots: launch at this many shots instead (0: the zero-shot validation).
         features: the fold's features (``FitContext.features``: fitted on the training
             categories alone) when the caller has them; fitted here otherwise.
         max_users: score at most this many users of each validation category, a sample seeded
@@ -84,16 +102,15 @@ def validation_launches(
             train_config,
             {"train": fold.train, "validation": [], "hold_out": []},
         )
+    shots = train_config.tasks.shots if shots is None else shots
     launches = []
     for name in fold.validation:
-        launch, split = make_launch(
-            sealed, name, train_config.tasks.shots, visible=fold.train, features=features
-        )
+        launch, split = make_launch(sealed, name, shots, visible=fold.train, features=features)
         if len(launch.users) == 0:
             continue
         full = features.category_data(sealed, [name], visible=fold.train)[name]
         users = np.flatnonzero(split.eligible)
-        if full.n_items <= VALIDATION_K + train_config.tasks.shots:
+        if full.n_items <= VALIDATION_K + shots:
             continue
         if max_users is not None and len(users) > max_users:
             rng = np.random.default_rng(derived_seed(train_config.seed, f"validation:{name}"))

@@ -331,17 +331,19 @@ def render_report(
         "## Tuning on validation categories (every setting tried)",
         "",
         f"Each method tries at most {config.tuning_budget} settings of its grid (the same budget "
-        "for all) and keeps the best validation NDCG@10; quick runs use the first setting.",
+        "for all) and keeps the best validation NDCG@10; quick runs use the first setting. "
+        "*Chosen in the fit*: what a method chose on validation inside its own fit.",
         "",
     ]
     lines += _markdown_table(
-        ["method", "fold", "setting", "validation NDCG@10"],
+        ["method", "fold", "setting", "validation NDCG@10", "chosen in the fit"],
         [
             [
                 str(t["method"]),
                 str(t["fold"]),
                 json.dumps(t["setting"], sort_keys=True),
                 "" if t["validation_ndcg@10"] is None else f"{t['validation_ndcg@10']:.4f}",
+                json.dumps(t["chosen"], sort_keys=True) if "chosen" in t else "",
             ]
             for t in result.tuning
         ],

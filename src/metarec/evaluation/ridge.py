@@ -77,6 +77,12 @@ BIAS_STARTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
 so these run from fold-in alone (0) to popularity first, fold-in breaking its ties (10)."""
 
 
+ZERO_SHOT_CONTENT = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
+"""Weights of the zero-shot content term tried on the zero-shot validation launches, after
+meta-training: cosines are on 0-1 and a zero-shot dot product of prior vectors is far smaller
+than fold-in's 0-1, so these run from the trained prior alone (0) to content-kNN's profile
+ranking with the prior breaking its ties (100)."""
+
 GUARD_STANDARD_ERRORS = 2.0
 """The guard measured (``MetarecRidge(guard=...)``): paired standard errors of validation
 NDCG@10 a candidate must gain over fold-in to replace it, about a one-sided 2% test."""
@@ -136,8 +142,12 @@ class MetarecRidge:
         self.item_factors: np.ndarray | None = None
         self.params: Params = {}
         self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
+        self.zero_shot: list[dict[str, float]] = []  # the zero-shot weights tried
+        self.chosen: dict[str, float] = {}  # what the fit chose on validation (tuning log)
         self.seed = 0
-        self._cache: tuple[tuple[object, ...], torch.Tensor, torch.Tensor] | None = None
+        self._cache: (
+            tuple[tuple[object, ...], torch.Tensor, torch.Tensor, torch.Tensor | None] | None
+        ) = None
         self._features: tuple[MetaModel, list[str]] | None = None  # the fold's, for model()
         self._launched = LaunchMemo()
         self._item_ids: list[str] = []
@@ -161,6 +171,7 @@ class MetarecRidge:
         self._item_ids = catalog.items["item_id"].astype(str).tolist()
         self._features = (context.features, list(context.train))
         self._cache = None
+        self.history, self.zero_shot, self.chosen = [], [], {}
         data = [c for c in context.train_data.values() if c.n_items > 1 and c.n_users > 1]
         content_dim = data[0].item_x.shape[1] if data else 0
         self.params = init_ridge(self.factors, content_dim, self.regularization, self.alpha)
@@ -169,9 +180,14 @@ class MetarecRidge:
             return  # without validation categories nothing says a step beats fold-in
         episodes = _Episodes(context, data, matrix * self.alpha, self, steps)
         self._meta_train(episodes, steps, context)
+        if context.validate_zero_users is not None:
+            self._choose_zero_shot(context)
 
     def _meta_train(self, episodes: _Episodes, steps: int, context: FitContext) -> None:
-        learn = set(self.params) if self.learn is None else set(self.learn)
+        # the zero-shot content weight is chosen on zero-shot validation after training
+        learn = (set(self.params) if self.learn is None else set(self.learn)) - {
+            "zero_shot_content"
+        }
         start = self._best_start(context) if "support_bias" in learn else self.params
         params = {k: v.clone().requires_grad_(k in learn) for k, v in start.items()}
         # The loss's own score scale, learned beside the parameters: with a fixed scale a
@@ -219,6 +235,34 @@ class MetarecRidge:
         assert best is not None
         self.history.append({"step": 0, "validation_ndcg@10": best[0]})  # the start taken
         return best[1]
+
+    def _choose_zero_shot(self, context: FitContext) -> None:
+        """The weight of :data:`ZERO_SHOT_CONTENT` with the best zero-shot validation NDCG@10
+        (ties keep the smaller: the trained prior first, so the choice cannot be below it).
+
+        Validation during training scores ``tasks.shots`` only, where the content term does
+        not apply; a category with no support at all is ranked by the prior alone, which a
+        linear map of item features cannot make personal. The weights are tried in
+        :attr:`zero_shot` order, each entry ``{"zero_shot_content", "validation_ndcg@10"}``.
+        """
+        assert context.validate_zero_users is not None
+        trained = self.params
+        best: tuple[float, Params] = (-math.inf, trained)
+        for weight in ZERO_SHOT_CONTENT:
+            params = {**trained, "zero_shot_content": torch.tensor(weight, dtype=torch.float64)}
+            self.params = params
+            per_user = np.asarray(context.validate_zero_users(self), dtype=np.float64)
+            defined = np.isfinite(per_user)
+            score = float(per_user[defined].mean()) if defined.any() else math.nan
+            self.zero_shot.append({"zero_shot_content": weight, "validation_ndcg@10": score})
+            if score > best[0]:
+                best = (score, params)
+        self.params = best[1]
+        self.chosen = {
+            "zero_shot_content": float(best[1]["zero_shot_content"]),
+            "zero_shot_validation_ndcg@10": round(best[0], 6),
+            "zero_shot_validation_without": round(self.zero_shot[0]["validation_ndcg@10"], 6),
+        }
 
     def _validate(
         self, context: FitContext, params: Params, *, step: int, fold_in: bool = False
@@ -269,9 +313,11 @@ class MetarecRidge:
 
         def launched() -> RidgeRanker:
             model = self.model()
-            factors, gram = self._user_factors(launch, model)
+            factors, gram, profiles = self._user_factors(launch, model)
             support = category_support(launch.catalog, launch.category, launch.split)
-            return RidgeRanker.launch(model, launch.category, support, factors, gram)
+            return RidgeRanker.launch(
+                model, launch.category, support, factors, gram, profiles=profiles
+            )
 
         # one solve per launch, however many blocks of users the harness asks for
         ranker: RidgeRanker = self._launched.get(launch, self.params, launched)
@@ -296,11 +342,15 @@ class MetarecRidge:
             alpha=self.alpha,
             splits={"train": list(train), "validation": [], "hold_out": []},
             history=list(self.history),
+            zero_shot=list(self.zero_shot),
             bias_from_support=self._bias_from_support,
         )
 
-    def _user_factors(self, launch: Launch, model: RidgeModel) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every user's half-step factors from the launch's visible history, and their gram.
+    def _user_factors(
+        self, launch: Launch, model: RidgeModel
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Every user's half-step factors from the launch's visible history, their gram, and
+        (where the model reads them) their content profiles from the same history.
 
         The same for every launch over the same visible history (every shot count and category
         of a fold), so the last one is cached, keyed by a checksum of that history.
@@ -309,8 +359,10 @@ class MetarecRidge:
         key, history = visible_history(launch)
         if self._cache is None or self._cache[0] != key:
             factors, gram = model.user_factors(launch.catalog, history, self.item_factors)
-            self._cache = (key, factors, gram)
-        return self._cache[1], self._cache[2]
+            self._cache = (key, factors, gram, None)
+        if model.uses_profiles and self._cache[3] is None:
+            self._cache = (*self._cache[:3], model.user_profiles(launch.catalog, history))
+        return self._cache[1], self._cache[2], self._cache[3]
 
 
 class _Episodes:

@@ -24,8 +24,10 @@ def tune(
 ) -> Method:
     """Fit every setting of the method's grid; keep the best on validation NDCG@10.
 
-    Each setting tried is appended to ``rows`` with its validation score. Every fit starts from
-    the same seed, derived from the run's seed, the method and the fold alone.
+    Each setting tried is appended to ``rows`` with its validation score, and with what the fit
+    itself chose on validation where the method reports it (a ``chosen`` dict attribute, e.g.
+    metarec-ridge's zero-shot content weight). Every fit starts from the same seed, derived
+    from the run's seed, the method and the fold alone.
     """
     # quick runs, and folds without a validation category, use every method's default setting
     grid = cls.grid[:1] if config.quick or not validation.launches else cls.grid
@@ -36,14 +38,16 @@ def tune(
         method = cls(**setting)
         method.fit(context)
         score = validation.score(method) if validation.launches else float("nan")
-        rows.append(
-            {
-                "method": cls.name,
-                "fold": fold.index,
-                "setting": setting,
-                "validation_ndcg@10": None if np.isnan(score) else round(score, 6),
-            }
-        )
+        row = {
+            "method": cls.name,
+            "fold": fold.index,
+            "setting": setting,
+            "validation_ndcg@10": None if np.isnan(score) else round(score, 6),
+        }
+        chosen = getattr(method, "chosen", None)
+        if chosen:
+            row["chosen"] = chosen
+        rows.append(row)
         if best is None or (not np.isnan(score) and (np.isnan(best[0]) or score > best[0])):
             best = (score, method)
     assert best is not None  # every grid has at least one setting

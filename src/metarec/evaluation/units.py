@@ -31,6 +31,7 @@ from metarec.config import EvalConfig, TrainConfig
 from metarec.data.catalog import Catalog
 from metarec.evaluation.cases import (
     Case,
+    LazyValidation,
     Validation,
     make_case,
     score_case,
@@ -211,8 +212,22 @@ def fold_work(
             features=context.features,
         )
         if validation.launches:
+            features = context.features
+            zero = LazyValidation(
+                lambda: validation_launches(
+                    catalog,
+                    train_config,
+                    fold,
+                    max_users=config.validation_users,
+                    features=features,
+                    shots=0,
+                )
+            )
             context = replace(
-                context, validate=validation.score, validate_users=validation.per_user
+                context,
+                validate=validation.score,
+                validate_users=validation.per_user,
+                validate_zero_users=zero.per_user,
             )
         visible = sorted(fold.train + fold.validation)
         cases = []

@@ -102,6 +102,13 @@ class FeatureSpace:
         mean item features, plus the projected name embedding with text features."""
         return self.dim + (0 if self.text is None else self.text.dim)
 
+    def dense_columns(self) -> torch.Tensor:
+        """(dim,) bool: the numeric and text columns (dense values, not presence indicators;
+        an IDF weight means nothing for them)."""
+        dense = torch.zeros(self.dim, dtype=torch.bool)
+        dense[sum(v.size for v in self.vocabs.values()) :] = True
+        return dense
+
     @classmethod
     def fit(
         cls, items: pd.DataFrame, config: FeatureConfig, text: torch.Tensor | None = None

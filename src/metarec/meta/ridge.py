@@ -11,9 +11,14 @@ with user vectors ``x_u = f_u A`` (``f_u``: the users' collaborative factors fro
 categories, ``A`` a learned map), ``G = X^T X`` over every user, ``g_j = z_j P`` (``z_j``: the
 item's attribute and text features) and a ridge strength that depends on the item's support
 size, ``log lambda_j = log lambda_0 + s log(1 + n_j)``. A user's score for the item is
-``x_u . v_j + b log(1 + n_j)``.
+``x_u . v_j + b log(1 + n_j)``, plus, for a category with no support at all (zero shots),
+``c_0 cos(p_u, z_j)``: the content affinity of the item to what the user liked elsewhere
+(:mod:`metarec.features.affinity`, the ``content-knn`` baseline's zero-shot score). With no
+support every item sits at its prior, and a linear prior ``z_j P`` cannot express a cosine to
+each user's own taste; ``c_0`` large makes the zero-shot list content-kNN's, ties broken by
+the prior.
 
-With ``A = I``, ``P = 0``, ``s = b = 0`` and ALS's ``lambda`` and ``alpha`` this *is* the
+With ``A = I``, ``P = 0``, ``s = b = c_0 = 0`` and ALS's ``lambda`` and ``alpha`` this *is* the
 least-squares fold-in of implicit's ALS (Hu et al. 2008; :func:`metarec.baselines.mf.solve_rows`),
 so a model selected on validation from a trajectory that starts there cannot end below fold-in
 on validation. The meta-parameters are trained through the solve on episodes of the training
@@ -73,6 +78,7 @@ def init_ridge(factors: int, content_dim: int, regularization: float, alpha: flo
         "reg_slope": torch.zeros((), dtype=f64),
         "log_alpha": torch.tensor(math.log(alpha), dtype=f64),
         "support_bias": torch.zeros((), dtype=f64),
+        "zero_shot_content": torch.zeros((), dtype=f64),
     }
 
 
@@ -121,9 +127,31 @@ def fold_in(
     return torch.linalg.solve(system, rhs + reg[:, None] * prior)
 
 
-def ridge_scores(params: Params, factors: Tensor, vectors: Tensor, counts: Tensor) -> Tensor:
-    """(b, n_items) ``x_u . v_j + b log(1 + n_j)`` for the given users' factors (b, r)."""
-    return user_vectors(params, factors) @ vectors.T + params["support_bias"] * torch.log1p(counts)
+def uses_content(params: Params, counts: Tensor) -> bool:
+    """Whether :func:`ridge_scores` of a category with these support ``counts`` reads the
+    content affinity (a zero-shot category under a non-zero ``c_0``)."""
+    weight = params.get("zero_shot_content")  # absent from models saved before the term
+    return weight is not None and bool(weight != 0) and not bool(counts.any())
+
+
+def ridge_scores(
+    params: Params,
+    factors: Tensor,
+    vectors: Tensor,
+    counts: Tensor,
+    affinity: Tensor | None = None,
+) -> Tensor:
+    """(b, n_items) ``x_u . v_j + b log(1 + n_j)`` for the given users' factors (b, r), plus
+    ``c_0 affinity`` where :func:`uses_content` (``affinity``: (b, n_items) the users' content
+    affinity to the items, required then)."""
+    scores = user_vectors(params, factors) @ vectors.T + params["support_bias"] * torch.log1p(
+        counts
+    )
+    if uses_content(params, counts):
+        if affinity is None:
+            raise ValueError("a zero-shot category under a content weight needs the affinity")
+        scores = scores + params["zero_shot_content"] * affinity.to(scores.dtype)
+    return scores
 
 
 def listwise_loss(scores: Tensor, relevant: Tensor, exclude: Tensor, temperature: float) -> Tensor:

@@ -10,7 +10,7 @@ model folder holds and the service ranks with (:class:`metarec.ranking.ridge.Rid
 A user is represented by the ALS half-step of their history outside the category being ranked
 (:meth:`RidgeModel.user_factors`); a category's items by the ridge solve of its support
 (:func:`metarec.meta.ridge.fold_in`). The model folder carries ``kind = "ridge"`` in its
-metadata; :func:`metarec.meta.model.load_any` reads either kind.
+metadata; :func:`metarec.meta.model.load_model` reads either kind.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from metarec.config import TrainConfig
 from metarec.data.catalog import Catalog
 from metarec.features.encoder import ItemEncoder
 from metarec.features.items import FeatureSpace
+from metarec.meta.ridge import uses_content
 from metarec.models.least_squares import positive_matrix, solve_rows
 from metarec.models.scorer import Params
-from metarec.tasks import CategoryData, category_data
+from metarec.tasks import CategoryData, category_data, encoded_items
 
 KIND = "ridge"
 
@@ -50,6 +51,7 @@ class RidgeModel:
         alpha: ALS's confidence scale of the users' half-step.
         splits: category lists used: ``train``, ``validation``, ``hold_out``.
         history: validation NDCG@10 along the meta-training steps.
+        zero_shot: zero-shot validation NDCG@10 of each content weight tried after training.
         selection: how ``metarec train`` chose this model (candidates' validation scores).
         bias_from_support: each launch chooses its own support bias from its support
             (:func:`metarec.ranking.ridge.support_bias`): set where no validation category
@@ -65,6 +67,7 @@ class RidgeModel:
     alpha: float
     splits: dict[str, list[str]]
     history: list[dict[str, float]] = field(default_factory=list)
+    zero_shot: list[dict[str, float]] = field(default_factory=list)
     selection: dict[str, Any] = field(default_factory=dict)
     bias_from_support: bool = False
 
@@ -120,6 +123,19 @@ class RidgeModel:
         factors = torch.from_numpy(solve_rows(confidence * self.alpha, items, self.regularization))
         return factors, factors.T @ factors
 
+    def user_profiles(self, catalog: Catalog, history: pd.DataFrame) -> torch.Tensor:
+        """(n_users, d) every store user's content profile from ``history`` (positives): the
+        weighted sum of the features of the items they liked (the zero-shot content term's
+        ``p_u``; zero rows: no history)."""
+        liked = positive_matrix(history, len(catalog.users), len(catalog.items))
+        item_x = encoded_items(self.encoder, catalog).numpy()
+        return torch.from_numpy(np.asarray(liked @ item_x, dtype=np.float32))
+
+    @property
+    def uses_profiles(self) -> bool:
+        """Whether zero-shot scores read the users' content profiles (a non-zero ``c_0``)."""
+        return uses_content(self.params, torch.zeros(1))
+
     # ---- the model folder ----------------------------------------------------------------------
 
     def metadata(self) -> dict[str, Any]:
@@ -129,6 +145,7 @@ class RidgeModel:
             "features": self.space.to_json(),
             "splits": self.splits,
             "history": self.history,
+            "zero_shot": self.zero_shot,
             "selection": self.selection,
             "ridge": {
                 "regularization": self.regularization,
@@ -175,6 +192,7 @@ class RidgeModel:
             alpha=float(metadata["ridge"]["alpha"]),
             splits=metadata["splits"],
             history=metadata.get("history", []),
+            zero_shot=metadata.get("zero_shot", []),
             selection=metadata.get("selection", {}),
             bias_from_support=bool(metadata["ridge"].get("bias_from_support", False)),
         )

@@ -9,8 +9,9 @@ Adapting is the closed-form solve (:func:`metarec.meta.ridge.fold_in`): each ite
 its supporters, shrunk toward the prior its content predicts. Its result, the category's
 ``params``, is two tensors: ``item_vectors`` (n_items, f) and ``counts`` (n_items,) support
 positives per item. Zero-shot (``adapt=False``) solves with an empty support: every item at its
-prior. Scores are ``x_u . v_j + b log(1 + n_j)`` plus the popularity tie-break every fold-in
-method uses (:func:`metarec.ranking.popularity.tie_broken`).
+prior. Scores are ``x_u . v_j + b log(1 + n_j)`` (and, with no support at all, the model's
+zero-shot content term over the users' ``profiles``) plus the popularity tie-break every
+fold-in method uses (:func:`metarec.ranking.popularity.tie_broken`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 from torch import Tensor
 
 from metarec.data.catalog import Catalog
-from metarec.meta.ridge import RidgeSupport, fold_in, ridge_scores
+from metarec.features.affinity import ContentIndex
+from metarec.meta.ridge import RidgeSupport, fold_in, ridge_scores, uses_content
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking.metrics import ranking_metrics
@@ -46,6 +48,9 @@ class RidgeRanker:
         factors: (n_store_users, f) every user's factors from their history outside it.
         params: ``item_vectors`` and ``counts`` (see the module docstring).
         adapted: whether ``params`` were solved from a support (False: zero-shot).
+        profiles: (n_store_users, d) every user's content profile from the same history
+            (``model.user_profiles``); read only where the scores use the content term.
+        content: the category's items for that term (None where the scores do not use it).
     """
 
     model: RidgeModel
@@ -53,6 +58,8 @@ class RidgeRanker:
     factors: Tensor
     params: Params
     adapted: bool
+    profiles: Tensor | None = None
+    content: ContentIndex | None = None
 
     @classmethod
     def launch(
@@ -65,6 +72,7 @@ class RidgeRanker:
         *,
         adapt: bool = True,
         params: Params | None = None,
+        profiles: Tensor | None = None,
     ) -> RidgeRanker:
         """Solve the category's item vectors from ``support`` (or take ``params`` as solved).
 
@@ -75,26 +83,42 @@ class RidgeRanker:
             factors, gram: every user's factors and their gram (``model.user_factors``).
             adapt: False solves with no support at all (zero-shot: each item at its prior).
             params: the category's solved params when already known (read back from disk).
+            profiles: every user's content profile (``model.user_profiles``); required where
+                the model has a zero-shot content term (``model.uses_profiles``).
+
+        Raises:
+            ValueError: the scores need ``profiles`` and none were given.
         """
-        if params is not None:
-            return cls(model, category, factors, params, adapted=True)
-        if not adapt:
-            support = _empty(category.n_items)
-        with torch.no_grad():
-            vectors = fold_in(model.params, factors, support, category.item_x, gram=gram)
-        params = {"item_vectors": vectors, "counts": support.counts}
-        if adapt and model.bias_from_support:
-            params["support_bias"] = support_bias(model, category, support, factors, gram)
-        return cls(model, category, factors, params, adapted=adapt)
+        adapted = params is not None or adapt
+        if params is None:
+            if not adapt:
+                support = _empty(category.n_items)
+            with torch.no_grad():
+                vectors = fold_in(model.params, factors, support, category.item_x, gram=gram)
+            params = {"item_vectors": vectors, "counts": support.counts}
+            if adapt and model.bias_from_support:
+                params["support_bias"] = support_bias(model, category, support, factors, gram)
+        content = None
+        if uses_content(model.params, params["counts"]):
+            if profiles is None:
+                raise ValueError("this model's zero-shot scores need the users' profiles")
+            content = ContentIndex(category.item_x, model.space.dense_columns())
+        return cls(model, category, factors, params, adapted, profiles, content)
 
     def scores(self, users: np.ndarray) -> Tensor:
         """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
-        rows = self.factors[torch.as_tensor(users, dtype=torch.long)]
+        rows = self.factors[rows_of(users)]
         meta = self.model.params
         if "support_bias" in self.params:  # chosen at this launch (see support_bias)
             meta = {**meta, "support_bias": self.params["support_bias"]}
+        affinity = None
+        if self.content is not None:
+            assert self.profiles is not None  # launch() requires them with a content index
+            affinity = self.content.affinity(self.profiles[rows_of(users)])
         with torch.no_grad():
-            dots = ridge_scores(meta, rows, self.params["item_vectors"], self.params["counts"])
+            dots = ridge_scores(
+                meta, rows, self.params["item_vectors"], self.params["counts"], affinity
+            )
         return tie_broken(
             dots, self.params["counts"], seed=self.model.config.seed, key=self.category.name
         )
@@ -119,6 +143,10 @@ class RidgeRanker:
             positions, values = top.indices[i][allowed][:k], top.values[i][allowed][:k]
             out.append((positions, values))
         return out
+
+
+def rows_of(users: np.ndarray) -> Tensor:
+    return torch.as_tensor(users, dtype=torch.long)
 
 
 def support_bias(

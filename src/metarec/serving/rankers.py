@@ -40,7 +40,7 @@ class Launcher:
     def __init__(self, model: AnyModel, catalog: Catalog) -> None:
         self.model, self.catalog = model, catalog
         self._items: np.ndarray | None = None
-        self._factors: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
+        self._factors: OrderedDict[str, tuple[Tensor, Tensor, Tensor | None]] = OrderedDict()
 
     def launch(self, view: CategoryView, params: Params | None, *, adapt: bool) -> Ranker:
         """The view's ranker: from ``params`` when given (an adaptation read back), else adapted
@@ -48,17 +48,25 @@ class Launcher:
         split = split_launch(view.data)
         model = self.model
         if isinstance(model, RidgeModel):
-            factors, gram = self.user_factors(view.data.name)
+            factors, gram, profiles = self.user_factors(view.data.name)
             support = category_support(self.catalog, view.data, split)
             return RidgeRanker.launch(
-                model, view.data, support, factors, gram, adapt=adapt, params=params
+                model,
+                view.data,
+                support,
+                factors,
+                gram,
+                adapt=adapt,
+                params=params,
+                profiles=profiles,
             )
         if params is None and not adapt:
             params = model.start_params(view.data)
         return CategoryRanker.launch(model, view.data, split, state=view.state, params=params)
 
-    def user_factors(self, category: str) -> tuple[Tensor, Tensor]:
-        """Every user's ridge factors from their history outside ``category``, and the gram."""
+    def user_factors(self, category: str) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Every user's ridge factors from their history outside ``category``, the gram, and
+        their content profiles from the same history where the model reads them."""
         assert isinstance(self.model, RidgeModel)
         found = self._factors.get(category)
         if found is None:
@@ -66,7 +74,11 @@ class Launcher:
                 self._items = self.model.factors_for(self.catalog)
             outside = ~self.catalog.in_categories([category])
             history = self.catalog.positives.loc[outside]
-            found = self.model.user_factors(self.catalog, history, self._items)
+            factors_gram = self.model.user_factors(self.catalog, history, self._items)
+            profiles = None
+            if self.model.uses_profiles:
+                profiles = self.model.user_profiles(self.catalog, history)
+            found = (*factors_gram, profiles)
             factors = self._factors.copy()
             factors[category] = found
             while len(factors) > _FACTOR_TABLES:

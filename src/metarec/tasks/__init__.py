@@ -1,7 +1,7 @@
 """Tasks: a category's (or a user-in-category's) support and query sets, as rows."""
 
 from metarec.tasks.batch import Batch, TaskBatch, stack_batches, stack_tasks
-from metarec.tasks.build import category_data
+from metarec.tasks.build import category_data, encoded_items
 from metarec.tasks.category import CategoryData, build_categories, order_positives
 from metarec.tasks.rows import (
     SupportState,
@@ -34,6 +34,7 @@ __all__ = [
     "candidate_rows_for",
     "category_data",
     "eligible_count",
+    "encoded_items",
     "evaluation_masks",
     "labelled_rows",
     "order_positives",

@@ -38,7 +38,7 @@ def category_data(
         extra_users: global user indices to include even without a positive in the category.
         item_x: ``encoder.item_x(catalog)`` when the caller already has it.
     """
-    item_x = _item_x(encoder, catalog) if item_x is None else item_x
+    item_x = encoded_items(encoder, catalog) if item_x is None else item_x
     profile_x = encoder.profile_x(catalog, item_x)
     return build_categories(
         catalog.items,
@@ -62,7 +62,7 @@ def category_data(
 _ENCODED: list[tuple[ItemEncoder, object, object, int, torch.Tensor]] = []
 
 
-def _item_x(encoder: ItemEncoder, catalog: Catalog) -> torch.Tensor:
+def encoded_items(encoder: ItemEncoder, catalog: Catalog) -> torch.Tensor:
     """``encoder.item_x(catalog)``, reused while the encoder and the items table are the same
     objects (and the table has not grown); a copy, so a caller may write into it."""
     text = None if catalog.text is None else catalog.text.items
