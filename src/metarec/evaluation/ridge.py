@@ -238,7 +238,8 @@ class MetarecRidge:
 
     def _choose_zero_shot(self, context: FitContext) -> None:
         """The weight of :data:`ZERO_SHOT_CONTENT` with the best zero-shot validation NDCG@10
-        (ties keep the smaller: the trained prior first, so the choice cannot be below it).
+        (ties keep the smaller: the trained prior first, so the choice cannot be below it; with
+        a ``guard``, a weight must also gain that many paired standard errors over it).
 
         Validation during training scores ``tasks.shots`` only, where the content term does
         not apply; a category with no support at all is ranked by the prior alone, which a
@@ -248,6 +249,7 @@ class MetarecRidge:
         assert context.validate_zero_users is not None
         trained = self.params
         best: tuple[float, Params] = (-math.inf, trained)
+        reference: np.ndarray | None = None  # the prior alone, per user: what the guard pairs
         for weight in ZERO_SHOT_CONTENT:
             params = {**trained, "zero_shot_content": torch.tensor(weight, dtype=torch.float64)}
             self.params = params
@@ -255,7 +257,9 @@ class MetarecRidge:
             defined = np.isfinite(per_user)
             score = float(per_user[defined].mean()) if defined.any() else math.nan
             self.zero_shot.append({"zero_shot_content": weight, "validation_ndcg@10": score})
-            if score > best[0]:
+            if reference is None:  # the first weight, 0: always a candidate
+                reference, best = per_user, (score, params)
+            elif score > best[0] and _gain_in_standard_errors(per_user, reference) > self.guard:
                 best = (score, params)
         self.params = best[1]
         self.chosen = {
