@@ -56,6 +56,7 @@ from metarec.baselines.mf import (
     solve_rows,
 )
 from metarec.errors import NotAdaptedError
+from metarec.features.affinity import ContentIndex
 from metarec.meta.model import MetaModel
 from metarec.meta.ridge import (
     RidgeSupport,
@@ -64,6 +65,7 @@ from metarec.meta.ridge import (
     lambda_loss,
     listwise_loss,
     ridge_scores,
+    zero_shot_affinity,
 )
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
@@ -82,6 +84,10 @@ ZERO_SHOT_CONTENT = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0)
 meta-training: cosines are on 0-1 and a zero-shot dot product of prior vectors is far smaller
 than fold-in's 0-1, so these run from the trained prior alone (0) to content-kNN's profile
 ranking with the prior breaking its ties (100)."""
+
+ZERO_SHOT_STEPS = 100
+"""Adam steps on the zero-shot term's per-feature scale (validated every ``validate_every``)."""
+ZERO_SHOT_LEARNING_RATE = 0.05  # the scale is a log: 0.05 a step moves a weight by 5%
 
 GUARD_STANDARD_ERRORS = 2.0
 """The guard measured (``MetarecRidge(guard=...)``): paired standard errors of validation
@@ -182,6 +188,8 @@ class MetarecRidge:
         self._meta_train(episodes, steps, context)
         if context.validate_zero_users is not None:
             self._choose_zero_shot(context)
+            if float(self.params["zero_shot_content"]) > 0:
+                self._learn_zero_shot_scale(context, episodes, min(steps, ZERO_SHOT_STEPS))
 
     def _meta_train(self, episodes: _Episodes, steps: int, context: FitContext) -> None:
         # the zero-shot content weight is chosen on zero-shot validation after training
@@ -267,6 +275,42 @@ class MetarecRidge:
             "zero_shot_validation_ndcg@10": round(best[0], 6),
             "zero_shot_validation_without": round(self.zero_shot[0]["validation_ndcg@10"], 6),
         }
+
+    def _learn_zero_shot_scale(self, context: FitContext, episodes: _Episodes, steps: int) -> None:
+        """Learn the zero-shot term's per-feature scale on zero-shot episodes of the training
+        categories, validated on the zero-shot validation launches; the start (every scale
+        one: the cosine :meth:`_choose_zero_shot` chose) is kept unless a checkpoint beats it.
+
+        The cosine weighs every (IDF-weighted) feature alike; which features of a user's
+        history say what they take in a new category (a genre, a decade, an author) is what
+        the training categories can teach. Each entry of :attr:`zero_shot` from here on is
+        ``{"step", "validation_ndcg@10"}``.
+        """
+        assert context.validate_zero_users is not None
+        start = self._detached(self.params)
+        reference = np.asarray(context.validate_zero_users(self), dtype=np.float64)
+        best = (float(np.nanmean(reference)), start)
+        params = {k: v.clone().requires_grad_(k == "zero_shot_log_scale") for k, v in start.items()}
+        sharpness = torch.tensor(math.log(1.0 / self.temperature), dtype=torch.float64)
+        sharpness.requires_grad_(True)
+        optimiser = torch.optim.Adam(
+            [params["zero_shot_log_scale"], sharpness], lr=ZERO_SHOT_LEARNING_RATE
+        )
+        for step in range(1, steps + 1):
+            optimiser.zero_grad()
+            episodes.zero_shot_loss(params, sharpness).backward()
+            optimiser.step()
+            if step % self.validate_every == 0 or step == steps:
+                self.params = self._detached(params)
+                per_user = np.asarray(context.validate_zero_users(self), dtype=np.float64)
+                score = float(np.nanmean(per_user))
+                self.zero_shot.append({"step": step, "validation_ndcg@10": score})
+                gain = _gain_in_standard_errors(per_user, reference)
+                if score > best[0] and gain > self.guard:
+                    best = (score, self.params)
+        self.params = best[1]
+        self.chosen["zero_shot_validation_ndcg@10"] = round(best[0], 6)
+        self.chosen["zero_shot_scale_learned"] = best[1] is not start
 
     def _validate(
         self, context: FitContext, params: Params, *, step: int, fold_in: bool = False
@@ -400,6 +444,8 @@ class _Episodes:
         self._items = items
         self._gram = items.T @ items
         self._group: dict[str, int] = {}
+        self._priors: dict[str, tuple[torch.Tensor, ContentIndex]] = {}  # zero-shot episodes
+        self._dense = context.features.space.dense_columns()
         if method.episodes == "cross-fit" and len(data) >= 2:  # one category cannot be halved
             self._cross_fit(context, confidence)
 
@@ -440,6 +486,34 @@ class _Episodes:
             )
             self._factors[category.name] = (factors, factors.T @ factors)
         return self._factors[category.name]
+
+    def zero_shot_loss(self, params: Params, sharpness: torch.Tensor) -> torch.Tensor:
+        """A zero-shot episode: a training category launched with no support, its users'
+        scores with the zero-shot content term (profiles from the other training categories)."""
+        category = self.data[int(self.rng.integers(len(self.data)))]
+        split = split_k_shot(category, 0)
+        eligible = np.flatnonzero(split.eligible)
+        chosen = eligible
+        if len(eligible) > self.method.query_users:
+            chosen = np.sort(self.rng.choice(eligible, self.method.query_users, replace=False))
+        relevant, exclude = evaluation_masks(category, split, chosen)
+        factors, gram = self.users_without(category)
+        if category.name not in self._priors:  # the prior is fixed by now: one solve each
+            with torch.no_grad():
+                empty = RidgeSupport(
+                    *[torch.zeros(0, dtype=torch.long)] * 2,
+                    torch.zeros(0, dtype=torch.float64),
+                    category.n_items,
+                )
+                vectors = fold_in(params, factors, empty, category.item_x, gram=gram)
+            self._priors[category.name] = (vectors, ContentIndex(category.item_x, self._dense))
+        vectors, index = self._priors[category.name]
+        d = category.item_x.shape[1]
+        affinity = zero_shot_affinity(params, index, category.profile[chosen, :d].double())
+        rows = factors[torch.as_tensor(category.users[chosen], dtype=torch.long)]
+        counts = torch.zeros(category.n_items, dtype=torch.float64)
+        scores = ridge_scores(params, rows, vectors, counts, affinity) * torch.exp(sharpness)
+        return lambda_loss(scores, relevant, exclude, temperature=1.0, generator=self.generator)
 
     def loss(self, params: Params, sharpness: torch.Tensor) -> torch.Tensor:
         category = self.data[int(self.rng.integers(len(self.data)))]

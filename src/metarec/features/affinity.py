@@ -54,9 +54,14 @@ class ContentIndex:
     """
 
     def __init__(self, item_x: torch.Tensor, dense: torch.Tensor, *, idf: bool = True) -> None:
-        self.weights = feature_weights(item_x, dense, idf=idf)
-        self.items = unit_rows(item_x.float() * self.weights)
+        x = item_x if item_x.dtype == torch.float64 else item_x.float()  # float64 kept (tests)
+        self.weights = feature_weights(item_x, dense, idf=idf).to(x.dtype)
+        self.items = unit_rows(x * self.weights)
 
-    def affinity(self, profiles: torch.Tensor) -> torch.Tensor:
-        """(b, n_items) cosines of the profiles (b, d) with the items, IDF-weighted."""
-        return unit_rows(profiles.float() * self.weights) @ self.items.T
+    def affinity(self, profiles: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """(b, n_items) cosines of the profiles (b, d) with the items, IDF-weighted; with
+        ``scale`` (d,) each feature's product is weighted before the sum (ones: the cosine)."""
+        users = unit_rows(profiles.to(self.items.dtype) * self.weights)
+        if scale is not None:
+            users = users * scale.to(users.dtype)
+        return users @ self.items.T

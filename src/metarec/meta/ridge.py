@@ -12,11 +12,12 @@ categories, ``A`` a learned map), ``G = X^T X`` over every user, ``g_j = z_j P``
 item's attribute and text features) and a ridge strength that depends on the item's support
 size, ``log lambda_j = log lambda_0 + s log(1 + n_j)``. A user's score for the item is
 ``x_u . v_j + b log(1 + n_j)``, plus, for a category with no support at all (zero shots),
-``c_0 cos(p_u, z_j)``: the content affinity of the item to what the user liked elsewhere
-(:mod:`metarec.features.affinity`, the ``content-knn`` baseline's zero-shot score). With no
-support every item sits at its prior, and a linear prior ``z_j P`` cannot express a cosine to
-each user's own taste; ``c_0`` large makes the zero-shot list content-kNN's, ties broken by
-the prior.
+``c_0 sum_k a_k u_k w_k``: with ``u``, ``w`` the user's profile ``p_u`` (what they liked
+elsewhere) and the item's features ``z_j``, IDF-weighted and at unit length
+(:mod:`metarec.features.affinity`), and a learned per-feature scale ``a = exp(log a)`` (ones:
+the cosine, the ``content-knn`` baseline's zero-shot score). With no support every item sits at
+its prior, and a linear prior ``z_j P`` cannot express a cosine to each user's own taste;
+``c_0`` large makes the zero-shot list content-kNN's, ties broken by the prior.
 
 With ``A = I``, ``P = 0``, ``s = b = c_0 = 0`` and ALS's ``lambda`` and ``alpha`` this *is* the
 least-squares fold-in of implicit's ALS (Hu et al. 2008; :func:`metarec.baselines.mf.solve_rows`),
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metarec.features.affinity import ContentIndex
 from metarec.models.scorer import Params
 
 _PAIR_CHUNK = 8192  # support pairs per outer-product chunk (bounds the (chunk, f, f) tensor)
@@ -79,6 +81,7 @@ def init_ridge(factors: int, content_dim: int, regularization: float, alpha: flo
         "log_alpha": torch.tensor(math.log(alpha), dtype=f64),
         "support_bias": torch.zeros((), dtype=f64),
         "zero_shot_content": torch.zeros((), dtype=f64),
+        "zero_shot_log_scale": torch.zeros((content_dim,), dtype=f64),
     }
 
 
@@ -125,6 +128,13 @@ def fold_in(
     eye = torch.eye(f, dtype=f64)
     system = g + extra + reg[:, None, None] * eye
     return torch.linalg.solve(system, rhs + reg[:, None] * prior)
+
+
+def zero_shot_affinity(params: Params, index: ContentIndex, profiles: Tensor) -> Tensor:
+    """(b, n_items) the zero-shot content term's affinity of profiles (b, d) to the category's
+    items (``index``), each feature scaled by ``exp(zero_shot_log_scale)`` (absent: ones)."""
+    log_scale = params.get("zero_shot_log_scale")
+    return index.affinity(profiles, None if log_scale is None else torch.exp(log_scale))
 
 
 def uses_content(params: Params, counts: Tensor) -> bool:

@@ -24,7 +24,13 @@ from torch import Tensor
 
 from metarec.data.catalog import Catalog
 from metarec.features.affinity import ContentIndex
-from metarec.meta.ridge import RidgeSupport, fold_in, ridge_scores, uses_content
+from metarec.meta.ridge import (
+    RidgeSupport,
+    fold_in,
+    ridge_scores,
+    uses_content,
+    zero_shot_affinity,
+)
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking.metrics import ranking_metrics
@@ -114,7 +120,7 @@ class RidgeRanker:
         affinity = None
         if self.content is not None:
             assert self.profiles is not None  # launch() requires them with a content index
-            affinity = self.content.affinity(self.profiles[rows_of(users)])
+            affinity = zero_shot_affinity(meta, self.content, self.profiles[rows_of(users)])
         with torch.no_grad():
             dots = ridge_scores(
                 meta, rows, self.params["item_vectors"], self.params["counts"], affinity
