@@ -88,24 +88,29 @@ def test_without_validation_each_launch_chooses_its_bias(known_catalog: Catalog)
     assert method.scores(launch).shape == (len(launch.users), launch.category.n_items)
 
 
-def test_the_zero_shot_content_weight_is_the_best_on_zero_shot_validation(
-    known_catalog: Catalog,
-) -> None:
+def test_the_zero_shot_term_is_the_best_on_zero_shot_validation(known_catalog: Catalog) -> None:
     """Chosen after training, on the validation categories launched with no support: every
-    weight tried in order, the kept one scores best there (the first, the trained prior alone,
-    on ties), and the shot counts with support score exactly as before the choice."""
+    weight tried in order (the first, the trained prior alone, kept on ties), then the
+    per-feature scale learned from the chosen weight's cosine, a checkpoint kept only if it
+    scores higher there; the shot counts with support score exactly as before."""
     fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
     assert fold.context.validate is not None and fold.context.validate_zero_users is not None
     method = MetarecRidge()
     method.fit(fold.context)
-    assert [z["zero_shot_content"] for z in method.zero_shot] == list(ZERO_SHOT_CONTENT)
-    scores = [z["validation_ndcg@10"] for z in method.zero_shot]
-    best = int(np.argmax(scores))  # the first of equal maxima
-    assert float(method.params["zero_shot_content"]) == ZERO_SHOT_CONTENT[best]
-    assert method.chosen["zero_shot_content"] == ZERO_SHOT_CONTENT[best]
-    assert np.nanmean(fold.context.validate_zero_users(method)) == pytest.approx(scores[best])
+    n = len(ZERO_SHOT_CONTENT)
+    assert [z["zero_shot_content"] for z in method.zero_shot[:n]] == list(ZERO_SHOT_CONTENT)
+    weights = [z["validation_ndcg@10"] for z in method.zero_shot[:n]]
+    chosen = int(np.argmax(weights))  # the first of equal maxima
+    assert float(method.params["zero_shot_content"]) == ZERO_SHOT_CONTENT[chosen] > 0
+    learned = [z["validation_ndcg@10"] for z in method.zero_shot[n:]]
+    assert [z["step"] for z in method.zero_shot[n:]] == [25, 50, 60]  # quick: 60 steps
+    kept = max([weights[chosen], *learned])
+    assert np.nanmean(fold.context.validate_zero_users(method)) == pytest.approx(kept)
+    scale = method.params["zero_shot_log_scale"]
+    assert bool(scale.any()) == method.chosen["zero_shot_scale_learned"] == (kept > weights[chosen])
     with_support = fold.context.validate(method)
-    method.params = {**method.params, "zero_shot_content": torch.tensor(0.0, dtype=torch.float64)}
+    reset = {"zero_shot_content": 0.0, "zero_shot_log_scale": torch.zeros_like(scale)}
+    method.params = {**method.params, **{k: torch.as_tensor(v) for k, v in reset.items()}}
     assert fold.context.validate(method) == pytest.approx(with_support, abs=0.0)
     assert method.model().zero_shot == method.zero_shot  # into the model folder's metadata
 

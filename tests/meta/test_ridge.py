@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from metarec.baselines.mf import solve_rows
+from metarec.features.affinity import ContentIndex
 from metarec.meta.ridge import (
     RidgeSupport,
     fold_in,
@@ -16,6 +17,7 @@ from metarec.meta.ridge import (
     listwise_loss,
     ridge_scores,
     uses_content,
+    zero_shot_affinity,
 )
 
 
@@ -146,3 +148,47 @@ def test_the_zero_shot_content_term_applies_only_to_a_category_without_support()
     saved_before = {k: v for k, v in params.items() if k != "zero_shot_content"}
     assert not uses_content(saved_before, zero)  # models saved before the term score as before
     torch.testing.assert_close(ridge_scores(saved_before, rows, vectors, zero), plain)
+
+
+def test_zero_shot_gradient_through_the_prior_and_the_feature_scale_matches_fd() -> None:
+    """With no support, the scores are the prior's dot products plus ``c_0`` times the scaled
+    content affinity: the meta-gradient reaches the prior and the per-feature scale."""
+    factors, support, _, _, _ = _problem(seed=2)
+    generator = torch.Generator().manual_seed(1)
+    content = (torch.rand((support.n_items, 3), generator=generator) < 0.5).double()
+    profiles = torch.rand((10, 3), generator=generator, dtype=torch.float64)
+    index = ContentIndex(content, torch.tensor([False, False, True]))
+    empty = RidgeSupport(
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.long),
+        torch.zeros(0, dtype=torch.float64),
+        support.n_items,
+    )
+    params = init_ridge(factors.shape[1], 3, 3.0, 10.0)
+    params["prior"] = 0.3 * torch.randn((3, 4), generator=generator, dtype=torch.float64)
+    params["zero_shot_content"] = torch.tensor(2.0, dtype=torch.float64)
+    params["zero_shot_log_scale"] = 0.2 * torch.randn(3, generator=generator, dtype=torch.float64)
+    users = torch.arange(5, 15)
+    relevant = torch.rand((10, support.n_items), generator=generator) < 0.3
+    relevant[:, 0] = True
+    exclude = torch.zeros_like(relevant)
+    zero = torch.zeros(support.n_items, dtype=torch.float64)
+
+    def loss(prior: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        p = {**params, "prior": prior, "zero_shot_log_scale": log_scale}
+        vectors = fold_in(p, factors, empty, content)
+        affinity = zero_shot_affinity(p, index, profiles)
+        return listwise_loss(
+            ridge_scores(p, factors[users], vectors, zero, affinity), relevant, exclude, 0.5
+        )
+
+    inputs = (
+        params["prior"].clone().requires_grad_(True),
+        params["zero_shot_log_scale"].clone().requires_grad_(True),
+    )
+    assert torch.autograd.gradcheck(loss, inputs, eps=1e-6, atol=1e-5)
+    # every scale one is the cosine; a model saved before the scale scores the same
+    plain = {**params, "zero_shot_log_scale": torch.zeros(3, dtype=torch.float64)}
+    torch.testing.assert_close(zero_shot_affinity(plain, index, profiles), index.affinity(profiles))
+    older = {k: v for k, v in plain.items() if k != "zero_shot_log_scale"}
+    torch.testing.assert_close(zero_shot_affinity(older, index, profiles), index.affinity(profiles))
