@@ -135,32 +135,33 @@ def categories(
     """List the store's categories: items, users with a positive, positives (what the service's
     GET /categories/{category} reports too)."""
     from metarec.config import load_config
-    from metarec.data.catalog import Catalog
-    from metarec.data.export import open_store
-    from metarec.data.positives import category_counts
+    from metarec.data.counts import CategoryCount, category_counts
     from metarec.data.store import Store
 
     if sort not in _SORTS:
         raise typer.BadParameter(f"--sort must be one of {', '.join(_SORTS)}, got {sort!r}")
     feedback = load_config(config).feedback
-    with open_store(store, read_only=True) as opened:
-        # a store file counts in DuckDB (the catalogue's twin); an export loads the catalogue
-        table = (
-            category_counts(opened, feedback)
-            if isinstance(opened, Store)
-            else Catalog.load(opened, feedback).category_table
-        )
-    column = sort if sort == "category" else f"n_{sort}"
-    # ties by name, so the order never depends on the store's insertion order
-    table = table.sort_values(
-        [column, "category"], ascending=[not _SORTS[sort], True], kind="stable"
-    )
+    if store.is_dir():  # an export folder loads the catalogue (pandas, pyarrow)
+        from metarec.data.catalog import Catalog
+        from metarec.data.export import open_export
+
+        with open_export(store) as opened:
+            table = Catalog.load(opened, feedback).category_table
+        rows = [CategoryCount(*row) for row in table.itertuples(index=False, name=None)]
+    else:  # a store file counts in DuckDB (the catalogue's twin), without pandas
+        with Store.open(store, read_only=True) as opened:
+            rows = category_counts(opened, feedback)
+    # most first for a count (ties by name), A to Z by name: never the store's insertion order
+    if _SORTS[sort]:
+        rows.sort(key=lambda row: (-getattr(row, f"n_{sort}"), row.category))
+    else:
+        rows.sort(key=lambda row: row.category)
     if as_json:
-        for record in table.to_dict(orient="records"):
-            typer.echo(json.dumps({k: v if k == "category" else int(v) for k, v in record.items()}))
+        for row in rows:
+            typer.echo(json.dumps(row._asdict()))
         return
     shown = Table("category", "items", "users", "positives")
-    for row in table.itertuples(index=False):
+    for row in rows:
         shown.add_row(
             escape(row.category), f"{row.n_items:,}", f"{row.n_users:,}", f"{row.n_positives:,}"
         )

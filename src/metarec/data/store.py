@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
+from metarec.data.limits import NUMBER_LIMITS, range_text
 from metarec.data.schema import (
     DDL,
     INTERACTIONS_DTYPES,
@@ -24,8 +24,10 @@ from metarec.data.schema import (
     SCHEMA_VERSION,
     USERS_DTYPES,
 )
-from metarec.data.values import NUMBER_LIMITS, range_text
 from metarec.errors import StoreError
+
+if TYPE_CHECKING:  # imported where used: `metarec categories` needs neither (docs/BENCHMARKS.md)
+    import pandas as pd
 
 TEXT_EMBEDDINGS_DDL = """CREATE TABLE IF NOT EXISTS text_embeddings (
     kind VARCHAR NOT NULL, key VARCHAR NOT NULL, model VARCHAR NOT NULL,
@@ -202,6 +204,8 @@ class Store:
             ).fetchall()
             reason = f"{column} is not a finite number in {range_text(column)}"
             parts.extend((table, k, column, v, reason) for k, v in rows)
+        import pandas as pd
+
         return pd.DataFrame(parts, columns=["table", "key", "column", "value", "reason"])
 
     def category_descriptions(self) -> dict[str, str]:
@@ -291,6 +295,8 @@ class Store:
         if not self._has_table("text_embeddings"):
             con.execute(TEXT_EMBEDDINGS_DDL)
             con.execute("CHECKPOINT")
+        import pyarrow as pa
+
         flat = np.ascontiguousarray(vectors, dtype=np.float32)
         n, dim = flat.shape
         offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
@@ -418,6 +424,8 @@ def _one_row(con: duckdb.DuckDBPyConnection, query: str) -> tuple:
 
 def _typed(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
     """Give a DuckDB result the documented dtypes; text columns become object with None."""
+    import pandas as pd
+
     out = {}
     for name, dtype in dtypes.items():
         column = frame[name]

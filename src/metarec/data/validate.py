@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from metarec.data.limits import range_text
 from metarec.data.readers import BAD_JSON_COLUMN
 from metarec.data.schema import (
     FILE_COLUMN,
@@ -36,7 +37,6 @@ from metarec.data.values import (
     _shown,
     _text,
     _times,
-    range_text,
 )
 from metarec.errors import DataError
 

@@ -9,20 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from metarec.data.limits import NUMBER_LIMITS
+
 # Text a number or time column may hold to mean "no value" (ids never: "NA" can be an id).
 _MISSING_TOKENS = ("", "na", "n/a", "nan", "null", "none")
 # Beyond this a time value is not a time at all (even in microseconds): a bad row.
 MAX_TIME_VALUE = 10**17
-# The range each number column may hold (inclusive): well inside float32 (3.4e38), which features
-# and parameters use, so that sums over many rows, squares in a standardisation and weight x
-# feature products stay finite. A weight of 1e39 is finite in JSON and float64 but infinite in
-# float32: stored, it turned a category's every score into NaN. Beyond these: a bad row.
-NUMBER_LIMITS: dict[str, tuple[float, float]] = {
-    "rating": (-1e6, 1e6),
-    "weight": (0.0, 1e6),
-    "year": (-1e6, 1e6),
-    "price": (-1e12, 1e12),
-}
 
 
 def _ids(column: pd.Series) -> pd.Series:
@@ -77,12 +69,6 @@ def _out_of_range(values: pd.Series, name: str) -> np.ndarray:
     """Rows whose (finite) value lies outside ``NUMBER_LIMITS[name]``; missing values are fine."""
     low, high = NUMBER_LIMITS[name]
     return (values.notna() & ((values < low) | (values > high))).to_numpy()
-
-
-def range_text(name: str) -> str:
-    """The allowed range of a number column, for messages: ``[0, 1e+06]``."""
-    low, high = NUMBER_LIMITS[name]
-    return f"[{low:g}, {high:g}]"
 
 
 def _times(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
