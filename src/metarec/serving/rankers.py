@@ -10,8 +10,11 @@ keeps one adapt / rank path for either.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
+import pandas as pd
 from torch import Tensor
 
 from metarec.data.catalog import Catalog
@@ -25,7 +28,8 @@ from metarec.tasks import split_launch
 
 Ranker = CategoryRanker | RidgeRanker
 
-_FACTOR_TABLES = 8  # categories whose users' ridge factors are kept (n_users x f each)
+_FACTOR_TABLES = 8  # categories whose users' ridge factors (or profiles) are kept
+T = TypeVar("T")
 
 
 class Launcher:
@@ -40,7 +44,8 @@ class Launcher:
     def __init__(self, model: AnyModel, catalog: Catalog) -> None:
         self.model, self.catalog = model, catalog
         self._items: np.ndarray | None = None
-        self._factors: OrderedDict[str, tuple[Tensor, Tensor, Tensor | None]] = OrderedDict()
+        self._factors: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
+        self._profiles: OrderedDict[str, Tensor] = OrderedDict()
 
     def launch(self, view: CategoryView, params: Params | None, *, adapt: bool) -> Ranker:
         """The view's ranker: from ``params`` when given (an adaptation read back), else adapted
@@ -48,8 +53,13 @@ class Launcher:
         split = split_launch(view.data)
         model = self.model
         if isinstance(model, RidgeModel):
-            factors, gram, profiles = self.user_factors(view.data.name)
+            name = view.data.name
+            factors, gram = self.user_factors(name)
             support = category_support(self.catalog, view.data, split)
+            counts = params["counts"] if params is not None else support.counts if adapt else None
+            # a category ranked with no support at all reads the users' content profiles
+            empty = counts is None or not bool(counts.any())
+            profiles = self.user_profiles(name) if model.uses_profiles and empty else None
             return RidgeRanker.launch(
                 model,
                 view.data,
@@ -64,24 +74,39 @@ class Launcher:
             params = model.start_params(view.data)
         return CategoryRanker.launch(model, view.data, split, state=view.state, params=params)
 
-    def user_factors(self, category: str) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Every user's ridge factors from their history outside ``category``, the gram, and
-        their content profiles from the same history where the model reads them."""
-        assert isinstance(self.model, RidgeModel)
-        found = self._factors.get(category)
-        if found is None:
+    def user_factors(self, category: str) -> tuple[Tensor, Tensor]:
+        """Every user's ridge factors from their history outside ``category``, and the gram."""
+        model = self.model
+        assert isinstance(model, RidgeModel)
+
+        def build(history: pd.DataFrame) -> tuple[Tensor, Tensor]:
             if self._items is None:
-                self._items = self.model.factors_for(self.catalog)
-            outside = ~self.catalog.in_categories([category])
-            history = self.catalog.positives.loc[outside]
-            factors_gram = self.model.user_factors(self.catalog, history, self._items)
-            profiles = None
-            if self.model.uses_profiles:
-                profiles = self.model.user_profiles(self.catalog, history)
-            found = (*factors_gram, profiles)
-            factors = self._factors.copy()
-            factors[category] = found
-            while len(factors) > _FACTOR_TABLES:
-                factors.popitem(last=False)
-            self._factors = factors
+                self._items = model.factors_for(self.catalog)
+            return model.user_factors(self.catalog, history, self._items)
+
+        return self._cached("_factors", category, build)
+
+    def user_profiles(self, category: str) -> Tensor:
+        """Every user's content profile from their history outside ``category`` (the zero-shot
+        content term's; kept only for categories ranked with no support)."""
+        model = self.model
+        assert isinstance(model, RidgeModel)
+        return self._cached(
+            "_profiles", category, lambda history: model.user_profiles(self.catalog, history)
+        )
+
+    def _cached(self, table: str, category: str, build: Callable[[pd.DataFrame], T]) -> T:
+        """``self.<table>[category]``, built from the history outside the category when
+        missing; the table is replaced whole (never changed in place, for concurrent readers),
+        keeping the newest :data:`_FACTOR_TABLES` categories."""
+        tables: OrderedDict[str, T] = getattr(self, table)
+        found = tables.get(category)
+        if found is None:
+            history = self.catalog.positives.loc[~self.catalog.in_categories([category])]
+            found = build(history)
+            grown = tables.copy()
+            grown[category] = found
+            while len(grown) > _FACTOR_TABLES:
+                grown.popitem(last=False)
+            setattr(self, table, grown)
         return found
