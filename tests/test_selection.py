@@ -152,3 +152,20 @@ def test_the_config_names_the_method_and_the_command_line_overrides_it(
     config.write_text('method = "best"\n')
     done = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "x")])
     assert done.exit_code != 0 and "method" in done.output
+
+
+def test_the_ridge_fit_logs_its_zero_shot_choice(known_store: Path) -> None:
+    """`metarec train` prints what the zero-shot term chose on validation, as the model keeps it."""
+    lines: list[str] = []
+    with Store.open(known_store, read_only=True) as store:
+        chosen = train_selected(
+            store, known_answer_config(), choice="ridge", progress=False, log=lines.append
+        )
+    model = chosen.model
+    assert isinstance(model, RidgeModel) and model.zero_shot
+    weight = float(model.params["zero_shot_content"])
+    (line,) = [line for line in lines if "zero-shot content weight" in line]
+    assert f"zero-shot content weight {weight:g}" in line
+    without = model.zero_shot[0]["validation_ndcg@10"]
+    kept = max(z["validation_ndcg@10"] for z in model.zero_shot)
+    assert line.endswith(f"{without:.4f} -> {kept:.4f}")

@@ -159,6 +159,14 @@ def train_selected(
         score = math.nan if validation is None else validation.score(method)
         candidates.append(Candidate(method.name, ridge, score, time.perf_counter() - started))
         log(f"{method.name}: validation NDCG@10 {score:.4f}")
+        if method.chosen:  # the zero-shot term, chosen on the validation categories at 0 shots
+            chosen = method.chosen
+            scale = " and a learned feature scale" if chosen.get("zero_shot_scale_learned") else ""
+            log(
+                f"{method.name}: zero-shot content weight {chosen['zero_shot_content']:g}{scale}"
+                f", zero-shot validation NDCG@10 {chosen['zero_shot_validation_without']:.4f}"
+                f" -> {chosen['zero_shot_validation_ndcg@10']:.4f}"
+            )
     best, reason = _choose(candidates)
     selection = Selection(best.model, best.name, candidates, reason)
     best.model.selection = selection.table()
