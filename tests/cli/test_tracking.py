@@ -78,20 +78,15 @@ def test_tracking_without_mlflow_names_the_extra(
     with pytest.raises(MissingExtraError, match=r"metarec\[tracking\]"):
         require_mlflow()
     # asked for, without the extra: refused before any training, not after it
-    refused = runner.invoke(
-        app,
-        ["train", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "m"),
-         "--mlflow", "file:///nowhere"],
-    )  # fmt: skip
-    assert refused.exit_code != 0 and "metarec[tracking]" in refused.output
-    assert not (tmp_path / "m").exists()
-    refused = runner.invoke(
-        app,
-        ["evaluate", "--store", str(tmp_path / "none.duckdb"), "--out", str(tmp_path / "run"),
-         "--mlflow", "file:///nowhere"],
-    )  # fmt: skip
-    assert refused.exit_code != 0 and "metarec[tracking]" in refused.output
-    assert not (tmp_path / "run").exists()
+    for command in ("train", "evaluate"):
+        out = tmp_path / command
+        refused = runner.invoke(
+            app,
+            [command, "--store", str(tmp_path / "none.duckdb"), "--out", str(out),
+             "--mlflow", "file:///nowhere"],
+        )  # fmt: skip
+        assert refused.exit_code != 0 and "metarec[tracking]" in refused.output, command
+        assert not out.exists(), command
 
 
 def test_an_evaluation_folder_is_logged(tmp_path: Path, store_uri: str) -> None:

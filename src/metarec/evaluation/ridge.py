@@ -44,7 +44,6 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from metarec.baselines.base import Family, FitContext, Launch, LaunchMemo, visible_history
@@ -53,25 +52,16 @@ from metarec.baselines.mf import (
     als_model,
     fit_factors,
     positive_matrix,
-    solve_rows,
 )
 from metarec.errors import NotAdaptedError
-from metarec.features.affinity import ContentIndex
+from metarec.evaluation.ridge_episodes import Episodes
 from metarec.meta.model import MetaModel
 from metarec.meta.ridge import (
-    RidgeSupport,
-    fold_in,
     init_ridge,
-    lambda_loss,
-    listwise_loss,
-    ridge_scores,
-    zero_shot_affinity,
 )
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking.ridge import RidgeRanker, category_support
-from metarec.seeds import derived_seed
-from metarec.tasks import CategoryData, evaluation_masks, split_k_shot
 
 QUICK_STEPS = 60
 BIAS_STARTS = (0.0, 0.01, 0.03, 0.1, 0.3, 1.0, 10.0)
@@ -139,7 +129,7 @@ class MetarecRidge:
         self.validate_every = validate_every
         self.learn = learn  # the meta-parameters trained (None: all of them)
         self.loss = loss  # "lambda" (NDCG-weighted pairs) or "softmax"
-        self.episodes = episodes  # "cross-fit" or "leave-out" (see _Episodes)
+        self.episodes = episodes  # "cross-fit" or "leave-out" (see Episodes)
         self.launch_bias = launch_bias  # no validation: each launch picks its support bias
         self.guard = guard  # standard errors a validated change must gain over fold-in (-inf: off)
         self._bias_from_support = False
@@ -184,18 +174,17 @@ class MetarecRidge:
         steps = min(self.steps, QUICK_STEPS) if context.quick else self.steps
         if steps == 0 or not data or context.validate is None:
             return  # without validation categories nothing says a step beats fold-in
-        episodes = _Episodes(context, data, matrix * self.alpha, self, steps)
+        episodes = Episodes(context, data, matrix * self.alpha, self, steps)
         self._meta_train(episodes, steps, context)
         if context.validate_zero_users is not None:
             self._choose_zero_shot(context)
             if float(self.params["zero_shot_content"]) > 0:
                 self._learn_zero_shot_scale(context, episodes, min(steps, ZERO_SHOT_STEPS))
 
-    def _meta_train(self, episodes: _Episodes, steps: int, context: FitContext) -> None:
-        # the zero-shot content weight is chosen on zero-shot validation after training
-        learn = (set(self.params) if self.learn is None else set(self.learn)) - {
-            "zero_shot_content"
-        }
+    def _meta_train(self, episodes: Episodes, steps: int, context: FitContext) -> None:
+        # the zero-shot term is chosen and learned on zero-shot validation after training
+        zero_shot = {"zero_shot_content", "zero_shot_log_scale"}
+        learn = (set(self.params) if self.learn is None else set(self.learn)) - zero_shot
         start = self._best_start(context) if "support_bias" in learn else self.params
         params = {k: v.clone().requires_grad_(k in learn) for k, v in start.items()}
         # The loss's own score scale, learned beside the parameters: with a fixed scale a
@@ -262,8 +251,7 @@ class MetarecRidge:
             params = {**trained, "zero_shot_content": torch.tensor(weight, dtype=torch.float64)}
             self.params = params
             per_user = np.asarray(context.validate_zero_users(self), dtype=np.float64)
-            defined = np.isfinite(per_user)
-            score = float(per_user[defined].mean()) if defined.any() else math.nan
+            score = _defined_mean(per_user)
             self.zero_shot.append({"zero_shot_content": weight, "validation_ndcg@10": score})
             if reference is None:  # the first weight, 0: always a candidate
                 reference, best = per_user, (score, params)
@@ -276,7 +264,7 @@ class MetarecRidge:
             "zero_shot_validation_without": round(self.zero_shot[0]["validation_ndcg@10"], 6),
         }
 
-    def _learn_zero_shot_scale(self, context: FitContext, episodes: _Episodes, steps: int) -> None:
+    def _learn_zero_shot_scale(self, context: FitContext, episodes: Episodes, steps: int) -> None:
         """Learn the zero-shot term's per-feature scale on zero-shot episodes of the training
         categories, validated on the zero-shot validation launches; the start (every scale
         one: the cosine :meth:`_choose_zero_shot` chose) is kept unless a checkpoint beats it.
@@ -289,7 +277,7 @@ class MetarecRidge:
         assert context.validate_zero_users is not None
         start = self._detached(self.params)
         reference = np.asarray(context.validate_zero_users(self), dtype=np.float64)
-        best = (float(np.nanmean(reference)), start)
+        best = (_defined_mean(reference), start)
         params = {k: v.clone().requires_grad_(k == "zero_shot_log_scale") for k, v in start.items()}
         sharpness = torch.tensor(math.log(1.0 / self.temperature), dtype=torch.float64)
         sharpness.requires_grad_(True)
@@ -303,7 +291,7 @@ class MetarecRidge:
             if step % self.validate_every == 0 or step == steps:
                 self.params = self._detached(params)
                 per_user = np.asarray(context.validate_zero_users(self), dtype=np.float64)
-                score = float(np.nanmean(per_user))
+                score = _defined_mean(per_user)
                 self.zero_shot.append({"step": step, "validation_ndcg@10": score})
                 gain = _gain_in_standard_errors(per_user, reference)
                 if score > best[0] and gain > self.guard:
@@ -326,8 +314,7 @@ class MetarecRidge:
             self._last_gain_se = math.inf  # nothing to pair: the guard cannot judge
         else:
             per_user = np.asarray(context.validate_users(self), dtype=np.float64)
-            defined = np.isfinite(per_user)
-            score = float(per_user[defined].mean()) if defined.any() else math.nan
+            score = _defined_mean(per_user)
             if fold_in:
                 self._fold_in_users = per_user
             self._last_gain_se = _gain_in_standard_errors(per_user, self._fold_in_users)
@@ -413,137 +400,10 @@ class MetarecRidge:
         return self._cache[1], self._cache[2], self._cache[3]
 
 
-class _Episodes:
-    """Seeded training episodes over the fold's training categories (see the module docstring)."""
-
-    def __init__(
-        self,
-        context: FitContext,
-        data: list[CategoryData],
-        confidence: sp.csr_matrix,
-        method: MetarecRidge,
-        steps: int,
-    ) -> None:
-        assert method.item_factors is not None
-        self.data = data
-        self.method = method
-        self.shots = (0, *context.config.tasks.train_shots)
-        self.rng = np.random.default_rng(derived_seed(context.seed, "ridge-episodes"))
-        self.generator = torch.Generator().manual_seed(derived_seed(context.seed, "ridge-ties"))
-        catalog = context.catalog
-        codes = (
-            catalog.positives["user_idx"].to_numpy() * len(catalog.items)
-            + catalog.positives["item_idx"].to_numpy()
-        )
-        order = np.argsort(codes)
-        self._codes, self._weights = codes[order], catalog.positives["weight"].to_numpy()[order]
-        self._n_items = len(catalog.items)
-        self._confidence = confidence.tocsc()
-        self._factors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        items = method.item_factors
-        self._items = items
-        self._gram = items.T @ items
-        self._group: dict[str, int] = {}
-        self._priors: dict[str, tuple[torch.Tensor, ContentIndex]] = {}  # zero-shot episodes
-        self._dense = context.features.space.dense_columns()
-        if method.episodes == "cross-fit" and len(data) >= 2:  # one category cannot be halved
-            self._cross_fit(context, confidence)
-
-    def _cross_fit(self, context: FitContext, confidence: sp.csr_matrix) -> None:
-        """Two halves of the training categories; each half's episodes see users through an
-        ALS fitted on the *other* half only, as a launch sees them through one that never saw
-        the new category."""
-        names = sorted(c.name for c in self.data)
-        order = self.rng.permutation(len(names))
-        for position, index in enumerate(order):
-            self._group[names[index]] = position % 2
-        catalog = context.catalog
-        method = self.method
-        iterations = QUICK_ALS_ITERATIONS if context.quick else method.iterations
-        for group in (0, 1):
-            other = [n for n, g in self._group.items() if g != group]
-            keep = np.isin(catalog.item_category, other).astype(np.float64)
-            visible = (confidence @ sp.diags(keep)).tocsr()
-            settings = (method.factors, method.regularization, method.alpha, iterations)
-            items = fit_factors(
-                lambda settings=settings: als_model(*settings, context.seed),
-                visible / method.alpha,
-            )[1]
-            factors = torch.from_numpy(solve_rows(visible, items, method.regularization))
-            self._factors[f"group{group}"] = (factors, factors.T @ factors)
-
-    def users_without(self, category: CategoryData) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every user's half-step factors from their history outside ``category``, and the gram."""
-        if category.name in self._group:
-            return self._factors[f"group{self._group[category.name]}"]
-        if category.name not in self._factors:
-            inside = np.zeros(self._items.shape[0], dtype=bool)
-            inside[category.item_idx] = True
-            rest = self._confidence @ sp.diags((~inside).astype(np.float64))
-            gram = self._gram - self._items[inside].T @ self._items[inside]
-            factors = torch.from_numpy(
-                solve_rows(rest.tocsr(), self._items, self.method.regularization, gram=gram)
-            )
-            self._factors[category.name] = (factors, factors.T @ factors)
-        return self._factors[category.name]
-
-    def zero_shot_loss(self, params: Params, sharpness: torch.Tensor) -> torch.Tensor:
-        """A zero-shot episode: a training category launched with no support, its users'
-        scores with the zero-shot content term (profiles from the other training categories)."""
-        category = self.data[int(self.rng.integers(len(self.data)))]
-        split = split_k_shot(category, 0)
-        eligible = np.flatnonzero(split.eligible)
-        chosen = eligible
-        if len(eligible) > self.method.query_users:
-            chosen = np.sort(self.rng.choice(eligible, self.method.query_users, replace=False))
-        relevant, exclude = evaluation_masks(category, split, chosen)
-        factors, gram = self.users_without(category)
-        if category.name not in self._priors:  # the prior is fixed by now: one solve each
-            with torch.no_grad():
-                empty = RidgeSupport(
-                    *[torch.zeros(0, dtype=torch.long)] * 2,
-                    torch.zeros(0, dtype=torch.float64),
-                    category.n_items,
-                )
-                vectors = fold_in(params, factors, empty, category.item_x, gram=gram)
-            self._priors[category.name] = (vectors, ContentIndex(category.item_x, self._dense))
-        vectors, index = self._priors[category.name]
-        d = category.item_x.shape[1]
-        affinity = zero_shot_affinity(params, index, category.profile[chosen, :d].double())
-        rows = factors[torch.as_tensor(category.users[chosen], dtype=torch.long)]
-        counts = torch.zeros(category.n_items, dtype=torch.float64)
-        scores = ridge_scores(params, rows, vectors, counts, affinity) * torch.exp(sharpness)
-        return lambda_loss(scores, relevant, exclude, temperature=1.0, generator=self.generator)
-
-    def loss(self, params: Params, sharpness: torch.Tensor) -> torch.Tensor:
-        category = self.data[int(self.rng.integers(len(self.data)))]
-        shots = int(self.rng.choice(self.shots))
-        split = split_k_shot(category, shots)
-        eligible = np.flatnonzero(split.eligible)
-        if len(eligible) == 0:
-            split = split_k_shot(category, 0)
-            eligible = np.flatnonzero(split.eligible)
-        factors, gram = self.users_without(category)
-        global_users = category.users[category.pos_user[split.support]]
-        global_items = category.item_idx[category.pos_item[split.support]]
-        found = np.searchsorted(self._codes, global_users * self._n_items + global_items)
-        support = RidgeSupport(
-            users=torch.as_tensor(global_users, dtype=torch.long),
-            items=torch.as_tensor(category.pos_item[split.support], dtype=torch.long),
-            weights=torch.as_tensor(self._weights[found], dtype=torch.float64),
-            n_items=category.n_items,
-        )
-        chosen = eligible
-        if len(eligible) > self.method.query_users:
-            chosen = np.sort(self.rng.choice(eligible, self.method.query_users, replace=False))
-        relevant, exclude = evaluation_masks(category, split, chosen)
-        vectors = fold_in(params, factors, support, category.item_x, gram=gram)
-        rows = factors[torch.as_tensor(category.users[chosen], dtype=torch.long)]
-        scores = ridge_scores(params, rows, vectors, support.counts)
-        scores = scores * torch.exp(sharpness)
-        if self.method.loss == "lambda":
-            return lambda_loss(scores, relevant, exclude, temperature=1.0, generator=self.generator)
-        return listwise_loss(scores, relevant, exclude, temperature=1.0)
+def _defined_mean(per_user: np.ndarray) -> float:
+    """Mean over the users whose value is defined (NaN: none is)."""
+    defined = np.isfinite(per_user)
+    return float(per_user[defined].mean()) if defined.any() else math.nan
 
 
 def _gain_in_standard_errors(candidate: np.ndarray, reference: np.ndarray | None) -> float:

@@ -64,6 +64,12 @@ class RidgeSupport:
     weights: Tensor
     n_items: int
 
+    @classmethod
+    def empty(cls, n_items: int) -> RidgeSupport:
+        """No support at all (zero shots: every item at its prior)."""
+        none = torch.zeros(0, dtype=torch.long)
+        return cls(none, none, torch.zeros(0, dtype=torch.float64), n_items)
+
     @property
     def counts(self) -> Tensor:
         """(n_items,) support positives per item."""

@@ -98,7 +98,7 @@ class RidgeRanker:
         adapted = params is not None or adapt
         if params is None:
             if not adapt:
-                support = _empty(category.n_items)
+                support = RidgeSupport.empty(category.n_items)
             with torch.no_grad():
                 vectors = fold_in(model.params, factors, support, category.item_x, gram=gram)
             params = {"item_vectors": vectors, "counts": support.counts}
@@ -113,14 +113,15 @@ class RidgeRanker:
 
     def scores(self, users: np.ndarray) -> Tensor:
         """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
-        rows = self.factors[rows_of(users)]
+        index = torch.as_tensor(users, dtype=torch.long)
+        rows = self.factors[index]
         meta = self.model.params
         if "support_bias" in self.params:  # chosen at this launch (see support_bias)
             meta = {**meta, "support_bias": self.params["support_bias"]}
         affinity = None
         if self.content is not None:
             assert self.profiles is not None  # launch() requires them with a content index
-            affinity = zero_shot_affinity(meta, self.content, self.profiles[rows_of(users)])
+            affinity = zero_shot_affinity(meta, self.content, self.profiles[index])
         with torch.no_grad():
             dots = ridge_scores(
                 meta, rows, self.params["item_vectors"], self.params["counts"], affinity
@@ -149,10 +150,6 @@ class RidgeRanker:
             positions, values = top.indices[i][allowed][:k], top.values[i][allowed][:k]
             out.append((positions, values))
         return out
-
-
-def rows_of(users: np.ndarray) -> Tensor:
-    return torch.as_tensor(users, dtype=torch.long)
 
 
 def support_bias(
@@ -220,8 +217,3 @@ def category_support(catalog: Catalog, category: CategoryData, split: Split) -> 
         weights=torch.as_tensor(weights),
         n_items=category.n_items,
     )
-
-
-def _empty(n_items: int) -> RidgeSupport:
-    none = torch.zeros(0, dtype=torch.long)
-    return RidgeSupport(none, none, torch.zeros(0, dtype=torch.float64), n_items)
