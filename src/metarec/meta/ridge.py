@@ -143,11 +143,16 @@ def zero_shot_affinity(params: Params, index: ContentIndex, profiles: Tensor) ->
     return index.affinity(profiles, None if log_scale is None else torch.exp(log_scale))
 
 
+def has_zero_shot_term(params: Params) -> bool:
+    """Whether the model has a zero-shot content term (a non-zero ``c_0``)."""
+    weight = params.get("zero_shot_content")  # absent from models saved before the term
+    return weight is not None and bool(weight != 0)
+
+
 def uses_content(params: Params, counts: Tensor) -> bool:
     """Whether :func:`ridge_scores` of a category with these support ``counts`` reads the
     content affinity (a zero-shot category under a non-zero ``c_0``)."""
-    weight = params.get("zero_shot_content")  # absent from models saved before the term
-    return weight is not None and bool(weight != 0) and not bool(counts.any())
+    return has_zero_shot_term(params) and not bool(counts.any())
 
 
 def ridge_scores(

@@ -28,7 +28,7 @@ from metarec.config import TrainConfig
 from metarec.data.catalog import Catalog
 from metarec.features.encoder import ItemEncoder
 from metarec.features.items import FeatureSpace
-from metarec.meta.ridge import uses_content
+from metarec.meta.ridge import has_zero_shot_term
 from metarec.models.least_squares import positive_matrix, solve_rows
 from metarec.models.scorer import Params
 from metarec.tasks import CategoryData, category_data, encoded_items
@@ -134,7 +134,7 @@ class RidgeModel:
     @property
     def uses_profiles(self) -> bool:
         """Whether zero-shot scores read the users' content profiles (a non-zero ``c_0``)."""
-        return uses_content(self.params, torch.zeros(1))
+        return has_zero_shot_term(self.params)
 
     # ---- the model folder ----------------------------------------------------------------------
 
