@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from tests.conftest import KNOWN_HELD_OUT, folded, known_answer_config
 
@@ -138,6 +139,31 @@ def test_folded_candidate_scores_equal_the_row_path(
         expected = score(known_model.params, candidate_rows(category, state, users))
         got = folded(known_model.params, category, state, users)
         assert torch.allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ranking_every_item_does_not_depend_on_the_chunk_size(
+    known_store: Path, known_model: MetaModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluation scores users chunk by chunk (small chunks keep the temporaries reusable):
+    one user per chunk, a few per chunk and every user at once give the same scores."""
+    from metarec.ranking import category_scores, ranker
+
+    with Store.open(known_store, read_only=True) as store:
+        catalog = load_catalog(store, known_model.config)
+    category = known_model.category_data(catalog, [KNOWN_HELD_OUT], visible=catalog.categories)[
+        KNOWN_HELD_OUT
+    ]
+    split = split_k_shot(category, 1)
+    users = np.arange(category.n_users)
+    hidden = known_model.params["layers.0.weight"].shape[0]
+    results = []
+    for users_per_chunk in (1, 7, category.n_users):
+        values = users_per_chunk * category.n_items * hidden
+        monkeypatch.setattr(ranker, "_SCORE_CHUNK_VALUES", values)
+        results.append(category_scores(known_model, category, split, users))
+    assert results[0].shape == (category.n_users, category.n_items)
+    for other in results[1:]:
+        torch.testing.assert_close(other, results[0], rtol=1e-6, atol=1e-6)
 
 
 def test_users_as_tasks_rank_like_adapted_rows(known_store: Path, known_model: MetaModel) -> None:

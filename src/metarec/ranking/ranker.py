@@ -41,7 +41,13 @@ from metarec.tasks import (
     support_state,
 )
 
-_SCORE_CHUNK_ROWS = 2_000_000  # (users x items) pairs scored per chunk: bounds peak memory
+_SCORE_CHUNK_VALUES = 1 << 21
+"""First-layer values ``(users, items, hidden)`` of one scoring chunk (8 MiB of float32).
+
+Small enough that each chunk's temporaries stay under glibc's largest mmap threshold (32 MiB),
+so they come from the heap and are reused chunk after chunk: a larger temporary is mapped
+afresh and page-faulted in on every call, which cost more than the arithmetic (chunks of 2M
+pairs x 64 units, 512 MiB each, ran 2.4x slower; docs/BENCHMARKS.md "Fourth pass")."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,8 @@ class CategoryRanker:
 
         Exact and complete (the benchmark's full ranking); the caller excludes what it must.
         """
-        chunk = max(1, _SCORE_CHUNK_ROWS // max(1, self.category.n_items))
+        hidden = self.params["layers.0.weight"].shape[-2]
+        chunk = max(1, _SCORE_CHUNK_VALUES // max(1, self.category.n_items * hidden))
         if self.per_user:
             generator = _generator(self.model, self.category.name)
             parts = [
