@@ -53,6 +53,26 @@ def test_solve_rows_with_gram_is_the_closed_form_row_by_row() -> None:
     assert not out[2].any()
 
 
+def test_solve_rows_does_not_depend_on_its_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows are solved in memory-bounded batches: one row per batch, small batches and one
+    batch for every row give the same factors (to float rounding: a batched LAPACK call may
+    round differently from a single one at small sizes)."""
+    from metarec.models import least_squares
+
+    rng = np.random.default_rng(4)
+    factors = rng.normal(size=(40, 6))
+    dense = np.where(rng.random((300, 40)) < 0.2, rng.uniform(1, 4, (300, 40)), 0.0)
+    ridge = rng.uniform(0.5, 2.0, 300)
+    results = []
+    for budget, max_rows in ((36, 1), (36 * 5, 1024), (1 << 30, 1 << 30)):
+        monkeypatch.setattr(least_squares, "_SOLVE_BUDGET", budget)
+        monkeypatch.setattr(least_squares, "_SOLVE_MAX_ROWS", max_rows)
+        results.append(solve_rows(sp.csr_matrix(dense), factors, ridge))
+    assert results[0].any()
+    for other in results[1:]:
+        np.testing.assert_allclose(other, results[0], rtol=1e-10, atol=1e-14)
+
+
 def test_solve_rows_solves_a_row_cholesky_cannot_factor() -> None:
     """A confidence below one can make a row's system indefinite: that row is solved by LU."""
     factors = np.eye(3)

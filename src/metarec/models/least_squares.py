@@ -14,8 +14,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-# Padded (rows, width, factors) gathers in solve_rows stay under this many float64 values.
-_SOLVE_BUDGET = 1 << 22
+# A batch's padded (rows, width, f) gather and its (rows, f, f) systems each stay under this many
+# float64 values (8 MiB): under glibc's largest mmap threshold (32 MiB), so they come from the
+# heap and are reused batch after batch instead of being mapped and page-faulted in afresh.
+# Batches of up to 1,024 rows with 4M-value gathers (systems of 134 MiB at f = 128) solved the
+# same rows 1.3x to 1.45x slower, bit for bit the same (docs/BENCHMARKS.md, "Fourth pass").
+_SOLVE_BUDGET = 1 << 20
 _SOLVE_MAX_ROWS = 1024
 
 
@@ -64,7 +68,8 @@ def solve_rows(
     penalty = torch.as_tensor(np.broadcast_to(regularization, confidence.shape[:1]).copy())
     out = torch.zeros((confidence.shape[0], f), dtype=torch.float64)
     counts = np.diff(confidence.indptr)
-    for rows in _row_batches(counts, f):
+    max_rows = max(1, min(_SOLVE_MAX_ROWS, _SOLVE_BUDGET // (f * f)))
+    for rows in _row_batches(counts, f, max_rows=max_rows):
         offsets = np.arange(counts[rows].max())
         valid = offsets[None, :] < counts[rows][:, None]
         entry = np.where(valid, confidence.indptr[rows][:, None] + offsets[None, :], 0)
@@ -86,8 +91,9 @@ def solve_rows(
     return out.numpy()
 
 
-def _row_batches(counts: np.ndarray, width_cost: int) -> Iterator[np.ndarray]:
-    """Rows with positives, by increasing count, in batches whose padded gather fits the budget."""
+def _row_batches(counts: np.ndarray, width_cost: int, *, max_rows: int) -> Iterator[np.ndarray]:
+    """Rows with positives, by increasing count, in batches of at most ``max_rows`` whose padded
+    gather fits the budget."""
     rows = np.flatnonzero(counts)
     rows = rows[np.argsort(counts[rows], kind="stable")]
     start = 0
@@ -96,7 +102,7 @@ def _row_batches(counts: np.ndarray, width_cost: int) -> Iterator[np.ndarray]:
         stop = start + 1
         while (
             stop < len(rows)
-            and stop - start < _SOLVE_MAX_ROWS
+            and stop - start < max_rows
             and (stop + 1 - start) * counts[rows[stop]] * width_cost <= _SOLVE_BUDGET
         ):
             stop += 1
