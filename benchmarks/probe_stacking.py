@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     parser.add_argument("--other", default="user-knn", help="the method stacked onto the ridge")
     parser.add_argument("--shots", default="1,3,5")
-    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--fold", type=int, default=0, help="0-based (the harness's fold 1 is 0)")
     parser.add_argument("--full", action="store_true", help="full-length fits (default: quick)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -77,7 +77,7 @@ def main() -> None:
     ridge.fit(context)
     other.fit(context)
     seconds = time.perf_counter() - started
-    print(f"fold {args.fold}: validation {fold.validation}; fits {seconds:.0f} s")
+    print(f"fold {args.fold + 1}: validation {fold.validation}; fits {seconds:.0f} s")
     for shots in (int(s) for s in args.shots.split(",")):
         validation = validation_launches(
             catalog,
