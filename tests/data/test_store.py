@@ -8,10 +8,12 @@ import textwrap
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
 from metarec.data import Store, ingest_frames
+from metarec.data.catalog import Catalog
 from metarec.data.schema import INTERACTIONS_DTYPES, ITEMS_DTYPES, USERS_DTYPES
 from metarec.errors import StoreError
 
@@ -154,3 +156,16 @@ def test_closed_store_says_so(store_path: Path) -> None:
     with pytest.raises(StoreError, match="closed"):
         store.items()
     assert "closed" in repr(store)
+
+
+def test_category_masks_compare_items_then_gather_positives(known_catalog: Catalog) -> None:
+    """``in_categories`` (per positive) is ``items_in`` (per item) gathered by each positive's
+    item, and the same as comparing every positive's category name."""
+    names = known_catalog.categories[:2]
+    per_positive = known_catalog.item_category[known_catalog.positives["item_idx"].to_numpy()]
+    expected = np.isin(per_positive, names)
+    assert 0 < expected.sum() < len(expected)  # the check can fail either way
+    np.testing.assert_array_equal(known_catalog.in_categories(names), expected)
+    items = known_catalog.items_in(names)
+    assert items.shape == (len(known_catalog.items),)
+    np.testing.assert_array_equal(items, np.isin(known_catalog.item_category, names))

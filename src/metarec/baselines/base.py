@@ -291,9 +291,9 @@ def _seal(
     )
     pos_users = catalog.positives["user_idx"].to_numpy().astype(np.int64)
     pos_items = catalog.positives["item_idx"].to_numpy()
-    pos_category = catalog.item_category[pos_items]
-    is_support = (pos_category == name) & np.isin(pos_users * n_items + pos_items, support_codes)
-    sealed = catalog.restricted(np.isin(pos_category, visible) | is_support)
+    in_launch = (catalog.item_category == name)[pos_items]  # per item, then per positive
+    is_support = in_launch & np.isin(pos_users * n_items + pos_items, support_codes)
+    sealed = catalog.restricted(catalog.items_in(visible)[pos_items] | is_support)
     category = features.category_data(sealed, [name], visible=visible, extra_users=users)[name]
     return Launch(
         name=name,
