@@ -6,7 +6,7 @@
 Evaluation scores every item of a category for every test user through
 :func:`metarec.models.folded.folded_scores`, a chunk of users at a time
 (:meth:`metarec.ranking.CategoryRanker.scores`). Before, a chunk held 2,000,000 (user, item)
-pairs, so each ``(users, items, hidden)`` temporary was 512 MiB at 64 hidden units: glibc maps
+pairs, so each ``(users, items, hidden)`` temporary was 488 MiB at 64 hidden units: glibc maps
 a block that large afresh on every allocation and the kernel faults every page in again. Now a
 chunk holds 2^21 first-layer values (8 MiB), under glibc's largest mmap threshold (32 MiB), so
 the heap reuses the same blocks. This times both rules (and a few others) on the same random

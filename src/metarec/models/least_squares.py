@@ -17,7 +17,7 @@ import torch
 # A batch's padded (rows, width, f) gather and its (rows, f, f) systems each stay under this many
 # float64 values (8 MiB): under glibc's largest mmap threshold (32 MiB), so they come from the
 # heap and are reused batch after batch instead of being mapped and page-faulted in afresh.
-# Batches of up to 1,024 rows with 4M-value gathers (systems of 134 MiB at f = 128) solved
+# Batches of up to 1,024 rows with 4M-value gathers (systems of 128 MiB at f = 128) solved
 # benchmarks/bench_solve.py's rows 1.24x to 1.5x slower, to the same factors (docs/BENCHMARKS.md,
 # "Fourth pass").
 _SOLVE_BUDGET = 1 << 20

@@ -47,7 +47,7 @@ _SCORE_CHUNK_VALUES = 1 << 21
 Small enough that each chunk's temporaries stay under glibc's largest mmap threshold (32 MiB),
 so they come from the heap and are reused chunk after chunk: a larger temporary is mapped
 afresh and page-faulted in on every call, which cost more than the arithmetic (chunks of 2M
-pairs x 64 units, 512 MiB each, ran 2.4x slower; docs/BENCHMARKS.md "Fourth pass")."""
+pairs x 64 units, 488 MiB each, ran 2.4x slower; docs/BENCHMARKS.md "Fourth pass")."""
 
 
 @dataclass(frozen=True)
