@@ -124,3 +124,21 @@ def test_paired_test_ignores_users_with_equal_values():
 def test_paired_test_rejects_bad_input(a, b):
     with pytest.raises(DataError):
         paired_test(a, b)
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_intervals_computed_together_equal_each_computed_alone(monkeypatch, cached):
+    rng = np.random.default_rng(2)
+    arrays_ = [
+        rng.random(300),
+        rng.random(120),
+        (rng.random(300) < 0.2).astype(float),
+        rng.random(1),
+    ]
+    if not cached:  # the draws are regenerated in chunks instead of kept
+        monkeypatch.setattr(stats, "_CACHED_DRAWS", 0)
+        monkeypatch.setattr(stats, "_DRAWS_PER_CHUNK", 7 * 300 + 5)
+    alone = [bootstrap_ci(values, n_resamples=400, seed=9) for values in arrays_]
+    stats._cached_draws.cache_clear()
+    assert stats.bootstrap_cis(arrays_, n_resamples=400, seed=9) == alone
+    assert stats.bootstrap_cis([], seed=9) == []

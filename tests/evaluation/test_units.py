@@ -16,7 +16,7 @@ from tests.conftest import known_answer_config
 
 from metarec.config import EvalConfig
 from metarec.data.catalog import Catalog
-from metarec.evaluation.harness import evaluate
+from metarec.evaluation.harness import _tasks, evaluate
 from metarec.evaluation.units import UnitResult
 
 _METHODS = ("popularity", "als", "metarec-ridge", "metarec-maml")
@@ -168,3 +168,30 @@ def test_workers_stop_when_their_run_is_killed(known_store: Path, tmp_path: Path
     while time.monotonic() < deadline and any(alive(pid) for pid in children):
         time.sleep(0.2)
     assert not any(alive(pid) for pid in children)
+
+
+def test_methods_that_share_a_fit_run_together_per_fold() -> None:
+    todo = [
+        (0, "metarec-maml"),
+        (0, "pretrain-zeroshot"),
+        (0, "pretrain-finetune"),
+        (0, "als"),
+        (1, "pretrain-finetune"),  # its partner on fold 1 finished earlier: runs alone
+        (1, "als"),
+    ]
+    assert _tasks(todo) == [
+        ((0, "metarec-maml"),),
+        ((0, "pretrain-zeroshot"), (0, "pretrain-finetune")),
+        ((0, "als"),),
+        ((1, "pretrain-finetune"),),
+        ((1, "als"),),
+    ]
+
+
+def test_shared_fits_in_two_processes_give_the_metrics_of_one(known_catalog: Catalog) -> None:
+    train_config = known_answer_config()
+    config = _config(methods=("popularity", "pretrain-zeroshot", "pretrain-finetune"))
+    one = evaluate(known_catalog, train_config, config, progress=False, jobs=1)
+    two = evaluate(known_catalog, train_config, config, progress=False, jobs=2)
+    _same(one.records, two.records)
+    _same(one.tuning, two.tuning)

@@ -141,6 +141,13 @@ LONGEST_FIRST: tuple[str, ...] = (
 )
 
 
+# Methods whose fits share work through ``FitContext.memo``, which lives in one process: the
+# pretraining runs of the two pretrain variants are the same runs (only the scoring differs).
+# The harness runs the units of such methods on one fold in one worker, one after the other,
+# so that the second re-uses the first's training instead of repeating it in another worker.
+SHARED_FITS: tuple[frozenset[str], ...] = (frozenset({"pretrain-zeroshot", "pretrain-finetune"}),)
+
+
 def start_order(names: list[str]) -> list[str]:
     """``names`` in the order their units should start: :data:`LONGEST_FIRST`, then the rest as
     given."""

@@ -12,7 +12,7 @@ import torch
 
 from metarec.config import EvalConfig
 from metarec.evaluation.folds import Fold
-from metarec.evaluation.stats import bootstrap_ci, paired_test
+from metarec.evaluation.stats import bootstrap_cis, paired_test
 from metarec.seeds import derived_seed
 
 VALIDATION_K = 10
@@ -101,9 +101,10 @@ def method_records(
         keys = sorted(c for m, s, c in per_user if m == method and s == shots)
         pooled: dict[tuple[str, int | None], list[np.ndarray]] = {}
         for category in keys:
-            for (metric, k), values in per_user[(method, shots, category)].items():
-                pooled.setdefault((metric, k), []).append(values)
-                records.append(record(method, family, shots, category, metric, k, values, config))
+            metrics = per_user[(method, shots, category)]
+            for metric_k, values in metrics.items():
+                pooled.setdefault(metric_k, []).append(values)
+            records += launch_records(method, family, shots, category, metrics, config)
             for metric, k, share in lists.get((shots, category), []):
                 # statistics of the lists, not of users
                 records.append(
@@ -120,42 +121,52 @@ def method_records(
                         "n_users": n_users[(method, shots, category)],
                     }
                 )
-        for (metric, k), parts in pooled.items():
-            records.append(
-                record(method, family, shots, "all", metric, k, np.concatenate(parts), config)
-            )
+        together = {metric_k: np.concatenate(parts) for metric_k, parts in pooled.items()}
+        records += launch_records(method, family, shots, "all", together, config)
     return records
 
 
-def record(
+def launch_records(
     method: str,
     family: str,
     shots: int | None,
     category: str,
-    metric: str,
-    k: int | None,
-    values: np.ndarray,
+    metrics: Mapping[tuple[str, int | None], np.ndarray],
     config: EvalConfig,
-) -> dict[str, Any]:
-    kept = values[~np.isnan(values)]
-    if len(kept):
-        mean, low, high = bootstrap_ci(
-            kept, n_resamples=config.n_resamples, seed=derived_seed(config.seed, category)
+) -> list[dict[str, Any]]:
+    """The records of one launch's (or a pooled launch's) per-user metrics, in ``metrics``'
+    order; every interval is :func:`bootstrap_ci`'s over the users with a value, with the seed
+    of the category, computed together so that metrics over the same users share the draws."""
+    kept = {metric_k: values[~np.isnan(values)] for metric_k, values in metrics.items()}
+    measured = [metric_k for metric_k, values in kept.items() if len(values)]
+    intervals = dict(
+        zip(
+            measured,
+            bootstrap_cis(
+                [kept[metric_k] for metric_k in measured],
+                n_resamples=config.n_resamples,
+                seed=derived_seed(config.seed, category),
+            ),
+            strict=True,
         )
-    else:
-        mean = low = high = float("nan")
-    return {
-        "method": method,
-        "family": family,
-        "shots": shots,
-        "category": category,
-        "metric": metric,
-        "k": k,
-        "mean": float(mean),
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "n_users": len(kept),
-    }
+    )
+    nan = (float("nan"),) * 3
+    return [
+        {
+            "method": method,
+            "family": family,
+            "shots": shots,
+            "category": category,
+            "metric": metric,
+            "k": k,
+            "mean": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "n_users": len(kept[(metric, k)]),
+        }
+        for (metric, k) in kept
+        for mean, low, high in [intervals.get((metric, k), nan)]
+    ]
 
 
 def comparisons(
