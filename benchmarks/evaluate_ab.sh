@@ -7,7 +7,7 @@
 # Usage: benchmarks/evaluate_ab.sh REV OUTDIR EVALUATE_ARGS...
 #   e.g. benchmarks/evaluate_ab.sh a8346c8 /tmp/ab --store runs/ml-100k.duckdb --quick --jobs 2
 #   Each run writes OUTDIR/<n>-<side>/ (its --out) and OUTDIR/<n>-<side>.log; store paths
-#   must be absolute or relative to the repository root.
+#   must be absolute or relative to the repository root. AB_ORDER="base head" runs one pair.
 # The base runs from a worktree of REV with its own src/ first on PYTHONPATH; --out is added here.
 set -euo pipefail
 rev=$1 out=$2
@@ -20,7 +20,7 @@ base=$(mktemp -d /tmp/metarec-base.XXXXXX)
 trap 'git -C "$root" worktree remove --force "$base" >/dev/null 2>&1 || true' EXIT
 git -C "$root" worktree add --detach "$base" "$rev" >/dev/null
 n=0
-for side in base head head base; do
+for side in ${AB_ORDER:-base head head base}; do
   n=$((n + 1))
   tree=$([ "$side" = base ] && echo "$base" || echo "$root")
   run=$out/$n-$side

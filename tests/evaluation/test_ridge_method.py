@@ -13,6 +13,7 @@ from tests.conftest import KNOWN_HELD_OUT, fold_of
 
 from metarec.baselines.content_knn import ContentKNN
 from metarec.data.catalog import Catalog
+from metarec.errors import ConfigError
 from metarec.evaluation.ridge import (
     BIAS_STARTS,
     GUARD_STANDARD_ERRORS,
@@ -21,6 +22,7 @@ from metarec.evaluation.ridge import (
     _gain_in_standard_errors,
 )
 from metarec.meta.ridge import init_ridge
+from metarec.ranking.ridge import RidgeRanker, category_support
 
 
 @pytest.mark.parametrize("setting", MetarecRidge.grid)
@@ -133,6 +135,21 @@ def test_a_large_zero_shot_weight_ranks_by_content_knns_profile_cosine(
     cosine = knn.scores(launch) - knn.scores(replace(launch, category=_no_profiles(launch)))
     torch.testing.assert_close(blended - prior, 2.0 * cosine, atol=2e-5, rtol=0)
     assert (cosine.abs().sum(1) > 0).all()  # every launch user has history elsewhere
+
+
+def test_a_zero_shot_launch_without_the_users_profiles_is_a_typed_error(
+    known_catalog: Catalog,
+) -> None:
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    method = MetarecRidge(steps=0)
+    method.fit(fold.context)
+    launch, _ = fold.launch(0)
+    method.params = {**method.params, "zero_shot_content": torch.tensor(2.0, dtype=torch.float64)}
+    model = method.model()
+    factors, gram = model.user_factors(launch.catalog, launch.catalog.positives)
+    support = category_support(launch.catalog, launch.category, launch.split)
+    with pytest.raises(ConfigError, match="user_profiles"):  # zero-shot: the content term applies
+        RidgeRanker.launch(model, launch.category, support, factors, gram, adapt=False)
 
 
 def _no_profiles(launch):  # type: ignore[no-untyped-def]

@@ -126,8 +126,8 @@ def test_paired_test_rejects_bad_input(a, b):
         paired_test(a, b)
 
 
-@pytest.mark.parametrize("cached", [True, False])
-def test_intervals_computed_together_equal_each_computed_alone(monkeypatch, cached):
+@pytest.mark.parametrize("chunk", [None, 7 * 300 + 5])
+def test_intervals_computed_together_equal_each_computed_alone(monkeypatch, chunk):
     rng = np.random.default_rng(2)
     arrays_ = [
         rng.random(300),
@@ -135,10 +135,19 @@ def test_intervals_computed_together_equal_each_computed_alone(monkeypatch, cach
         (rng.random(300) < 0.2).astype(float),
         rng.random(1),
     ]
-    if not cached:  # the draws are regenerated in chunks instead of kept
-        monkeypatch.setattr(stats, "_CACHED_DRAWS", 0)
-        monkeypatch.setattr(stats, "_DRAWS_PER_CHUNK", 7 * 300 + 5)
+    if chunk is not None:  # a few resamples per batch instead of all of them
+        monkeypatch.setattr(stats, "_DRAWS_PER_CHUNK", chunk)
     alone = [bootstrap_ci(values, n_resamples=400, seed=9) for values in arrays_]
-    stats._cached_draws.cache_clear()
     assert stats.bootstrap_cis(arrays_, n_resamples=400, seed=9) == alone
+    assert alone[3] == (arrays_[3][0],) * 3  # one user: every resample is that user
     assert stats.bootstrap_cis([], seed=9) == []
+
+
+def test_bootstrap_resamples_users_from_the_seeded_stream():
+    # by hand: 500 resamples of the users drawn from default_rng(seed), their means' quantiles
+    values = np.random.default_rng(3).random(250)
+    draws = np.random.default_rng(21).integers(0, 250, size=(500, 250))
+    low, high = np.quantile(values[draws].mean(axis=1), [0.05, 0.95])
+    mean, ci_low, ci_high = bootstrap_ci(values, n_resamples=500, alpha=0.1, seed=21)
+    assert mean == values.mean()
+    assert ci_low == pytest.approx(low, abs=1e-12) and ci_high == pytest.approx(high, abs=1e-12)

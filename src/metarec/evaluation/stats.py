@@ -8,18 +8,17 @@ The choices (percentile bootstrap, Wilcoxon signed-rank) are argued in ``docs/ME
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 from metarec.errors import ConfigError, DataError
 
-# Resampled indices are drawn in chunks of about this many entries (16 MB of int64), so memory
-# stays flat even for pooled evaluations over hundreds of thousands of users.
+# Resampled values are gathered in batches of about this many entries (16 MB of int64 indices,
+# 16 MB of float64 values), so memory stays flat even for pooled evaluations over hundreds of
+# thousands of users.
 _DRAWS_PER_CHUNK = 2_000_000
-_CACHED_DRAWS = 2_000_000  # draws of one (seed, users, resamples) kept for reuse (16 MB)
 
 
 def bootstrap_ci(
@@ -50,11 +49,14 @@ def bootstrap_ci(
 def bootstrap_cis(
     arrays: Sequence[np.ndarray], *, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
 ) -> list[tuple[float, float, float]]:
-    """:func:`bootstrap_ci` of each array, each exactly as if called alone with ``seed``.
+    """:func:`bootstrap_ci` of each array, each as if called alone with ``seed``.
 
-    The resampled indices depend only on ``(seed, n_users, n_resamples)``, so arrays of the
-    same length (a launch's metrics and cutoffs, over the same users) share one set of draws:
-    drawing them is most of a bootstrap's cost (53M indices for ML-1M's pooled 0-shot users).
+    ``scipy.stats.bootstrap`` (percentile method) does the resampling. The resampled users
+    depend only on ``(seed, n_users, n_resamples)``, so arrays of the same length (a launch's
+    metrics and cutoffs, over the same users) are resampled together (``paired``): one set of
+    draws, which is most of a bootstrap's cost (53M indices for ML-1M's pooled 0-shot users).
+    The draws come in batches of about ``_DRAWS_PER_CHUNK`` indices; the stream, and so the
+    interval, does not depend on the batch size.
     """
     arrays = [_as_user_values(values, "values") for values in arrays]
     if n_resamples < 1:
@@ -66,41 +68,34 @@ def bootstrap_cis(
     for i, values in enumerate(arrays):
         by_length.setdefault(values.shape[0], []).append(i)
     for n_users, members in by_length.items():
-        means: list[list[np.ndarray]] = [[] for _ in members]
-        for rows in _draws(seed, n_users, n_resamples):
-            for j, i in enumerate(members):
-                means[j].append(arrays[i][rows].mean(axis=1))
+        if n_users == 1:  # every resample is the one user (scipy refuses a single observation)
+            for i in members:
+                value = float(arrays[i][0])
+                out[i] = (value, value, value)
+            continue
+        batch = max(1, _DRAWS_PER_CHUNK // (n_users * len(members)))  # gathers held at once
+        result = scipy_stats.bootstrap(
+            tuple(arrays[i] for i in members),
+            _means,
+            n_resamples=n_resamples,
+            batch=batch,
+            vectorized=True,
+            paired=True,
+            axis=-1,
+            confidence_level=1.0 - alpha,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+        interval = result.confidence_interval
         for j, i in enumerate(members):
-            low, high = np.quantile(np.concatenate(means[j]), [alpha / 2.0, 1.0 - alpha / 2.0])
+            low, high = np.atleast_1d(interval.low)[j], np.atleast_1d(interval.high)[j]
             out[i] = (float(arrays[i].mean()), float(low), float(high))
     return [interval for interval in out if interval is not None]
 
 
-def _draws(seed: int, n_users: int, n_resamples: int) -> Iterator[np.ndarray]:
-    """The resampled user indices, in chunks: the same for the same (seed, n_users, n_resamples).
-
-    A report bootstraps every metric and cutoff of a launch over the same users with the same
-    seed, so the draws of small problems are kept (up to 16 of 16 MB) and reused.
-    """
-    if n_users * n_resamples <= _CACHED_DRAWS:
-        yield from _cached_draws(seed, n_users, n_resamples)
-    else:
-        yield from _draws_uncached(seed, n_users, n_resamples)
-
-
-@functools.lru_cache(maxsize=16)  # at most 256 MB
-def _cached_draws(seed: int, n_users: int, n_resamples: int) -> tuple[np.ndarray, ...]:
-    chunks = tuple(_draws_uncached(seed, n_users, n_resamples))
-    for chunk in chunks:
-        chunk.setflags(write=False)
-    return chunks
-
-
-def _draws_uncached(seed: int, n_users: int, n_resamples: int) -> Iterator[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    per_chunk = max(1, _DRAWS_PER_CHUNK // n_users)
-    for done in range(0, n_resamples, per_chunk):
-        yield rng.integers(0, n_users, size=(min(per_chunk, n_resamples - done), n_users))
+def _means(*samples: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Each resampled array's mean (``scipy.stats.bootstrap``'s statistic, one row per array)."""
+    return np.stack([sample.mean(axis=axis) for sample in samples])
 
 
 def paired_test(a: np.ndarray, b: np.ndarray) -> float:

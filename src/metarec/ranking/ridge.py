@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from metarec.data.catalog import Catalog
+from metarec.errors import ConfigError
 from metarec.features.affinity import ContentIndex
 from metarec.meta.ridge import (
     RidgeSupport,
@@ -93,7 +94,7 @@ class RidgeRanker:
                 the model has a zero-shot content term (``model.uses_profiles``).
 
         Raises:
-            ValueError: the scores need ``profiles`` and none were given.
+            ConfigError: the scores need ``profiles`` and none were given.
         """
         adapted = params is not None or adapt
         if params is None:
@@ -107,7 +108,10 @@ class RidgeRanker:
         content = None
         if uses_content(model.params, params["counts"]):
             if profiles is None:
-                raise ValueError("this model's zero-shot scores need the users' profiles")
+                raise ConfigError(
+                    "this model's zero-shot scores need every user's content profile: pass "
+                    "profiles=model.user_profiles(catalog, history) to RidgeRanker.launch"
+                )
             content = ContentIndex(category.item_x, model.space.dense_columns())
         return cls(model, category, factors, params, adapted, profiles, content)
 
