@@ -106,21 +106,9 @@ def method_records(
                 pooled.setdefault(metric_k, []).append(values)
             records += launch_records(method, family, shots, category, metrics, config)
             for metric, k, share in lists.get((shots, category), []):
-                # statistics of the lists, not of users
-                records.append(
-                    {
-                        "method": method,
-                        "family": family,
-                        "shots": shots,
-                        "category": category,
-                        "metric": metric,
-                        "k": k,
-                        "mean": share,
-                        "ci_low": share,
-                        "ci_high": share,
-                        "n_users": n_users[(method, shots, category)],
-                    }
-                )
+                # statistics of the lists, not of users: no interval
+                n = n_users[(method, shots, category)]
+                records.append(_record(method, family, shots, category, metric, k, (share,) * 3, n))
         together = {metric_k: np.concatenate(parts) for metric_k, parts in pooled.items()}
         records += launch_records(method, family, shots, "all", together, config)
     return records
@@ -152,21 +140,37 @@ def launch_records(
     )
     nan = (float("nan"),) * 3
     return [
-        {
-            "method": method,
-            "family": family,
-            "shots": shots,
-            "category": category,
-            "metric": metric,
-            "k": k,
-            "mean": mean,
-            "ci_low": low,
-            "ci_high": high,
-            "n_users": len(kept[(metric, k)]),
-        }
-        for (metric, k) in kept
-        for mean, low, high in [intervals.get((metric, k), nan)]
+        _record(
+            method, family, shots, category, *metric_k, intervals.get(metric_k, nan), len(values)
+        )
+        for metric_k, values in kept.items()
     ]
+
+
+def _record(
+    method: str,
+    family: str,
+    shots: int | None,
+    category: str,
+    metric: str,
+    k: int | None,
+    interval: tuple[float, float, float],
+    n_users: int,
+) -> dict[str, Any]:
+    """One PROTOCOL.md §4 record: ``interval`` is (mean, low, high)."""
+    mean, low, high = interval
+    return {
+        "method": method,
+        "family": family,
+        "shots": shots,
+        "category": category,
+        "metric": metric,
+        "k": k,
+        "mean": mean,
+        "ci_low": low,
+        "ci_high": high,
+        "n_users": n_users,
+    }
 
 
 def comparisons(
