@@ -274,7 +274,7 @@ def test_index_and_projection_shapes(category: CategoryData) -> None:
     params = make_params(hidden=(8,))
     projection = fitted(category, state, index, params, rank=4, users=range(10))
     assert projection.vectors.shape == (category.n_items, 6)
-    assert projection.vectors.is_contiguous() and projection.transform.shape == (4, width)
+    assert projection.columns.is_contiguous() and projection.transform.shape == (4, width)
     assert torch.equal(projection.vectors[:, -2:], phi[:, -2:])  # popularity kept exactly
 
 

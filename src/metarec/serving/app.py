@@ -28,43 +28,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 
-from metarec.errors import (
-    ArtifactError,
-    BadRowsError,
-    ConfigError,
-    DataError,
-    MetarecError,
-    NonFiniteError,
-    NotAdaptedError,
-    StoreError,
-    UnknownCategoryError,
-    UnknownUserError,
-)
+from metarec.errors import MetarecError
 from metarec.serving import schemas
 from metarec.serving.batcher import RecommendBatcher
-from metarec.serving.conflicts import EventConflictError
 from metarec.serving.console import mount_console, mount_docs
+from metarec.serving.fast_path import RecommendFastPath
 from metarec.serving.guard import Guard
 from metarec.serving.jobs import ServiceBusyError
-from metarec.serving.responses import FiniteJSONResponse
-from metarec.serving.service import EventsRejectedError, Service
+from metarec.serving.responses import FiniteJSONResponse, error_response
+from metarec.serving.service import Service
 from metarec.serving.settings import ServeSettings
 
-# The first class in a raised error's MRO found here decides the status.
-ERROR_STATUS: dict[type[MetarecError], int] = {
-    ServiceBusyError: 503,
-    EventConflictError: 409,
-    NonFiniteError: 500,
-    BadRowsError: 422,
-    UnknownCategoryError: 404,
-    UnknownUserError: 404,
-    NotAdaptedError: 409,
-    ArtifactError: 422,
-    StoreError: 503,
-    ConfigError: 422,
-    DataError: 422,
-    MetarecError: 400,
-}
 _JSON = "application/json"
 
 
@@ -120,6 +94,9 @@ def create_app(
         },
     )
     app.state.service = None
+    app.state.batcher = None
+    # innermost first: the guard's limits and metrics apply to the fast path's answers too
+    app.add_middleware(RecommendFastPath, settings=settings)
     app.add_middleware(Guard, settings=settings)
     _add_error_handlers(app, settings)
     authorised = [Depends(_token_checker(settings))]
@@ -278,17 +255,11 @@ def _token_checker(settings: ServeSettings) -> Callable[..., None]:
 
 
 def _add_error_handlers(app: FastAPI, settings: ServeSettings) -> None:
-    retry_after = {"Retry-After": str(settings.retry_after_seconds)}
-
     @app.exception_handler(MetarecError)
     async def library_error(request: Request, exc: MetarecError) -> Response:
-        status = next(ERROR_STATUS[c] for c in type(exc).__mro__ if c in ERROR_STATUS)
-        body = schemas.Error(error=type(exc).__name__, detail=str(exc))
-        if isinstance(exc, EventsRejectedError):
-            body = body.model_copy(update={"rejected": exc.rows})
-        headers = retry_after if status == 503 else None
+        status, body, headers = error_response(exc, settings.retry_after_seconds)
         return Response(
-            body.model_dump_json(exclude_none=True), status, headers=headers, media_type=_JSON
+            body, status, headers={k.decode(): v.decode() for k, v in headers}, media_type=_JSON
         )
 
     @app.exception_handler(RequestValidationError)

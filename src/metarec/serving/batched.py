@@ -201,7 +201,7 @@ def _retrieve_group(
         )  # (b, h)
         q = queries(layer, gradient)  # (b, 2D + 2)
         projected = torch.cat([q[:, :-2] @ projection.transform.T, q[:, -2:]], dim=1)
-        approx = projected @ projection.vectors.T  # (b, n)
+        approx = projected @ projection.columns  # (b, n)
         affinity = gradient @ layer.column("affinity")  # (b,)
         # unsupported items have affinity asinh(0) = 0: only supported rows contribute
         approx.index_add_(
@@ -216,10 +216,7 @@ def _retrieve_group(
         candidates = top_k_positions(approx, size)  # (b, size)
         # the exact re-rank: the batch's distinct candidates cut once, each user's list
         # pointing into them (most users share the category's top items)
-        listed = torch.zeros(category.n_items, dtype=torch.bool)
-        listed[candidates] = True
-        distinct = torch.nonzero(listed).squeeze(1)
-        own = (torch.cumsum(listed, 0) - 1)[candidates]  # (b, size) positions in distinct
+        distinct, own = torch.unique(candidates, return_inverse=True)  # own: (b, size)
         short = item_side(category, state, distinct)
         exact = head(params, short_list_h1(layer, weights, short, own))
         # a stable sort: equal scores keep candidate order, as the reference
