@@ -32,7 +32,12 @@ from metarec.errors import MetarecError
 from metarec.serving import schemas
 from metarec.serving.batcher import RecommendBatcher
 from metarec.serving.console import mount_console, mount_docs
-from metarec.serving.fast_path import RecommendFastPath
+from metarec.serving.fast_path import (
+    CATEGORY_LENGTH,
+    DEFAULT_K,
+    USER_ID_LENGTH,
+    RecommendFastPath,
+)
 from metarec.serving.guard import Guard
 from metarec.serving.jobs import ServiceBusyError
 from metarec.serving.responses import FiniteJSONResponse, error_response
@@ -104,9 +109,11 @@ def create_app(
     @app.get("/recommend", response_model=schemas.Recommendation, tags=["read"])
     async def recommend(
         request: Request,
-        user_id: Annotated[str, Query(min_length=1, max_length=256)],
-        category: Annotated[str, Query(min_length=1, max_length=512)],
-        k: Annotated[int, Query(ge=1, le=settings.max_k)] = 10,
+        user_id: Annotated[str, Query(min_length=USER_ID_LENGTH[0], max_length=USER_ID_LENGTH[1])],
+        category: Annotated[
+            str, Query(min_length=CATEGORY_LENGTH[0], max_length=CATEGORY_LENGTH[1])
+        ],
+        k: Annotated[int, Query(ge=1, le=settings.max_k)] = DEFAULT_K,
     ) -> Response:
         """Top-k items of a category for a user (fallback named when not personalised)."""
         _service(request)

@@ -3,9 +3,9 @@
 A personalised recommendation is the service's hot path. Behind FastAPI it spent about 0.65 ms
 of the event loop per request (routing, dependency solving, query validation through pydantic,
 the exception-handling layers) against 0.15 ms for ``/health/live``: at 1e5 items that was a
-third of the one core a worker has (docs/SERVING.md, "Throughput"). This layer sits inside the
-:class:`~metarec.serving.guard.Guard` (so the in-flight limit and the request metrics apply)
-and answers a request itself only when its query is plainly valid:
+third of the one core a worker has (docs/SERVING.md, "Plain-ASGI ``/recommend``"). This layer
+sits inside the :class:`~metarec.serving.guard.Guard` (so the in-flight limit and the request
+metrics apply) and answers a request itself only when its query is plainly valid:
 
 - ``user_id`` and ``category`` each given once, within the endpoint's lengths (1 to 256 and 1
   to 512 characters, after percent-decoding as Starlette decodes them);
@@ -14,8 +14,8 @@ and answers a request itself only when its query is plainly valid:
 
 Everything else (missing or repeated fields, ``k=abc``, ``k=+3``, a service still starting)
 goes on to the FastAPI endpoint, which validates and answers as it always did, so every error
-message of a malformed request is FastAPI's. A library error of the ranking itself (unknown
-category, control characters in an id, a non-finite score) is answered by
+message of a malformed request is FastAPI's. A library error of the ranking itself (an unknown
+category, a non-finite score) is answered by
 :func:`metarec.serving.responses.error_response`, the app's one handler for them.
 ``tests/serving/test_fast_path.py`` checks both routes give the same status, headers and body.
 """
@@ -31,7 +31,7 @@ from metarec.serving.responses import error_response, finite_json
 from metarec.serving.settings import ServeSettings
 
 PATH = "/recommend"
-USER_ID_LENGTH = (1, 256)  # the endpoint's Query bounds (app.py)
+USER_ID_LENGTH = (1, 256)  # the endpoint's Query bounds too (app.py reads these)
 CATEGORY_LENGTH = (1, 512)
 DEFAULT_K = 10
 _JSON = b"application/json"
