@@ -7,7 +7,9 @@ the server listens). Endpoints, status codes and the curl session: docs/SERVING.
 
 Pure ASGI middleware (:class:`~metarec.serving.guard.Guard`) enforces the in-flight limit, the
 token of writes before their bodies, and bounded body reads, and records request metrics. Library
-errors map to status codes in one handler (:data:`ERROR_STATUS`).
+errors map to status codes in one handler
+(:func:`~metarec.serving.responses.error_response`, shared with the plain-ASGI ``/recommend``
+of :mod:`~metarec.serving.fast_path`).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations, and
