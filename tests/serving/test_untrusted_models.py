@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from metarec.cli import app
 from metarec.data import Store
 from metarec.serving import Recommender
+from metarec.serving.jobs import JobQueue
+from metarec.serving.metrics import ServiceMetrics
 
 OTHER = "Shelf > C6"
 
@@ -119,6 +121,11 @@ def test_a_swap_past_its_timeout_is_a_504_naming_its_job_which_still_finishes(
         job_id = late.json()["detail"].rpartition("GET /jobs/")[2]
         release.set()
         assert wait_for_job(client, job_id)["state"] == "done"
+        # the worker outlived the timed-out request: it runs the next job, and is ready
+        adapt = client.post(f"/categories/{KNOWN_HELD_OUT}/adapt", headers=AUTH)
+        assert adapt.status_code == 202, adapt.text
+        assert wait_for_job(client, adapt.json()["job_id"])["state"] == "done"
+        assert client.get("/health/ready").status_code == 200
 
 
 def _adapted_twice(known_store: Path, model_dir: Path, folder: Path) -> Path:
@@ -171,3 +178,42 @@ def test_a_damaged_adapted_file_affects_only_its_category(
         assert again.json()["fallback"] is None and again.json()["adaptation_version"] == 2
         other = client.get("/recommend", params={"user_id": "u1", "category": OTHER}).json()
         assert other["fallback"] is None and other["adaptation_version"] == 1
+
+
+def test_a_job_cancelled_while_queued_is_skipped_and_the_worker_goes_on() -> None:
+    """Whoever cancels a job's future, the worker neither runs nor dies of it."""
+    release, ran = threading.Event(), []
+
+    def run(job) -> str:
+        release.wait(30)
+        ran.append(job.job_id)
+        return job.job_id
+
+    jobs = JobQueue(
+        run=run,
+        refresh=lambda changed: 0,
+        current_version=lambda: 0,
+        queue_size=8,
+        refresh_seconds=0.0,
+        metrics=ServiceMetrics(),
+    )
+    jobs.start()
+    try:
+        first = jobs.submit("adapt", category="a")
+        for _ in range(500):  # until the worker has taken it
+            if first.state == "running":
+                break
+            time.sleep(0.01)
+        second = jobs.submit("adapt", category="b")
+        assert not first.future.cancel()  # running: no longer cancellable
+        assert second.future.cancel()  # queued: its waiter gives up
+        release.set()
+        assert first.future.result(timeout=30) == first.job_id
+        third = jobs.submit("adapt", category="c")
+        assert third.future.result(timeout=30) == third.job_id
+        assert ran == [first.job_id, third.job_id]
+        assert second.state == "failed" and "cancelled before it ran" in (second.error or "")
+        assert jobs.running
+    finally:
+        release.set()
+        jobs.stop()

@@ -185,8 +185,10 @@ def create_app(
         """Hot-swap the meta-model: verified, loaded and smoke-tested aside, then swapped."""
         job = _service(request).submit_swap(body.path)
         try:
+            # shielded: a timeout must not cancel the job's future (the swap goes on, as the
+            # 504 says; a cancelled future once made the worker's set_result raise and die)
             result = await asyncio.wait_for(
-                asyncio.wrap_future(job.future), settings.job_timeout_seconds
+                asyncio.shield(asyncio.wrap_future(job.future)), settings.job_timeout_seconds
             )
         except TimeoutError as exc:
             raise HTTPException(

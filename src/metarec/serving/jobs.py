@@ -282,7 +282,11 @@ class JobQueue:
                 ),
             )
             return
-        job.state, job.started_at = "running", time.time()
+        if not job.future.set_running_or_notify_cancel():  # cancelled while queued
+            cancelled = ServiceBusyError(f"job {job.job_id} was cancelled before it ran")
+            self._finish(job, error=cancelled)
+            return
+        job.state, job.started_at = "running", time.time()  # its future can no longer be cancelled
         self._running = job
         try:
             result = self._run_job(job)
@@ -301,10 +305,15 @@ class JobQueue:
         job.finished_at = time.time()
         if error is None:
             job.state = "done"
-            job.future.set_result(result)
         else:
             job.state, job.error = "failed", str(error)
-            job.future.set_exception(error)
+        # A future cancelled by its waiter has nobody waiting: setting it would raise in the
+        # worker and end it (the job's own state above is what GET /jobs reads).
+        if not job.future.cancelled():
+            if error is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(error)
         outcome = "done" if error is None else "failed"
         if job.kind == "adapt":
             self.metrics.adaptations.labels(outcome).inc()
