@@ -1,0 +1,105 @@
+"""Closed-loop ``GET /recommend`` load on one category, the server pinned to one core.
+
+    .venv/bin/python benchmarks/drive_recommend.py --workdir /tmp/bench-serve \
+        --category "Books > Fiction > Fantasy"
+
+A narrower probe than ``bench_serve.py``: one server (micro-batching on, as served), one
+category, ``/health/live`` first (the HTTP stack alone), then ``--requests`` recommendations
+over ``--concurrency`` keep-alive connections from the other core. A small category makes the
+ranking cheap, so the request's HTTP and event-loop cost shows; the 1e5-item benchmark
+category (the default) shows the ranking. Uses ``bench_serve.py``'s data, models and server
+start (it prepares them in ``--workdir`` when missing). The last line is a JSON summary, so
+``benchmarks/against.sh`` can compare two revisions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from bench_serve import (
+    TOKEN,
+    add_categories,
+    category_of,
+    free_port,
+    load,
+    mean_batch,
+    prepare_models,
+    read_response,
+    request_users,
+    start_server,
+    stop_server,
+)
+from metarec.data import Store
+from metarec.serving.settings import ServeSettings
+
+
+async def live(port: int, requests: int, concurrency: int) -> float:
+    """Requests per second of ``GET /health/live`` (the HTTP stack without any work)."""
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for _ in range(requests // concurrency):
+            writer.write(b"GET /health/live HTTP/1.1\r\nHost: bench\r\n\r\n")
+            await read_response(reader)
+        writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return round(requests / (time.perf_counter() - started), 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-serve"))
+    parser.add_argument("--category", default=category_of(100_000))
+    parser.add_argument("--requests", type=int, default=6000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    workdir = args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    _, model_a, _ = prepare_models(workdir, steps=100)
+    store = workdir / "bench.duckdb"
+    if not store.exists():
+        shutil.copy(workdir / "base.duckdb", store)
+        add_categories(store, [100_000])
+    with Store.open(store, read_only=True) as opened:
+        users = opened.users()["user_id"].astype(str).to_numpy()
+
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus = {cpus[0]} if len(cpus) > 1 else None
+    if server_cpus:  # the load generator (this process) on the other cores
+        os.sched_setaffinity(0, set(cpus[1:]))
+    port = free_port()
+    settings = ServeSettings(
+        model_dir=model_a, store_path=store, token=TOKEN, port=port, max_in_flight=1024
+    )
+    process = start_server(settings, workdir, 1, server_cpus)
+    try:
+        names = request_users(users, args.requests, seed=3)
+        asyncio.run(load(port, args.category, names[:200], 4, 30))  # warm-up
+        live_rps = asyncio.run(live(port, args.requests, args.concurrency))
+        measured = asyncio.run(load(port, args.category, names, args.concurrency, 120))
+        batch = mean_batch(port)
+    finally:
+        stop_server(process)
+    print(f"/health/live: {live_rps} req/s", flush=True)
+    print(f"/recommend {args.category!r}: {measured}, {batch} requests per ranking call")
+    summary = {
+        "live_rps": live_rps,
+        "recommend_rps": measured["rps"],
+        "recommend_p99_ms": measured["p99_ms"],
+        "failed": measured["failed"],
+        "mean_batch": batch,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
