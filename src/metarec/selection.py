@@ -34,8 +34,7 @@ from metarec.config import TrainConfig
 from metarec.data.store import Store
 from metarec.evaluation.cases import LazyValidation, Validation, validation_launches
 from metarec.evaluation.folds import Fold
-from metarec.evaluation.methods import ModelAsMethod
-from metarec.evaluation.records import VALIDATION_K
+from metarec.evaluation.methods import DEFAULT_MEASURE, ModelAsMethod, choose_default
 from metarec.evaluation.ridge import MetarecRidge
 from metarec.features.encoder import load_catalog
 from metarec.meta.checkpoint import Checkpointing
@@ -48,7 +47,7 @@ Choice = Literal["auto", "mlp", "ridge"]
 """``auto``: fit both and keep the better on validation; ``mlp`` or ``ridge``: only that one."""
 
 CHOICES: tuple[Choice, ...] = ("auto", "mlp", "ridge")
-MEASURE = f"NDCG@{VALIDATION_K} on the validation categories at tasks.shots, users pooled"
+MEASURE = DEFAULT_MEASURE
 
 
 @dataclass(frozen=True)
@@ -174,14 +173,8 @@ def train_selected(
 
 
 def _choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
+    """The rule ``metarec evaluate`` measures as the method ``metarec`` (choose_default)."""
     if len(candidates) == 1:
         return candidates[0], "the only candidate asked for"
-    scored = [c for c in candidates if not math.isnan(c.validation)]
-    if not scored:
-        ridge = next(c for c in candidates if c.name == MetarecRidge.name)
-        return ridge, (
-            "no validation categories to compare on: ALS fold-in (metarec-ridge's start), "
-            "which led the MLP learners on every benchmark dataset (docs/BENCHMARKS.md)"
-        )
-    best = max(scored, key=lambda c: c.validation)
-    return best, f"best {MEASURE}"
+    name, reason = choose_default({c.name: c.validation for c in candidates})
+    return next(c for c in candidates if c.name == name), reason

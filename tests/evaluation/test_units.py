@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,13 @@ from tests.conftest import known_answer_config
 from metarec.config import EvalConfig
 from metarec.data.catalog import Catalog
 from metarec.evaluation.harness import _tasks, evaluate
+from metarec.evaluation.methods import (
+    MetarecMAML,
+    MetarecRidge,
+    choose_default,
+    default_candidates,
+)
+from metarec.evaluation.records import Result
 from metarec.evaluation.units import UnitResult
 
 _METHODS = ("popularity", "als", "metarec-ridge", "metarec-maml")
@@ -195,3 +204,82 @@ def test_shared_fits_in_two_processes_give_the_metrics_of_one(known_catalog: Cat
     two = evaluate(known_catalog, train_config, config, progress=False, jobs=2)
     _same(one.records, two.records)
     _same(one.tuning, two.tuning)
+
+
+def _rows(result: Result, method: str, categories: list[str]) -> list[str]:
+    """The method's per-category records, without the method's name, comparable across methods."""
+    rows = [
+        {k: v for k, v in r.items() if k not in ("method", "family")}
+        for r in result.records
+        if r["method"] == method and r["category"] in categories
+    ]
+    return sorted(json.dumps(r, sort_keys=True) for r in rows)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_default_is_the_candidate_validation_chose(
+    known_catalog: Catalog, jobs: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fits: list[str] = []
+    for cls in (MetarecMAML, MetarecRidge):
+        real = cls.fit
+
+        def counted(self: object, context: object, real: Callable[..., None] = real) -> None:
+            fits.append(type(self).__name__)
+            real(self, context)
+
+        monkeypatch.setattr(cls, "fit", counted)
+    config = _config(methods=("metarec-maml", "metarec-ridge", "metarec"))
+    result = evaluate(known_catalog, known_answer_config(), config, progress=False, jobs=jobs)
+    tried = {(r["method"], r["fold"], json.dumps(r["setting"])): r for r in result.tuning}
+    compared = 0
+    for fold in result.folds:
+        chosen = tried[("metarec", fold.index, "{}")]["chosen"]
+        scores = chosen["validation"]
+        # the default keeps the better validation score of the candidates' default fits ...
+        assert (
+            scores["metarec-maml"]
+            == tried[("metarec-maml", fold.index, "{}")]["validation_ndcg@10"]
+        )
+        assert (
+            scores["metarec-ridge"]
+            == tried[("metarec-ridge", fold.index, "{}")]["validation_ndcg@10"]
+        )
+        assert chosen["method"] == max(scores, key=lambda name: scores[name])
+        # ... and ranks with it: where the candidate's own tuning kept its default setting,
+        # the two methods' records are the same, user for user
+        own = [r for r in result.tuning if r["method"] == chosen["method"]]
+        best = max(
+            (r for r in own if r["fold"] == fold.index), key=lambda r: r["validation_ndcg@10"]
+        )
+        if best["setting"] == {}:
+            assert _rows(result, "metarec", fold.test) == _rows(result, chosen["method"], fold.test)
+            compared += 1
+    assert compared > 0
+    if jobs == 1:  # in one process the default re-used both fits: none was repeated
+        grid_fits = len([r for r in result.tuning if r["method"] != "metarec"])
+        assert len(fits) == grid_fits
+
+
+def test_the_default_rule() -> None:
+    ridge = MetarecRidge.name
+    assert choose_default({"metarec-maml": 0.5, ridge: 0.4})[0] == "metarec-maml"
+    assert choose_default({"metarec-maml": 0.4, ridge: 0.5})[0] == ridge
+    assert choose_default({"metarec-maml": 0.5, ridge: 0.5})[0] == "metarec-maml"  # first
+    name, reason = choose_default({"metarec-maml": math.nan, ridge: math.nan})
+    assert name == ridge and "no validation categories" in reason
+    assert choose_default({"metarec-maml": math.nan, ridge: 0.1})[0] == ridge
+
+
+def test_the_default_follows_the_configured_algorithm() -> None:
+    config = known_answer_config()
+    label, cls, setting = default_candidates(config)[0]
+    assert (label, cls, setting) == ("metarec-maml", MetarecMAML, {})
+    reptile = config.model_copy(
+        update={"meta": config.meta.model_copy(update={"algorithm": "reptile"})}
+    )
+    assert default_candidates(reptile)[0] == (
+        "metarec-reptile",
+        MetarecMAML,
+        {"algorithm": "reptile"},
+    )

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -20,7 +22,9 @@ from metarec.baselines.mf import ALS, BPR
 from metarec.baselines.pretrain import Pretrain, PretrainFinetune
 from metarec.baselines.simple import Popularity, Random
 from metarec.baselines.user_knn import UserKNN
+from metarec.config import TrainConfig
 from metarec.errors import ConfigError
+from metarec.evaluation.records import VALIDATION_K
 from metarec.evaluation.ridge import MetarecRidge
 from metarec.meta.model import MetaModel, train_on
 from metarec.ranking import category_scores
@@ -85,6 +89,97 @@ class MetarecFiLM(MetarecMAML):
     model_settings: ClassVar[dict[str, Any]] = {"condition": "film"}
 
 
+DEFAULT_MEASURE = f"NDCG@{VALIDATION_K} on the validation categories at tasks.shots, users pooled"
+"""What the default's candidates are compared on (here and in ``metarec train``)."""
+
+DefaultCandidate = tuple[str, type[Method], dict[str, Any]]
+"""``(label, class, setting)``: one candidate of the default, as ``metarec train`` names it."""
+
+
+def default_candidates(config: TrainConfig) -> list[DefaultCandidate]:
+    """The candidates ``metarec train`` fits when it is told nothing (:mod:`metarec.selection`):
+    the MLP learner with the config's algorithm, then metarec-ridge, each at its defaults."""
+    algorithm = config.meta.algorithm
+    mlp: dict[str, Any] = {} if algorithm == "maml" else {"algorithm": algorithm}
+    return [(f"metarec-{algorithm}", MetarecMAML, mlp), (MetarecRidge.name, MetarecRidge, {})]
+
+
+def choose_default(scores: dict[str, float]) -> tuple[str, str]:
+    """The candidate the default keeps, and why: the best validation score (the first among
+    equals); with no score at all (no validation category), metarec-ridge at its fold-in start.
+
+    Args:
+        scores: candidate label -> validation NDCG@10 (NaN: no validation categories).
+    """
+    scored = {name: score for name, score in scores.items() if not math.isnan(score)}
+    if not scored:
+        return MetarecRidge.name, (
+            "no validation categories to compare on: ALS fold-in (metarec-ridge's start), "
+            "which led the MLP learners on every benchmark dataset (docs/BENCHMARKS.md)"
+        )
+    return max(scored, key=lambda name: scored[name]), f"best {DEFAULT_MEASURE}"
+
+
+def _fit_key(cls: type[Method], setting: dict[str, Any]) -> tuple[str, str, str]:
+    return ("fitted", cls.name, json.dumps(setting, sort_keys=True))
+
+
+def remember_fit(
+    cls: type[Method], setting: dict[str, Any], method: Method, context: FitContext
+) -> None:
+    """Keep ``method`` in the fold's memo when the default (:class:`MetarecDefault`) fits the
+    same class and setting, so that its unit, run next in the same worker
+    (:data:`SHARED_FITS`), does not fit it again."""
+    if any(c is cls and s == setting for _, c, s in default_candidates(context.config)):
+        context.memo[_fit_key(cls, setting)] = method
+
+
+class MetarecDefault:
+    """What ``metarec train`` gives a user who configures nothing, as one method: of the
+    candidates of :func:`default_candidates`, the better on the fold's validation categories
+    (:func:`choose_default`, the rule :mod:`metarec.selection` applies to a store).
+
+    It has no grid: it is the default, measured as a new user gets it. A candidate already
+    fitted by its own unit in the same worker (:data:`SHARED_FITS`) is re-used, not fitted
+    again, so where that unit kept its default setting the default's records are that
+    candidate's, user for user.
+    """
+
+    name: ClassVar[str] = "metarec"
+    family: ClassVar[Family] = "metarec"
+    grid: ClassVar[list[dict[str, Any]]] = [{}]
+
+    def __init__(self) -> None:
+        self.method: Method | None = None
+        self.chosen: dict[str, Any] = {}  # which candidate, and every candidate's score
+
+    def fit(self, context: FitContext) -> None:
+        fitted: dict[str, Method] = {}
+        scores: dict[str, float] = {}
+        for label, cls, setting in default_candidates(context.config):
+            method = context.memo.get(_fit_key(cls, setting))
+            if method is None:
+                method = cls(**setting)
+                method.fit(context)
+            fitted[label] = method
+            scores[label] = math.nan if context.validate is None else context.validate(method)
+        label, reason = choose_default(scores)
+        self.method = fitted[label]
+        self.chosen = {"method": label}
+        if all(math.isnan(score) for score in scores.values()):
+            self.chosen["reason"] = reason
+        else:  # validation NDCG@10 of every candidate (the measure of DEFAULT_MEASURE)
+            self.chosen["validation"] = {
+                name: None if math.isnan(score) else round(score, 6)
+                for name, score in scores.items()
+            }
+
+    def scores(self, launch: Launch) -> torch.Tensor:
+        if self.method is None:
+            raise ConfigError("fit() must run before scores()")
+        return self.method.scores(launch)
+
+
 class ModelAsMethod:
     """A meta-model seen as a method (for validation during training)."""
 
@@ -106,6 +201,7 @@ class ModelAsMethod:
 METHODS: dict[str, type[Method]] = {
     cls.name: cls
     for cls in (
+        MetarecDefault,
         MetarecMAML,
         MetarecFiLM,
         MetarecRidge,
@@ -145,10 +241,15 @@ LONGEST_FIRST: tuple[str, ...] = (
 
 
 # Methods whose fits share work through ``FitContext.memo``, which lives in one process: the
-# pretraining runs of the two pretrain variants are the same runs (only the scoring differs).
-# The harness runs the units of such methods on one fold in one worker, one after the other,
-# so that the second re-uses the first's training instead of repeating it in another worker.
-SHARED_FITS: tuple[frozenset[str], ...] = (frozenset({"pretrain-zeroshot", "pretrain-finetune"}),)
+# pretraining runs of the two pretrain variants are the same runs (only the scoring differs),
+# and the default (``metarec``) picks between the default-setting fits of metarec-maml and
+# metarec-ridge (remember_fit). The harness runs the units of such methods on one fold in one
+# worker, one after the other, so that the later ones re-use the first's training instead of
+# repeating it in another worker.
+SHARED_FITS: tuple[frozenset[str], ...] = (
+    frozenset({"pretrain-zeroshot", "pretrain-finetune"}),
+    frozenset({"metarec-maml", "metarec-ridge", MetarecDefault.name}),
+)
 
 
 def start_order(names: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ from metarec.baselines.base import FitContext, Method
 from metarec.config import EvalConfig
 from metarec.evaluation.cases import Validation
 from metarec.evaluation.folds import Fold
+from metarec.evaluation.methods import remember_fit
 from metarec.seeds import derived_seed
 
 
@@ -37,6 +38,7 @@ def tune(
         torch.manual_seed(derived_seed(config.seed, f"{cls.name}-{fold.index}"))
         method = cls(**setting)
         method.fit(context)
+        remember_fit(cls, setting, method, context)
         score = validation.score(method) if validation.launches else float("nan")
         row = {
             "method": cls.name,
