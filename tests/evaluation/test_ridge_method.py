@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +22,16 @@ from metarec.evaluation.ridge import (
     MetarecRidge,
     _gain_in_standard_errors,
 )
-from metarec.meta.ridge import init_ridge
+from metarec.meta.model import load_model, save_model
+from metarec.meta.ridge import (
+    ZERO_SHOT_SET,
+    RidgeSupport,
+    fold_in,
+    for_counts,
+    init_ridge,
+    ridge_scores,
+)
+from metarec.meta.ridge_model import RidgeModel
 from metarec.ranking.ridge import RidgeRanker, category_support
 
 
@@ -49,22 +59,69 @@ def test_every_grid_setting_trains_with_validation(
     assert all("gain_se" in h for h in method.history if h["step"] > 0)  # paired with fold-in
 
 
-def test_the_guard_decides_whether_validation_may_leave_fold_in(known_catalog: Catalog) -> None:
-    """With an unreachable guard the method stays exactly fold-in (ALS's settings, no prior,
-    no bias); without one (the default) it keeps the highest validation score."""
+def test_the_guard_decides_whether_validation_may_leave_fold_in(
+    known_catalog: Catalog, tmp_path: Path
+) -> None:
+    """With an unreachable guard, launches with support are exactly fold-in (ALS's settings, no
+    prior, no bias) while zero shots keep the best-validated prior; without one, every launch
+    uses the highest validation score and the model keeps no zero-shot copy."""
     fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
-    assert fold.context.validate is not None
-    strict = MetarecRidge(guard=math.inf)
+    assert fold.context.validate is not None and fold.context.validate_zero_users is not None
+    assert MetarecRidge().guard == GUARD_STANDARD_ERRORS  # the default
+    # the prior alone is learned: on this store its best checkpoint is a trained one
+    strict = MetarecRidge(guard=math.inf, learn=("prior",))
     strict.fit(fold.context)
     fold_in = init_ridge(strict.factors, strict.params["prior"].shape[0], 30.0, 10.0)
+    zero_shot_term = ("zero_shot_content", "zero_shot_log_scale")  # chosen at 0 shots only
     for name, value in fold_in.items():
-        torch.testing.assert_close(strict.params[name], value, msg=name)
+        if name not in zero_shot_term:
+            torch.testing.assert_close(strict.params[name], value, msg=name)
     assert fold.context.validate(strict) == pytest.approx(strict.history[0]["validation_ndcg@10"])
-    loose = MetarecRidge()  # the default: no guard
-    assert loose.guard == -math.inf
+    loose = MetarecRidge(guard=-math.inf, learn=("prior",))
     loose.fit(fold.context)
     best = max(h["validation_ndcg@10"] for h in loose.history)
     assert fold.context.validate(loose) == pytest.approx(best)
+    assert not any(name.startswith("zero_shot.") for name in loose.params)
+    # zero shots: the same prior either way, so the same zero-shot lists
+    assert not torch.equal(strict.params["prior"], loose.params["prior"])  # it learned one
+    for name in ZERO_SHOT_SET:
+        torch.testing.assert_close(strict.params[f"zero_shot.{name}"], loose.params[name])
+    np.testing.assert_array_equal(
+        fold.context.validate_zero_users(strict), fold.context.validate_zero_users(loose)
+    )
+    # the zero-shot copy is part of the servable model: saved, checksummed and read back
+    loaded = load_model(save_model(strict.model(), tmp_path / "model"))
+    assert isinstance(loaded, RidgeModel)
+    assert loaded.params.keys() == strict.params.keys()
+    for name, value in strict.params.items():
+        assert torch.equal(loaded.params[name], value), name
+
+
+def test_a_category_without_support_reads_the_zero_shot_set() -> None:
+    params = init_ridge(factors=3, content_dim=2, regularization=30.0, alpha=10.0)
+    own = {f"zero_shot.{name}": params[name] + 1.0 for name in ZERO_SHOT_SET}
+    both = {**params, **own}
+    none, some = torch.zeros(4), torch.tensor([0.0, 2.0, 0.0, 0.0])
+    assert for_counts(params, none) is params  # no copy kept: one set for every launch
+    assert for_counts(both, some) is both
+    chosen = for_counts(both, none)
+    for name in ZERO_SHOT_SET:
+        assert torch.equal(chosen[name], own[f"zero_shot.{name}"])
+    # and the solve and the scores read it: with no support every item sits at its prior
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(6, 3, generator=generator, dtype=torch.float64)
+    content = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+    empty = RidgeSupport.empty(4)
+    torch.testing.assert_close(
+        fold_in(both, factors, empty, content), fold_in(chosen, factors, empty, content)
+    )
+    assert not torch.allclose(
+        fold_in(both, factors, empty, content), fold_in(params, factors, empty, content)
+    )
+    vectors = fold_in(both, factors, empty, content)
+    torch.testing.assert_close(
+        ridge_scores(both, factors, vectors, none), ridge_scores(chosen, factors, vectors, none)
+    )
 
 
 def test_gain_in_standard_errors_by_hand() -> None:

@@ -16,11 +16,15 @@ Fit, on the fold's training categories:
 4. Adam on the meta-parameters named in ``learn``, the fold's validation NDCG@10 checked every
    ``validate_every`` steps *and at step 0*, where the parameters are exactly ALS's fold-in:
    the best is kept, so on validation this method cannot end below fold-in with the same user
-   factors. With ``guard`` (off by default) a start or checkpoint other than fold-in is taken
-   only if its paired gain over fold-in on the validation users exceeds that many standard
-   errors. Off because validation scores one shot count (``tasks.shots``): on full ML-1M a
-   guard of :data:`GUARD_STANDARD_ERRORS` lifted 1 to 10 shots by 0.2 to 0.4% and cost 38% at
-   0 shots, where the content prior it rejected matters most (docs/BENCHMARKS.md, "The guard").
+   factors. Each part of the model is chosen for the shot counts it serves. For launches with
+   support, a start or checkpoint other than fold-in is taken only if its paired gain over
+   fold-in on the validation users exceeds ``guard`` standard errors
+   (:data:`GUARD_STANDARD_ERRORS`): validation scores one shot count (``tasks.shots``), where
+   a learned prior's gain is often within the noise. A category with no support reads its
+   own copy of the prior, the user map and the ridge strength
+   (:data:`~metarec.meta.ridge.ZERO_SHOT_SET`) from the best validation score, unguarded:
+   there the prior is what lifts the list, and on full ML-1M guarding it too cost 38% at
+   0 shots (docs/BENCHMARKS.md, "The guard").
 
 By default only the content prior ``P`` and the support bias ``b`` are learned: on the
 validation categories of ML-100K and ML-1M, learning the user map or the ridge strengths through
@@ -56,9 +60,7 @@ from metarec.baselines.mf import (
 from metarec.errors import NotAdaptedError
 from metarec.evaluation.ridge_episodes import Episodes
 from metarec.meta.model import MetaModel
-from metarec.meta.ridge import (
-    init_ridge,
-)
+from metarec.meta.ridge import ZERO_SHOT_SET, init_ridge
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking.ridge import RidgeRanker, category_support
@@ -80,8 +82,9 @@ ZERO_SHOT_STEPS = 100
 ZERO_SHOT_LEARNING_RATE = 0.05  # the scale is a log: 0.05 a step moves a weight by 5%
 
 GUARD_STANDARD_ERRORS = 2.0
-"""The guard measured (``MetarecRidge(guard=...)``): paired standard errors of validation
-NDCG@10 a candidate must gain over fold-in to replace it, about a one-sided 2% test."""
+"""The guard (``MetarecRidge(guard=...)``, the default): paired standard errors of validation
+NDCG@10 a candidate must gain over fold-in to replace it where a launch has support, about a
+one-sided 2% test."""
 
 
 class MetarecRidge:
@@ -116,7 +119,7 @@ class MetarecRidge:
         episodes: str = "cross-fit",
         loss: str = "lambda",
         launch_bias: bool = True,
-        guard: float = -math.inf,
+        guard: float = GUARD_STANDARD_ERRORS,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -131,10 +134,14 @@ class MetarecRidge:
         self.loss = loss  # "lambda" (NDCG-weighted pairs) or "softmax"
         self.episodes = episodes  # "cross-fit" or "leave-out" (see Episodes)
         self.launch_bias = launch_bias  # no validation: each launch picks its support bias
-        self.guard = guard  # standard errors a validated change must gain over fold-in (-inf: off)
+        # standard errors a validated change must gain over fold-in to be used where a launch
+        # has support (-inf: off); zero shots keep the best validation score (see _consider)
+        self.guard = guard
         self._bias_from_support = False
         self._fold_in_users: np.ndarray | None = None  # fold-in's validation NDCG@10 per user
         self._last_gain_se = math.inf  # the last validated candidate's gain over fold-in
+        self._best: tuple[float, Params] | None = None  # the best validation score
+        self._guarded: tuple[float, Params] | None = None  # the best that clears the guard
         self.item_factors: np.ndarray | None = None
         self.params: Params = {}
         self.history: list[dict[str, float]] = []  # (step, validation) of the trajectory
@@ -185,6 +192,7 @@ class MetarecRidge:
         # the zero-shot term is chosen and learned on zero-shot validation after training
         zero_shot = {"zero_shot_content", "zero_shot_log_scale"}
         learn = (set(self.params) if self.learn is None else set(self.learn)) - zero_shot
+        self._best = self._guarded = None
         start = self._best_start(context) if "support_bias" in learn else self.params
         params = {k: v.clone().requires_grad_(k in learn) for k, v in start.items()}
         # The loss's own score scale, learned beside the parameters: with a fixed scale a
@@ -195,20 +203,18 @@ class MetarecRidge:
         optimiser = torch.optim.Adam(
             [v for k, v in params.items() if k in learn] + [sharpness], lr=self.learning_rate
         )
-        if "support_bias" in learn:  # the start was validated by _best_start
-            best = (self.history[-1]["validation_ndcg@10"], self._detached(params))
-        else:
-            best = (self._validate(context, params, step=0, fold_in=True), self._detached(params))
+        if "support_bias" not in learn:  # else the starts were validated by _best_start
+            score = self._validate(context, params, step=0, fold_in=True)
+            self._consider(score, params, fold_in=True)
         for step in range(1, steps + 1):
             optimiser.zero_grad()
             loss = episodes.loss(params, sharpness)
             loss.backward()
             optimiser.step()
             if step % self.validate_every == 0 or step == steps:
-                score = self._validate(context, params, step=step)
-                if self._improves(score, best[0]):
-                    best = (score, self._detached(params))
-        self.params = best[1]
+                self._consider(self._validate(context, params, step=step), params)
+        assert self._best is not None and self._guarded is not None  # fold-in was validated
+        self.params = _with_zero_shot_set(self._guarded[1], self._best[1])
         self._cache = None
 
     def _best_start(self, context: FitContext) -> Params:
@@ -221,22 +227,19 @@ class MetarecRidge:
         popularity is the stronger start, so the start is chosen on validation first (the
         first is fold-in itself: the selected start cannot be below it on validation).
         """
-        best: tuple[float, Params] | None = None
-        for bias in BIAS_STARTS:
+        for i, bias in enumerate(BIAS_STARTS):
             params = {k: v.clone() for k, v in self.params.items()}
             params["support_bias"] = torch.tensor(bias, dtype=torch.float64)
-            score = self._validate(context, params, step=0, fold_in=best is None)
+            score = self._validate(context, params, step=0, fold_in=i == 0)
             self.history[-1]["support_bias"] = bias
-            if best is None or self._improves(score, best[0]):
-                best = (score, params)
-        assert best is not None
-        self.history.append({"step": 0, "validation_ndcg@10": best[0]})  # the start taken
-        return best[1]
+            self._consider(score, params, fold_in=i == 0)
+        assert self._best is not None
+        self.history.append({"step": 0, "validation_ndcg@10": self._best[0]})  # the start taken
+        return self._best[1]
 
     def _choose_zero_shot(self, context: FitContext) -> None:
         """The weight of :data:`ZERO_SHOT_CONTENT` with the best zero-shot validation NDCG@10
-        (ties keep the smaller: the trained prior first, so the choice cannot be below it; with
-        a ``guard``, a weight must also gain that many paired standard errors over it).
+        (ties keep the smaller: the trained prior first, so the choice cannot be below it).
 
         Validation during training scores ``tasks.shots`` only, where the content term does
         not apply; a category with no support at all is ranked by the prior alone, which a
@@ -245,18 +248,16 @@ class MetarecRidge:
         """
         assert context.validate_zero_users is not None
         trained = self.params
-        best: tuple[float, Params] = (-math.inf, trained)
-        reference: np.ndarray | None = None  # the prior alone, per user: what the guard pairs
+        best: tuple[float, Params] | None = None
         for weight in ZERO_SHOT_CONTENT:
             params = {**trained, "zero_shot_content": torch.tensor(weight, dtype=torch.float64)}
             self.params = params
             per_user = np.asarray(context.validate_zero_users(self), dtype=np.float64)
             score = _defined_mean(per_user)
             self.zero_shot.append({"zero_shot_content": weight, "validation_ndcg@10": score})
-            if reference is None:  # the first weight, 0: always a candidate
-                reference, best = per_user, (score, params)
-            elif score > best[0] and _gain_in_standard_errors(per_user, reference) > self.guard:
+            if best is None or score > best[0]:  # the first weight, 0: always a candidate
                 best = (score, params)
+        assert best is not None
         self.params = best[1]
         self.chosen = {
             "zero_shot_content": float(best[1]["zero_shot_content"]),
@@ -276,8 +277,10 @@ class MetarecRidge:
         """
         assert context.validate_zero_users is not None
         start = self._detached(self.params)
-        reference = np.asarray(context.validate_zero_users(self), dtype=np.float64)
-        best = (_defined_mean(reference), start)
+        best = (
+            _defined_mean(np.asarray(context.validate_zero_users(self), dtype=np.float64)),
+            start,
+        )
         params = {k: v.clone().requires_grad_(k == "zero_shot_log_scale") for k, v in start.items()}
         sharpness = torch.tensor(math.log(1.0 / self.temperature), dtype=torch.float64)
         sharpness.requires_grad_(True)
@@ -290,11 +293,11 @@ class MetarecRidge:
             optimiser.step()
             if step % self.validate_every == 0 or step == steps:
                 self.params = self._detached(params)
-                per_user = np.asarray(context.validate_zero_users(self), dtype=np.float64)
-                score = _defined_mean(per_user)
+                score = _defined_mean(
+                    np.asarray(context.validate_zero_users(self), dtype=np.float64)
+                )
                 self.zero_shot.append({"step": step, "validation_ndcg@10": score})
-                gain = _gain_in_standard_errors(per_user, reference)
-                if score > best[0] and gain > self.guard:
+                if score > best[0]:
                     best = (score, self.params)
         self.params = best[1]
         self.chosen["zero_shot_validation_ndcg@10"] = round(best[0], 6)
@@ -324,11 +327,28 @@ class MetarecRidge:
         self.history.append(entry)
         return score
 
-    def _improves(self, score: float, best: float) -> bool:
-        """Whether the candidate just validated replaces the best so far: a higher validation
-        score, and a paired gain over fold-in above the guard."""
-        higher = np.isnan(best) or score > best
-        return bool(higher and self._last_gain_se > self.guard)
+    def _consider(self, score: float, params: Params, *, fold_in: bool = False) -> None:
+        """Weigh the candidate just validated (``params``, validation NDCG@10 ``score``).
+
+        It becomes the best (:attr:`_best`: what zero shots use, see :func:`_with_zero_shot_set`)
+        with a higher score than the best so far, and the best for launches with support
+        (:attr:`_guarded`) with a higher score than that one's *and* a paired gain over fold-in
+        above :attr:`guard`; fold-in itself is always a candidate there. The guard keeps
+        fold-in where validation at ``tasks.shots`` cannot tell a change from noise; the
+        content prior's gain at zero shots is large where it lifts them (on full ML-1M a guard
+        on every part cost 38% there, docs/BENCHMARKS.md "The guard"), so zero shots are not
+        guarded.
+        """
+
+        def higher(best: tuple[float, Params] | None) -> bool:
+            return best is None or bool(np.isnan(best[0]) or score > best[0])
+
+        kept = None
+        if higher(self._best):
+            kept = self._detached(params)
+            self._best = (score, kept)
+        if fold_in or (self._last_gain_se > self.guard and higher(self._guarded)):
+            self._guarded = (score, kept if kept is not None else self._detached(params))
 
     @staticmethod
     def _detached(params: Params) -> Params:
@@ -398,6 +418,15 @@ class MetarecRidge:
         if model.uses_profiles and self._cache[3] is None:
             self._cache = (*self._cache[:3], model.user_profiles(launch.catalog, history))
         return self._cache[1], self._cache[2], self._cache[3]
+
+
+def _with_zero_shot_set(supported: Params, zero_shot: Params) -> Params:
+    """``supported``, plus the zero-shot copies of :data:`~metarec.meta.ridge.ZERO_SHOT_SET`
+    from ``zero_shot`` where the two differ there (:func:`metarec.meta.ridge.for_counts` reads
+    them for a category with no support)."""
+    if all(torch.equal(supported[name], zero_shot[name]) for name in ZERO_SHOT_SET):
+        return supported
+    return {**supported, **{f"zero_shot.{name}": zero_shot[name] for name in ZERO_SHOT_SET}}
 
 
 def _defined_mean(per_user: np.ndarray) -> float:

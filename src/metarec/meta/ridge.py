@@ -91,6 +91,23 @@ def init_ridge(factors: int, content_dim: int, regularization: float, alpha: flo
     }
 
 
+ZERO_SHOT_SET = ("user_map", "prior", "log_reg")
+"""What a category with no support at all reads of the meta-parameters besides the zero-shot
+term (with no support the ridge strength's slope, the confidence and the support bias do
+nothing). A model may keep its own copy of them for zero shots, ``zero_shot.<name>``, chosen on
+validation apart from what a launch with support uses (the guard of
+:class:`~metarec.evaluation.ridge.MetarecRidge`); :func:`for_counts` picks the set."""
+
+
+def for_counts(params: Params, counts: Tensor) -> Params:
+    """The meta-parameters a category with these support ``counts`` (n_items,) is solved and
+    scored with: the zero-shot copies of :data:`ZERO_SHOT_SET` where it has no support at all
+    and the model keeps them, ``params`` as they are otherwise."""
+    if bool(counts.any()) or f"zero_shot.{ZERO_SHOT_SET[0]}" not in params:
+        return params
+    return {**params, **{name: params[f"zero_shot.{name}"] for name in ZERO_SHOT_SET}}
+
+
 def user_vectors(params: Params, factors: Tensor) -> Tensor:
     """(n, f) ``x_u = f_u A``."""
     return factors.to(torch.float64) @ params["user_map"]
@@ -114,11 +131,12 @@ def fold_in(
         gram: (r, r) ``F^T F`` when it is precomputed (it does not depend on the category).
     """
     f64 = torch.float64
+    counts = support.counts
+    params = for_counts(params, counts)
     a = params["user_map"]
     raw_gram = factors.to(f64).T @ factors.to(f64) if gram is None else gram.to(f64)
     g = a.T @ raw_gram @ a
     f = g.shape[0]
-    counts = support.counts
     reg = torch.exp(params["log_reg"] + params["reg_slope"] * torch.log1p(counts))  # (n_items,)
     confidence = torch.exp(params["log_alpha"]) * support.weights.to(f64)
     x = user_vectors(params, factors[support.users])  # (n_sup, f)
@@ -164,7 +182,9 @@ def ridge_scores(
 ) -> Tensor:
     """(b, n_items) ``x_u . v_j + b log(1 + n_j)`` for the given users' factors (b, r), plus
     ``c_0 affinity`` where :func:`uses_content` (``affinity``: (b, n_items) the users' content
-    affinity to the items, required then)."""
+    affinity to the items, required then); with no support, the zero-shot set where the model
+    keeps one (:func:`for_counts`)."""
+    params = for_counts(params, counts)
     scores = user_vectors(params, factors) @ vectors.T + params["support_bias"] * torch.log1p(
         counts
     )
