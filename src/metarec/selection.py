@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from threadpoolctl import threadpool_limits
 
 from metarec.baselines.base import fit_context
@@ -34,7 +35,7 @@ from metarec.config import TrainConfig
 from metarec.data.store import Store
 from metarec.evaluation.cases import LazyValidation, Validation, validation_launches
 from metarec.evaluation.folds import Fold
-from metarec.evaluation.methods import DEFAULT_MEASURE, ModelAsMethod, choose_default
+from metarec.evaluation.methods import DEFAULT_MEASURE, ModelAsMethod, choose_default, pooled_score
 from metarec.evaluation.ridge import MetarecRidge
 from metarec.features.encoder import load_catalog
 from metarec.meta.checkpoint import Checkpointing
@@ -58,6 +59,7 @@ class Candidate:
     model: AnyModel
     validation: float  # NaN: no validation categories
     seconds: float
+    per_user: np.ndarray | None = None  # the validation per user (what the guard pairs)
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,9 @@ def train_selected(
         )
         if world is not None and not world.is_main:  # rank 0 selects and writes
             return Selection(model, name, [], "not the main rank")
-        score = math.nan if validation is None else validation.score(ModelAsMethod(model))
-        candidates.append(Candidate(name, model, score, time.perf_counter() - started))
+        per_user = None if validation is None else validation.per_user(ModelAsMethod(model))
+        score = math.nan if per_user is None else pooled_score(per_user)
+        candidates.append(Candidate(name, model, score, time.perf_counter() - started, per_user))
         log(f"{name}: validation NDCG@10 {score:.4f}")
     if choice in ("auto", "ridge"):
         log(f"fitting {MetarecRidge.name} (ALS, then the ridge meta-parameters)")
@@ -155,8 +158,10 @@ def train_selected(
             method.fit(context)
         ridge = method.model()
         ridge.splits = splits
-        score = math.nan if validation is None else validation.score(method)
-        candidates.append(Candidate(method.name, ridge, score, time.perf_counter() - started))
+        per_user = None if validation is None else validation.per_user(method)
+        score = math.nan if per_user is None else pooled_score(per_user)
+        seconds = time.perf_counter() - started
+        candidates.append(Candidate(method.name, ridge, score, seconds, per_user))
         log(f"{method.name}: validation NDCG@10 {score:.4f}")
         if method.chosen:  # the zero-shot term, chosen on the validation categories at 0 shots
             chosen = method.chosen
@@ -176,5 +181,9 @@ def _choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
     """The rule ``metarec evaluate`` measures as the method ``metarec`` (choose_default)."""
     if len(candidates) == 1:
         return candidates[0], "the only candidate asked for"
-    name, reason = choose_default({c.name: c.validation for c in candidates})
+    arrays = {c.name: c.per_user for c in candidates if c.per_user is not None}
+    name, reason = choose_default(
+        {c.name: c.validation for c in candidates},
+        arrays if len(arrays) == len(candidates) else None,
+    )
     return next(c for c in candidates if c.name == name), reason

@@ -26,6 +26,7 @@ from metarec.evaluation.methods import (
     default_candidates,
 )
 from metarec.evaluation.records import Result
+from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, gain_in_standard_errors
 from metarec.evaluation.units import UnitResult
 
 _METHODS = ("popularity", "als", "metarec-ridge", "metarec-maml")
@@ -245,7 +246,13 @@ def test_the_default_is_the_candidate_validation_chose(
             scores["metarec-ridge"]
             == tried[("metarec-ridge", fold.index, "{}")]["validation_ndcg@10"]
         )
-        assert chosen["method"] == max(scores, key=lambda name: scores[name])
+        # ridge (it contains fold-in) unless the MLP learner scores higher beyond the guard
+        mlp_ahead = scores["metarec-maml"] > scores["metarec-ridge"]
+        guarded = "within the guard" in chosen["reason"]
+        assert chosen["method"] == (
+            "metarec-maml" if mlp_ahead and not guarded else "metarec-ridge"
+        )
+        assert not guarded or mlp_ahead
         # ... and ranks with it: where the candidate's own tuning kept its default setting,
         # the two methods' records are the same, user for user
         own = [r for r in result.tuning if r["method"] == chosen["method"]]
@@ -262,13 +269,27 @@ def test_the_default_is_the_candidate_validation_chose(
 
 
 def test_the_default_rule() -> None:
-    ridge = MetarecRidge.name
-    assert choose_default({"metarec-maml": 0.5, ridge: 0.4})[0] == "metarec-maml"
-    assert choose_default({"metarec-maml": 0.4, ridge: 0.5})[0] == ridge
-    assert choose_default({"metarec-maml": 0.5, ridge: 0.5})[0] == "metarec-maml"  # first
-    name, reason = choose_default({"metarec-maml": math.nan, ridge: math.nan})
+    ridge, mlp = MetarecRidge.name, "metarec-maml"
+    # by the pooled score alone where nothing pairs the users
+    assert choose_default({mlp: 0.5, ridge: 0.4})[0] == mlp
+    assert choose_default({mlp: 0.4, ridge: 0.5})[0] == ridge
+    assert choose_default({mlp: 0.5, ridge: 0.5})[0] == mlp  # the first of equals
+    name, reason = choose_default({mlp: math.nan, ridge: math.nan})
     assert name == ridge and "no validation categories" in reason
-    assert choose_default({"metarec-maml": math.nan, ridge: 0.1})[0] == ridge
+    assert choose_default({mlp: math.nan, ridge: 0.1})[0] == ridge
+    # paired per user: the MLP learner replaces ridge only beyond GUARD_STANDARD_ERRORS
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.8, size=400)
+    noise = rng.normal(0.0, 0.05, size=400)
+    for gain, expected in ((0.0005, ridge), (0.05, mlp)):
+        arrays = {mlp: base + gain + noise, ridge: base}
+        scores = {name: float(values.mean()) for name, values in arrays.items()}
+        assert scores[mlp] > scores[ridge]
+        se = gain_in_standard_errors(arrays[mlp], arrays[ridge])
+        assert (se > GUARD_STANDARD_ERRORS) == (expected == mlp)
+        name, reason = choose_default(scores, arrays)
+        assert name == expected, reason
+        assert ("within the guard" in reason) == (expected == ridge)
 
 
 def test_the_default_follows_the_configured_algorithm() -> None:

@@ -10,6 +10,7 @@ import json
 import math
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from metarec.baselines.base import Family, FitContext, Launch, Method
@@ -25,7 +26,7 @@ from metarec.baselines.user_knn import UserKNN
 from metarec.config import TrainConfig
 from metarec.errors import ConfigError
 from metarec.evaluation.records import VALIDATION_K
-from metarec.evaluation.ridge import MetarecRidge
+from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, MetarecRidge, gain_in_standard_errors
 from metarec.meta.model import MetaModel, train_on
 from metarec.ranking import category_scores
 
@@ -104,20 +105,37 @@ def default_candidates(config: TrainConfig) -> list[DefaultCandidate]:
     return [(f"metarec-{algorithm}", MetarecMAML, mlp), (MetarecRidge.name, MetarecRidge, {})]
 
 
-def choose_default(scores: dict[str, float]) -> tuple[str, str]:
-    """The candidate the default keeps, and why: the best validation score (the first among
-    equals); with no score at all (no validation category), metarec-ridge at its fold-in start.
+def choose_default(
+    scores: dict[str, float], per_user: dict[str, np.ndarray] | None = None
+) -> tuple[str, str]:
+    """The candidate the default keeps, and why.
+
+    metarec-ridge contains ALS fold-in (it stays there unless validation shows better), so it
+    is the reference: another candidate replaces it only with a higher validation score and,
+    where per-user values pair the two, a paired gain above :data:`GUARD_STANDARD_ERRORS`
+    (the guard metarec-ridge itself applies to leaving fold-in). With no score at all (no
+    validation category) metarec-ridge at its fold-in start.
 
     Args:
         scores: candidate label -> validation NDCG@10 (NaN: no validation categories).
+        per_user: candidate label -> the same validation per user, in one order for all.
     """
-    scored = {name: score for name, score in scores.items() if not math.isnan(score)}
-    if not scored:
-        return MetarecRidge.name, (
+    ridge = MetarecRidge.name
+    if all(math.isnan(score) for score in scores.values()):
+        return ridge, (
             "no validation categories to compare on: ALS fold-in (metarec-ridge's start), "
             "which led the MLP learners on every benchmark dataset (docs/BENCHMARKS.md)"
         )
-    return max(scored, key=lambda name: scored[name]), f"best {DEFAULT_MEASURE}"
+    best = max(scores, key=lambda name: -math.inf if math.isnan(scores[name]) else scores[name])
+    if best == ridge or math.isnan(scores[ridge]) or per_user is None:
+        return best, f"best {DEFAULT_MEASURE}"
+    gain = gain_in_standard_errors(per_user[best], per_user[ridge])
+    if gain > GUARD_STANDARD_ERRORS:
+        return best, f"best {DEFAULT_MEASURE}, {gain:.1f} paired standard errors over {ridge}"
+    return ridge, (
+        f"{best} scored higher on validation by {gain:.1f} paired standard errors, within the "
+        f"guard of {GUARD_STANDARD_ERRORS:g}: {ridge}, which contains fold-in, is kept"
+    )
 
 
 def _fit_key(cls: type[Method], setting: dict[str, Any]) -> tuple[str, str, str]:
@@ -132,6 +150,11 @@ def remember_fit(
     (:data:`SHARED_FITS`), does not fit it again."""
     if any(c is cls and s == setting for _, c, s in default_candidates(context.config)):
         context.memo[_fit_key(cls, setting)] = method
+
+
+def pooled_score(per_user: np.ndarray) -> float:
+    """Validation NDCG@10 from its per-user values, as :meth:`Validation.score` pools them."""
+    return float(np.nanmean(per_user)) if np.isfinite(per_user).any() else math.nan
 
 
 class MetarecDefault:
@@ -156,19 +179,23 @@ class MetarecDefault:
     def fit(self, context: FitContext) -> None:
         fitted: dict[str, Method] = {}
         scores: dict[str, float] = {}
+        per_user: dict[str, np.ndarray] = {}
         for label, cls, setting in default_candidates(context.config):
             method = context.memo.get(_fit_key(cls, setting))
             if method is None:
                 method = cls(**setting)
                 method.fit(context)
             fitted[label] = method
-            scores[label] = math.nan if context.validate is None else context.validate(method)
-        label, reason = choose_default(scores)
+            if context.validate_users is not None:
+                per_user[label] = np.asarray(context.validate_users(method), dtype=np.float64)
+                scores[label] = pooled_score(per_user[label])
+            else:
+                scores[label] = math.nan if context.validate is None else context.validate(method)
+        label, reason = choose_default(scores, per_user or None)
         self.method = fitted[label]
-        self.chosen = {"method": label}
-        if all(math.isnan(score) for score in scores.values()):
-            self.chosen["reason"] = reason
-        else:  # validation NDCG@10 of every candidate (the measure of DEFAULT_MEASURE)
+        self.chosen = {"method": label, "reason": reason}
+        if not all(math.isnan(score) for score in scores.values()):
+            # validation NDCG@10 of every candidate (DEFAULT_MEASURE)
             self.chosen["validation"] = {
                 name: None if math.isnan(score) else round(score, 6)
                 for name, score in scores.items()

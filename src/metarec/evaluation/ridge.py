@@ -320,7 +320,7 @@ class MetarecRidge:
             score = _defined_mean(per_user)
             if fold_in:
                 self._fold_in_users = per_user
-            self._last_gain_se = _gain_in_standard_errors(per_user, self._fold_in_users)
+            self._last_gain_se = gain_in_standard_errors(per_user, self._fold_in_users)
             if not fold_in and math.isfinite(self._last_gain_se):  # history goes into JSON
                 entry["gain_se"] = round(self._last_gain_se, 3)
         entry["validation_ndcg@10"] = score
@@ -435,7 +435,7 @@ def _defined_mean(per_user: np.ndarray) -> float:
     return float(per_user[defined].mean()) if defined.any() else math.nan
 
 
-def _gain_in_standard_errors(candidate: np.ndarray, reference: np.ndarray | None) -> float:
+def gain_in_standard_errors(candidate: np.ndarray, reference: np.ndarray | None) -> float:
     """Mean paired difference of per-user values over its standard error (inf: no reference;
     users undefined in either are left out)."""
     if reference is None:
