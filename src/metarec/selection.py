@@ -1,5 +1,5 @@
 """``metarec train``'s default: of its candidate methods, the one that ranks the store's own
-validation categories best.
+validation categories best, beyond the noise where it would leave fold-in.
 
 Data flow::
 
@@ -14,9 +14,12 @@ Data flow::
 The candidates are scored exactly as ``metarec evaluate`` tunes every method
 (:func:`metarec.evaluation.cases.validation_launches`), on validation categories only: the
 hold-out stays sealed, and nothing is tuned on a test category. The budget is bounded: one fit
-per candidate, at its default settings. A store without validation categories cannot compare
-them; it gets metarec-ridge at its fold-in start (ALS fold-in: it trains nothing without a
-validation score, and fold-in led the MLP learners on every dataset of docs/BENCHMARKS.md).
+per candidate, at its default settings. metarec-ridge contains ALS fold-in, so it is kept unless
+the MLP learner scores higher by more than the guard (2 paired standard errors over the same
+validation users; :func:`metarec.evaluation.methods.choose_default`, the rule the benchmark's
+``metarec`` method measures). A store without validation categories cannot compare them; it
+gets metarec-ridge at its fold-in start (ALS fold-in: it trains nothing without a validation
+score, and fold-in led the MLP learners on every dataset of docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
