@@ -36,9 +36,14 @@ from threadpoolctl import threadpool_limits
 from metarec.baselines.base import fit_context
 from metarec.config import TrainConfig
 from metarec.data.store import Store
-from metarec.evaluation.cases import LazyValidation, Validation, validation_launches
+from metarec.evaluation.cases import (
+    LazyValidation,
+    Validation,
+    pooled_score,
+    validation_launches,
+)
 from metarec.evaluation.folds import Fold
-from metarec.evaluation.methods import DEFAULT_MEASURE, ModelAsMethod, choose_default, pooled_score
+from metarec.evaluation.methods import DEFAULT_MEASURE, ModelAsMethod, choose_default
 from metarec.evaluation.ridge import MetarecRidge
 from metarec.features.encoder import load_catalog
 from metarec.meta.checkpoint import Checkpointing

@@ -25,6 +25,12 @@ from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, Split, evaluation_masks
 
 
+def pooled_score(per_user: np.ndarray) -> float:
+    """Validation NDCG@10 from its per-user values (:meth:`Validation.per_user`): their mean
+    over the users where it is defined, NaN where it is defined for none."""
+    return float(np.nanmean(per_user)) if np.isfinite(per_user).any() else float("nan")
+
+
 @dataclass
 class Validation:
     """The fold's validation launches and a scorer over them (NDCG@10, pooled over users)."""
@@ -32,8 +38,7 @@ class Validation:
     launches: list[tuple[Launch, Split, torch.Tensor, torch.Tensor]]
 
     def score(self, method: Method) -> float:
-        pooled = self.per_user(method)
-        return float(np.nanmean(pooled)) if np.isfinite(pooled).any() else float("nan")
+        return pooled_score(self.per_user(method))
 
     def per_user(self, method: Method) -> np.ndarray:
         """NDCG@10 of every scored validation user (NaN: no relevant candidate), launch by

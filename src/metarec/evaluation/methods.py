@@ -25,6 +25,7 @@ from metarec.baselines.simple import Popularity, Random
 from metarec.baselines.user_knn import UserKNN
 from metarec.config import TrainConfig
 from metarec.errors import ConfigError
+from metarec.evaluation.cases import pooled_score
 from metarec.evaluation.records import VALIDATION_K
 from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, MetarecRidge, gain_in_standard_errors
 from metarec.meta.model import MetaModel, train_on
@@ -150,11 +151,6 @@ def remember_fit(
     (:data:`SHARED_FITS`), does not fit it again."""
     if any(c is cls and s == setting for _, c, s in default_candidates(context.config)):
         context.memo[_fit_key(cls, setting)] = method
-
-
-def pooled_score(per_user: np.ndarray) -> float:
-    """Validation NDCG@10 from its per-user values, as :meth:`Validation.score` pools them."""
-    return float(np.nanmean(per_user)) if np.isfinite(per_user).any() else math.nan
 
 
 class MetarecDefault:
