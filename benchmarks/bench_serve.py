@@ -62,6 +62,7 @@ from metarec.data.simulate import simulate
 from metarec.meta.model import load_model, save_model
 from metarec.serving.service import Service
 from metarec.serving.settings import ServeSettings
+from metarec.selection import train_selected
 from metarec.training import train
 
 TOKEN = "bench-serve-token"
@@ -100,6 +101,17 @@ def prepare_models(workdir: Path, steps: int) -> tuple[Path, Path, Path]:
     }
     model_b = save_model(dataclasses.replace(model, params=params), workdir / "model-b")
     return store, model_a, model_b
+
+
+def prepare_ridge(workdir: Path) -> Path:
+    """metarec-ridge trained on the same store (``train --method ridge``): the kind of model
+    ``metarec train``'s default chose on every store measured (docs/BENCHMARKS.md)."""
+    store, folder = workdir / "base.duckdb", workdir / "model-ridge"
+    if not (folder / "manifest.json").exists():
+        config = load_config(workdir / "data" / "metarec.toml", seed=0)
+        with Store.open(store, read_only=True) as opened:
+            save_model(train_selected(opened, config, choice="ridge", progress=False).model, folder)
+    return folder
 
 
 def add_categories(store: Path, sizes: list[int], seed: int = 0) -> None:

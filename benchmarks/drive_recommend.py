@@ -30,6 +30,7 @@ from bench_serve import (
     load,
     mean_batch,
     prepare_models,
+    prepare_ridge,
     read_response,
     request_users,
     start_server,
@@ -60,11 +61,18 @@ def main() -> None:
     parser.add_argument("--category", default=category_of(100_000))
     parser.add_argument("--requests", type=int, default=6000)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--method",
+        choices=("mlp", "ridge"),
+        default="mlp",
+        help="the served model: the MLP meta-learner (model A) or metarec-ridge",
+    )
     args = parser.parse_args()
 
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
     _, model_a, _ = prepare_models(workdir, steps=100)
+    served = prepare_ridge(workdir) if args.method == "ridge" else model_a
     store = workdir / "bench.duckdb"
     if not store.exists():
         shutil.copy(workdir / "base.duckdb", store)
@@ -78,7 +86,7 @@ def main() -> None:
         os.sched_setaffinity(0, set(cpus[1:]))
     port = free_port()
     settings = ServeSettings(
-        model_dir=model_a, store_path=store, token=TOKEN, port=port, max_in_flight=1024
+        model_dir=served, store_path=store, token=TOKEN, port=port, max_in_flight=1024
     )
     process = start_server(settings, workdir, 1, server_cpus)
     try:

@@ -42,6 +42,12 @@ def tie_broken(scores: Tensor, counts: Tensor, *, seed: int, key: str) -> Tensor
     Items of equal popularity are ordered by the seeded jitter of :func:`popularity_scores` (the
     same for every user), never by item index.
     """
+    return (scores.double() + tie_break(counts, seed=seed, key=key)).float()
+
+
+def tie_break(counts: Tensor, *, seed: int, key: str) -> Tensor:
+    """(n,) float64: what :func:`tie_broken` adds to every user's scores (the same for all, so
+    a ranker that scores many users computes it once)."""
     counts = counts.double()
     ranked = popularity_scores(counts, seed=seed, key=key, dtype=torch.float64)
-    return (scores.double() + TIE_BREAK * ranked / (counts.max() + 1.0)).float()
+    return TIE_BREAK * ranked / (counts.max() + 1.0)

@@ -17,6 +17,7 @@ fold-in method uses (:func:`metarec.ranking.popularity.tie_broken`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -28,14 +29,16 @@ from metarec.features.affinity import ContentIndex
 from metarec.meta.ridge import (
     RidgeSupport,
     fold_in,
+    for_counts,
     ridge_scores,
+    user_vectors,
     uses_content,
     zero_shot_affinity,
 )
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking.metrics import ranking_metrics
-from metarec.ranking.popularity import tie_broken
+from metarec.ranking.popularity import tie_break
 from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, Split
 
@@ -118,42 +121,197 @@ class RidgeRanker:
     def scores(self, users: np.ndarray) -> Tensor:
         """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
         index = torch.as_tensor(users, dtype=torch.long)
-        rows = self.factors[index]
-        meta = self.model.params
-        if "support_bias" in self.params:  # chosen at this launch (see support_bias)
-            meta = {**meta, "support_bias": self.params["support_bias"]}
-        affinity = None
+        meta = self._meta
         if self.content is not None:
             assert self.profiles is not None  # launch() requires them with a content index
             affinity = zero_shot_affinity(meta, self.content, self.profiles[index])
+            with torch.no_grad():
+                dots = ridge_scores(
+                    meta,
+                    self.factors[index],
+                    self.params["item_vectors"],
+                    self.params["counts"],
+                    affinity,
+                )
+            return (dots.double() + self._items.tie).float()
+        # ridge_scores' sums in its order, with the item-only terms computed once per ranker
+        vectors = self._user_vectors(index)
         with torch.no_grad():
-            dots = ridge_scores(
-                meta, rows, self.params["item_vectors"], self.params["counts"], affinity
-            )
-        return tie_broken(
-            dots, self.params["counts"], seed=self.model.config.seed, key=self.category.name
-        )
+            dots = vectors @ self.params["item_vectors"].T + self._items.bias
+        return (dots.double() + self._items.tie).float()
 
     def top_k_many(
         self, users: np.ndarray, seen: list[Tensor], ks: list[int]
     ) -> list[tuple[Tensor, Tensor]]:
         """Each user's top-``k`` item positions and scores, best first, never a ``seen`` item.
 
-        Exact over every item: a ridge score is one dot product per item, so no retrieval
-        short list is needed.
+        Exact over every item (a ridge score is one dot product per item, so no retrieval
+        short list is needed). In a large category the exact scores are computed for a few
+        candidates per user only: those whose low-precision score (:class:`CoarseItems`) is
+        within twice its proven error bound of the user's k-th best; every item of the exact
+        top-k is among them, so the lists are the exact ones.
         """
         if len(users) == 0:
             return []
-        scores = self.scores(users)
-        rows = torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(seen)])
-        scores[rows, torch.cat(seen).long()] = -torch.inf
-        top = torch.topk(scores, min(max(ks), scores.shape[1]), dim=1)
+        k = min(max(ks), self.category.n_items)
+        index = torch.as_tensor(users, dtype=torch.long)
+        coarse = self._items.coarse
+        vectors = None if coarse is None else self._user_vectors(index)
+        if coarse is None or vectors is None or not coarse.bounds(vectors):
+            scores = self.scores(users)
+            _mask_seen(scores, seen)
+            top = torch.topk(scores, k, dim=1)
+            ranked = list(zip(top.indices, top.values, strict=True))
+        else:
+            ranked = self._top_k_bounded(vectors, coarse, seen, k)
         out = []
-        for i, k in enumerate(ks):
-            allowed = top.values[i] != -torch.inf  # seen items; a NaN stays, to be reported
-            positions, values = top.indices[i][allowed][:k], top.values[i][allowed][:k]
-            out.append((positions, values))
+        for (positions, values), k_user in zip(ranked, ks, strict=True):
+            allowed = values != -torch.inf  # seen items; a NaN stays, to be reported
+            out.append((positions[allowed][:k_user], values[allowed][:k_user]))
         return out
+
+    def _top_k_bounded(
+        self, vectors: Tensor, coarse: CoarseItems, seen: list[Tensor], k: int
+    ) -> list[tuple[Tensor, Tensor]]:
+        """Exact top-``k`` of each user (vectors (b, f)) among the candidates that the coarse
+        scores and their error bound cannot rule out."""
+        approx = coarse.scores(vectors)  # (b, n) float32
+        _mask_seen(approx, seen)
+        # the candidates are few (about k at 1e5 items): a top-k a little deeper than k holds
+        # them all unless its last value is still above the floor
+        top = torch.topk(approx, min(k + max(k, _SLACK), approx.shape[1]), dim=1)
+        kth = top.values[:, k - 1].double()
+        # every item of the exact top-k has a coarse score >= (k-th coarse score) - 2 bounds;
+        # rounded down to float32 so the comparison cannot drop one
+        floor = (kth - 2.0 * coarse.error_bound(vectors)).float()
+        floor = torch.nextafter(floor, torch.full_like(floor, -torch.inf))
+        if top.values.shape[1] < approx.shape[1] and bool((top.values[:, -1] < floor).all()):
+            rows, depth = torch.nonzero(top.values >= floor[:, None], as_tuple=True)
+            items = top.indices[rows, depth]
+        else:  # a tie-heavy or seen-heavy row: every item above the floor
+            rows, items = torch.nonzero(approx >= floor[:, None], as_tuple=True)
+        keep = approx[rows, items] > -torch.inf  # never a seen item
+        rows, items = rows[keep], items[keep]
+        exact = (vectors[rows] * self.params["item_vectors"][items]).sum(1) + self._items.bias[
+            items
+        ]
+        exact = (exact + self._items.tie[items]).float()
+        ranked = []
+        for row in range(len(vectors)):
+            mine = rows == row
+            by_item = torch.argsort(items[mine])  # equal scores: the lower position first
+            values, order = torch.sort(exact[mine][by_item], descending=True, stable=True)
+            ranked.append((items[mine][by_item][order][:k], values[:k]))
+        return ranked
+
+    @cached_property
+    def _meta(self) -> Params:
+        """The meta-parameters this category is scored with (its launch's support bias)."""
+        meta = for_counts(self.model.params, self.params["counts"])
+        if "support_bias" in self.params:  # chosen at this launch (see support_bias)
+            meta = {**meta, "support_bias": self.params["support_bias"]}
+        return meta
+
+    @cached_property
+    def _items(self) -> ItemTerms:
+        """The item-only terms of the scores, computed once (the ranker is immutable)."""
+        counts = self.params["counts"]
+        with torch.no_grad():
+            bias = self._meta["support_bias"] * torch.log1p(counts)
+        tie = tie_break(counts, seed=self.model.config.seed, key=self.category.name)
+        coarse = None
+        if self.content is None and self.category.n_items >= COARSE_MIN_ITEMS:
+            coarse = CoarseItems.build(self.params["item_vectors"], (bias + tie).float())
+        return ItemTerms(bias, tie, coarse)
+
+    def _user_vectors(self, index: Tensor) -> Tensor:
+        with torch.no_grad():
+            return user_vectors(self._meta, self.factors[index])
+
+
+COARSE_MIN_ITEMS = 8192
+"""Categories from this size on rank through :class:`CoarseItems` (below, scoring every item
+exactly costs less than the candidates' bookkeeping)."""
+
+
+@dataclass(frozen=True)
+class ItemTerms:
+    """A ranker's item-only score terms: ``bias`` (n,) ``b log(1 + n_j)`` and ``tie`` (n,) the
+    popularity tie-break, both float64; ``coarse`` where the category ranks through it."""
+
+    bias: Tensor
+    tie: Tensor
+    coarse: CoarseItems | None
+
+
+@dataclass(frozen=True)
+class CoarseItems:
+    """A low-precision copy of a category's item side, with a proven bound on its error.
+
+    A user's coarse score of item j, ``(x_u . v_j)`` in ``dtype`` (float32 accumulation) plus
+    the item terms in float32, differs from the exact float32 score by at most
+    ``eps |x_u| max_j |v_j| + 2^-20 (|x_u| max_j |v_j| + max_j |o_j|)``: rounding the inputs to
+    ``dtype`` (unit roundoff u) moves each product by at most ``(2u + u^2) |x_ui v_ji|``, the
+    float32 sum and the output rounding add ``(r + 2) 2^-24`` and ``u`` of ``sum_i |x_ui v_ji|``,
+    which is at most ``|x_u| |v_j|`` (Cauchy-Schwarz); ``eps`` is twice the sum of these
+    factors, and the last term covers the float32 rounding of the additions and of the exact
+    score. bfloat16 halves the bytes read per user against float32, on CPUs that multiply it
+    natively (AVX512-BF16); elsewhere float32.
+    """
+
+    vectors: Tensor  # (n, f) in dtype
+    offsets: Tensor  # (n,) float32: bias + tie
+    vector_norm: float  # max_j |v_j|
+    offset_max: float  # max_j |o_j|
+    eps: float
+
+    @classmethod
+    def build(cls, vectors: Tensor, offsets: Tensor) -> CoarseItems | None:
+        """The coarse copy, or None where the bound would not hold (non-finite or huge
+        values: those keep the exact path, which reports them)."""
+        norms = vectors.double().norm(dim=1)
+        if not (bool(norms.isfinite().all()) and bool(offsets.isfinite().all())):
+            return None
+        vector_norm, offset_max = float(norms.max()), float(offsets.abs().max())
+        if vector_norm > _LARGEST or offset_max > _LARGEST:
+            return None
+        dtype = torch.bfloat16 if _native_bfloat16() else torch.float32
+        roundoff = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-24
+        f = vectors.shape[1]
+        eps = 2.0 * (3.0 * roundoff + roundoff**2 + (f + 2) * 2.0**-24)
+        return cls(vectors.to(dtype).contiguous(), offsets, vector_norm, offset_max, eps)
+
+    def bounds(self, users: Tensor) -> bool:
+        """Whether the bound holds for these user vectors (b, f): finite and small enough
+        that no coarse product overflows."""
+        norms = users.norm(dim=1)
+        return bool(norms.isfinite().all()) and float(norms.max()) * self.vector_norm < _LARGEST
+
+    def scores(self, users: Tensor) -> Tensor:
+        """(b, n) float32 coarse scores of users (b, f)."""
+        return (users.to(self.vectors.dtype) @ self.vectors.T).float() + self.offsets
+
+    def error_bound(self, users: Tensor) -> Tensor:
+        """(b,) float64: the most a coarse score of each user can differ from the exact one."""
+        reach = users.double().norm(dim=1) * self.vector_norm
+        return self.eps * reach + 2.0**-20 * (reach + self.offset_max)
+
+
+_SLACK = 16  # extra depth of the coarse top-k that usually holds every candidate
+_LARGEST = 1e30  # norms above this could overflow float32 products: the exact path then
+
+
+def _native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (else bfloat16 products are emulated and
+    slower than float32)."""
+    check = getattr(torch.cpu, "_is_avx512_bf16_supported", None)  # private: absent is "no"
+    return bool(check()) if check is not None else False
+
+
+def _mask_seen(scores: Tensor, seen: list[Tensor]) -> None:
+    """Set each user's ``seen`` items (row i: ``seen[i]``) to -inf, in place."""
+    rows = torch.cat([torch.full((len(s),), i, dtype=torch.long) for i, s in enumerate(seen)])
+    scores[rows, torch.cat(seen).long()] = -torch.inf
 
 
 def support_bias(

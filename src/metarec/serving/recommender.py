@@ -57,6 +57,7 @@ from metarec.serving.views import (
     ViewKey,
     build_view,
     fit_view_projection,
+    seen_items,
     user_inputs,
 )
 from metarec.tasks import split_launch
@@ -392,7 +393,7 @@ class Recommender:
         ]
         fallbacks: list[tuple[str | None, str | None]] = [(None, None)] * n
         ranked: list[tuple[Tensor, Tensor] | None] = [None] * n
-        personal: list[tuple[int, int, UserInputs, int]] = []  # (request, user, inputs, k)
+        personal: list[tuple[int, int, int]] = []  # (request, user, k)
         for i, (user_id, k) in enumerate(requests):
             user_idx = self.user_index(user_id)
             if k < 1:
@@ -406,20 +407,20 @@ class Recommender:
                 fallbacks[i] = ("zero-shot", damaged_reason(category, self.damaged[category]))
             elif adaptation is None:
                 fallbacks[i] = ("zero-shot", zero_shot_reason(category))
-            personal.append((i, user_idx, self.user_inputs(view, user_idx), k))
+            personal.append((i, user_idx, k))
         if personal:
             ranker = self.ranker(category)
             ks = [k for *_, k in personal]
             if isinstance(ranker, RidgeRanker):  # exact over every item: no retrieval
                 found = ranker.top_k_many(
-                    np.array([u for _, u, _, _ in personal]),
-                    [p.seen for _, _, p, _ in personal],
+                    np.array([u for _, u, _ in personal]),
+                    [seen_items(view, u, keep_disliked=self.keep_disliked) for _, u, _ in personal],
                     ks,
                 )
             else:
                 found = rank_many(
                     ranker,
-                    [inputs for _, _, inputs, _ in personal],
+                    [self.user_inputs(view, u) for _, u, _ in personal],
                     ks,
                     index=view.index,
                     projection=self._projection(view, ranker, self.params_key(category)),

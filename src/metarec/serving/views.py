@@ -201,28 +201,39 @@ def user_inputs(
     The user's ``seen`` items, never recommended, are every item they interacted with here:
     liked, and (unless ``keep_disliked``) rated below the threshold or otherwise not liked.
     """
-    disliked = np.empty(0, dtype=np.int64) if keep_disliked else view.disliked.get(user_idx)
-    if disliked is None:
-        disliked = np.empty(0, dtype=np.int64)
     data, state = view.data, view.state
     position = data.user_position(user_idx)
+    seen = seen_items(view, user_idx, keep_disliked=keep_disliked)
     if position is None:
         d = data.profile.shape[1]
         profile, n_other = others.without(
             torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
         )
         zero = torch.zeros(())
-        seen = torch.from_numpy(np.unique(disliked).astype(np.int64))
         return UserInputs(None, profile[0], n_other[0], torch.zeros(d), zero, seen)
-    mine = data.pos_user == position
     return UserInputs(
         position,
         data.profile[position],
         data.n_other[position],
         state.user_sum[position],
         state.user_n[position],
-        torch.from_numpy(np.union1d(data.pos_item[mine], disliked).astype(np.int64)),
+        seen,
     )
+
+
+def seen_items(view: CategoryView, user_idx: int, *, keep_disliked: bool = False) -> Tensor:
+    """(m,) positions of every item store user ``user_idx`` interacted with in the view's
+    category, sorted: liked, and (unless ``keep_disliked``) rated below the threshold or
+    otherwise not liked. What a ridge ranker needs of a user; :func:`user_inputs` carries it."""
+    disliked = np.empty(0, dtype=np.int64) if keep_disliked else view.disliked.get(user_idx)
+    if disliked is None:
+        disliked = np.empty(0, dtype=np.int64)
+    data = view.data
+    position = data.user_position(user_idx)
+    if position is None:
+        return torch.from_numpy(np.unique(disliked).astype(np.int64))
+    mine = data.pos_user == position
+    return torch.from_numpy(np.union1d(data.pos_item[mine], disliked).astype(np.int64))
 
 
 def fit_view_projection(

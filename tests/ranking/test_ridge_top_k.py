@@ -1,0 +1,164 @@
+"""A ridge ranker's top-k in a large category: coarse low-precision scores, a proven error bound,
+exact scores for the candidates the bound cannot rule out (``ranking.ridge.CoarseItems``).
+
+The reference is the same ranker scoring every item exactly (the path of small categories).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import metarec.ranking.ridge as ridge_ranking
+from metarec.config import load_config
+from metarec.meta.ridge import init_ridge
+from metarec.meta.ridge_model import RidgeModel
+from metarec.ranking.popularity import tie_break
+from metarec.ranking.ridge import COARSE_MIN_ITEMS, CoarseItems, RidgeRanker
+
+F = 8
+N_ITEMS = COARSE_MIN_ITEMS + 1_000
+N_USERS = 40
+
+
+def _ranker(vectors: torch.Tensor, counts: torch.Tensor, factors: torch.Tensor) -> RidgeRanker:
+    params = init_ridge(F, 3, regularization=1.0, alpha=10.0)
+    params["support_bias"] = torch.tensor(0.05, dtype=torch.float64)
+    params["user_map"] = params["user_map"] + 0.1 * torch.randn(
+        F, F, generator=torch.Generator().manual_seed(9), dtype=torch.float64
+    )
+    model = RidgeModel(
+        config=load_config(None, seed=0),
+        encoder=None,  # type: ignore[arg-type]  # not read when ranking
+        params=params,
+        item_factors=torch.zeros(0, F, dtype=torch.float64),
+        factor_item_ids=[],
+        regularization=1.0,
+        alpha=10.0,
+        splits={},
+    )
+    category = SimpleNamespace(
+        name="Big", n_items=len(vectors), item_x=torch.zeros(len(vectors), 3)
+    )
+    return RidgeRanker(
+        model,
+        category,  # type: ignore[arg-type]  # the fields a ranker reads
+        factors,
+        {"item_vectors": vectors, "counts": counts},
+        adapted=True,
+    )
+
+
+def _data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Item vectors of mixed scale (most items unsupported: zero vectors), with near-twins of
+    supported items a relative 1e-4 apart, far below bfloat16's resolution (4e-3)."""
+    g = torch.Generator().manual_seed(seed)
+    vectors = torch.zeros(N_ITEMS, F, dtype=torch.float64)
+    supported = torch.randperm(N_ITEMS, generator=g)[:3_000]
+    scale = torch.exp(torch.randn(len(supported), 1, generator=g, dtype=torch.float64))
+    vectors[supported] = scale * torch.randn(len(supported), F, generator=g, dtype=torch.float64)
+    twins = torch.randperm(N_ITEMS, generator=g)[:500]
+    vectors[twins] = vectors[supported[:500]] * (1.0 + 1e-4 * torch.rand(500, 1, generator=g))
+    counts = torch.zeros(N_ITEMS, dtype=torch.float64)
+    counts[supported] = torch.randint(1, 30, (len(supported),), generator=g).double()
+    factors = torch.randn(N_USERS, F, generator=g, dtype=torch.float64)
+    factors[:5] *= 1e3  # large and small users: the bound scales with |x_u|
+    factors[5:10] *= 1e-3
+    return vectors, counts, factors
+
+
+def _seen(seed: int) -> list[torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    seen = [
+        torch.from_numpy(np.sort(rng.choice(N_ITEMS, 30, replace=False))) for _ in range(N_USERS)
+    ]
+    seen[0] = torch.arange(N_ITEMS - 4)  # fewer unseen items than k
+    seen[1] = torch.empty(0, dtype=torch.long)
+    return seen
+
+
+def _exact(monkeypatch: pytest.MonkeyPatch, *data: torch.Tensor) -> RidgeRanker:
+    monkeypatch.setattr(ridge_ranking, "COARSE_MIN_ITEMS", 10**9)
+    ranker = _ranker(*data)
+    assert ranker._items.coarse is None  # every item scored exactly
+    monkeypatch.undo()
+    return ranker
+
+
+@pytest.mark.parametrize("bfloat16", [True, False])
+def test_coarse_scores_stay_within_their_bound(
+    monkeypatch: pytest.MonkeyPatch, bfloat16: bool
+) -> None:
+    monkeypatch.setattr(ridge_ranking, "_native_bfloat16", lambda: bfloat16)
+    vectors, counts, factors = _data()
+    ranker = _ranker(vectors, counts, factors)
+    coarse = ranker._items.coarse
+    assert coarse is not None
+    assert coarse.vectors.dtype == (torch.bfloat16 if bfloat16 else torch.float32)
+    users = np.arange(N_USERS)
+    x = ranker._user_vectors(torch.as_tensor(users))
+    error = (coarse.scores(x).double() - ranker.scores(users).double()).abs().max(1).values
+    bound = coarse.error_bound(x)
+    assert bool((error <= bound).all())
+    assert bool((error > 0).any())  # the coarse scores do differ: the bound is doing work
+
+
+@pytest.mark.parametrize("bfloat16", [True, False])
+def test_bounded_top_k_equals_scoring_every_item(
+    monkeypatch: pytest.MonkeyPatch, bfloat16: bool
+) -> None:
+    data = _data()
+    reference = _exact(monkeypatch, *data)
+    monkeypatch.setattr(ridge_ranking, "_native_bfloat16", lambda: bfloat16)
+    ranker = _ranker(*data)
+    assert ranker._items.coarse is not None
+    users, seen = np.arange(N_USERS), _seen(1)
+    ks = [10] * (N_USERS - 3) + [1, 50, 300]
+    got = ranker.top_k_many(users, seen, ks)
+    want = reference.top_k_many(users, seen, ks)
+    for (positions, values), (want_positions, want_values), k, mine in zip(
+        got, want, ks, seen, strict=True
+    ):
+        assert len(positions) == min(k, N_ITEMS - len(mine))
+        assert torch.equal(positions, want_positions)
+        torch.testing.assert_close(values, want_values, rtol=1e-6, atol=0.0)
+        assert not bool(torch.isin(positions, mine).any())
+    if bfloat16:  # the coarse order alone is wrong somewhere: the exact rescoring matters
+        coarse = ranker._items.coarse
+        approx = coarse.scores(ranker._user_vectors(torch.as_tensor(users)))
+        for row, mine in enumerate(seen):
+            approx[row, mine] = -torch.inf
+        coarse_top = torch.topk(approx, 10, dim=1).indices
+        assert any(
+            not torch.equal(coarse_top[row], got[row][0][:10]) for row in range(2, N_USERS - 3)
+        )
+
+
+def test_coarse_copy_refused_for_values_it_cannot_bound() -> None:
+    vectors, counts, _ = _data()
+    offsets = tie_break(counts, seed=0, key="Big").float()
+    assert CoarseItems.build(vectors, offsets) is not None
+    broken = vectors.clone()
+    broken[3, 0] = float("nan")
+    assert CoarseItems.build(broken, offsets) is None
+    assert CoarseItems.build(vectors * 1e31, offsets) is None
+    coarse = CoarseItems.build(vectors, offsets)
+    assert coarse is not None
+    assert not coarse.bounds(torch.full((1, F), float("inf"), dtype=torch.float64))
+    assert coarse.bounds(torch.ones((1, F), dtype=torch.float64))
+
+
+def test_non_finite_items_are_still_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN item vector takes the exact path, whose lists carry the NaN (the service answers
+    NonFiniteError for it)."""
+    vectors, counts, factors = _data()
+    vectors[7] = float("nan")
+    ranker = _ranker(vectors, counts, factors)
+    assert ranker._items.coarse is None
+    ((_, values),) = ranker.top_k_many(
+        np.array([2]), [torch.empty(0, dtype=torch.long)], [10]
+    )
+    assert bool(values.isnan().any())
