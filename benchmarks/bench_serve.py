@@ -60,9 +60,10 @@ from metarec.data import Store, ingest
 from metarec.data.ingest import ingest_frames
 from metarec.data.simulate import simulate
 from metarec.meta.model import load_model, save_model
+from metarec.ranking.ridge import RidgeRanker
+from metarec.selection import train_selected
 from metarec.serving.service import Service
 from metarec.serving.settings import ServeSettings
-from metarec.selection import train_selected
 from metarec.training import train
 
 TOKEN = "bench-serve-token"
@@ -81,8 +82,15 @@ def category_of(n: int) -> str:
 # ---- 1. data and models ------------------------------------------------------------------------
 
 
-def prepare_models(workdir: Path, steps: int) -> tuple[Path, Path, Path]:
-    """Simulate, ingest, train model A; write model B. Returns (store, model A, model B)."""
+def prepare_models(workdir: Path, steps: int, method: str = "mlp") -> tuple[Path, Path, Path]:
+    """Simulate, ingest, train model A; write model B. Returns (store, model A, model B).
+
+    ``method`` ridge: model A is metarec-ridge (:func:`prepare_ridge`), model B its copy with
+    perturbed meta-parameters."""
+    if method == "ridge":
+        store, _, _ = prepare_models(workdir, steps)
+        ridge = prepare_ridge(workdir)
+        return store, ridge, perturbed(ridge, workdir / "model-ridge-b")
     data, store, model_a = workdir / "data", workdir / "base.duckdb", workdir / "model-a"
     if not store.exists():
         simulate(data, seed=0)
@@ -94,13 +102,18 @@ def prepare_models(workdir: Path, steps: int) -> tuple[Path, Path, Path]:
         )
         with Store.open(store, read_only=True) as opened:
             save_model(train(opened, config, progress=False, validate_every=steps), model_a)
-    model = load_model(model_a)
+    return store, model_a, perturbed(model_a, workdir / "model-b")
+
+
+def perturbed(folder: Path, out: Path) -> Path:
+    """The model in ``folder`` with every parameter moved a little (a retrained model B)."""
+    model = load_model(folder)
     generator = torch.Generator().manual_seed(1)
     params = {
-        k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in model.params.items()
+        k: v + 0.01 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        for k, v in model.params.items()
     }
-    model_b = save_model(dataclasses.replace(model, params=params), workdir / "model-b")
-    return store, model_a, model_b
+    return save_model(dataclasses.replace(model, params=params), out)
 
 
 def prepare_ridge(workdir: Path) -> Path:
@@ -213,7 +226,12 @@ def short_list_recall(service: Service, category: str, users: np.ndarray, count:
         user_idx = recommender.user_index(str(name))
         assert user_idx is not None
         user = recommender.user_inputs(view, user_idx)
-        exact, _ = ranker.top_k(user, 10, short_list=view.data.n_items)
+        if isinstance(ranker, RidgeRanker):  # every item scored exactly, no coarse pass
+            scores = ranker.scores(np.array([user_idx]))[0]
+            scores[user.seen] = -torch.inf
+            exact = torch.topk(scores, 10).indices
+        else:
+            exact, _ = ranker.top_k(user, 10, short_list=view.data.n_items)
         top = set(view.item_ids[exact.numpy()].tolist())
         recalls.append(len(top & {item.item_id for item in served.items}) / 10)
     return float(np.mean(recalls))
@@ -562,6 +580,13 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/bench-serve"))
     parser.add_argument("--sizes", default="1e4,1e5,1e6")
     parser.add_argument("--steps", type=int, default=100, help="meta-training steps of model A")
+    parser.add_argument(
+        "--method",
+        choices=("mlp", "ridge"),
+        default="mlp",
+        help="the served models: the MLP meta-learner or metarec-ridge (what `metarec train` "
+        "chose on every store measured)",
+    )
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", default="3000,6000,400", help="HTTP requests per size")
     parser.add_argument("--inproc-requests", default="2000,2000,200")
@@ -585,7 +610,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     begun = time.perf_counter()
 
-    base, model_a, model_b = prepare_models(workdir, args.steps)
+    base, model_a, model_b = prepare_models(workdir, args.steps, args.method)
     store = workdir / "bench.duckdb"
     shutil.copy(base, store)
     add_categories(store, sizes)

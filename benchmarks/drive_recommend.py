@@ -30,7 +30,6 @@ from bench_serve import (
     load,
     mean_batch,
     prepare_models,
-    prepare_ridge,
     read_response,
     request_users,
     start_server,
@@ -71,8 +70,7 @@ def main() -> None:
 
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    _, model_a, _ = prepare_models(workdir, steps=100)
-    served = prepare_ridge(workdir) if args.method == "ridge" else model_a
+    _, served, _ = prepare_models(workdir, steps=100, method=args.method)
     store = workdir / "bench.duckdb"
     if not store.exists():
         shutil.copy(workdir / "base.duckdb", store)

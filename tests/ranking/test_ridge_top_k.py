@@ -100,7 +100,9 @@ def test_coarse_scores_stay_within_their_bound(
     assert coarse.vectors.dtype == (torch.bfloat16 if bfloat16 else torch.float32)
     users = np.arange(N_USERS)
     x = ranker._user_vectors(torch.as_tensor(users))
-    error = (coarse.scores(x).double() - ranker.scores(users).double()).abs().max(1).values
+    approx = coarse.scores(x).view(N_USERS, -1)
+    assert bool(approx[:, N_ITEMS:].eq(-torch.inf).all())  # past the last item
+    error = (approx[:, :N_ITEMS].double() - ranker.scores(users).double()).abs().max(1).values
     bound = coarse.error_bound(x)
     assert bool((error <= bound).all())
     assert bool((error > 0).any())  # the coarse scores do differ: the bound is doing work
@@ -128,7 +130,7 @@ def test_bounded_top_k_equals_scoring_every_item(
         assert not bool(torch.isin(positions, mine).any())
     if bfloat16:  # the coarse order alone is wrong somewhere: the exact rescoring matters
         coarse = ranker._items.coarse
-        approx = coarse.scores(ranker._user_vectors(torch.as_tensor(users)))
+        approx = coarse.scores(ranker._user_vectors(torch.as_tensor(users))).view(N_USERS, -1)
         for row, mine in enumerate(seen):
             approx[row, mine] = -torch.inf
         coarse_top = torch.topk(approx, 10, dim=1).indices
@@ -158,7 +160,5 @@ def test_non_finite_items_are_still_reported(monkeypatch: pytest.MonkeyPatch) ->
     vectors[7] = float("nan")
     ranker = _ranker(vectors, counts, factors)
     assert ranker._items.coarse is None
-    ((_, values),) = ranker.top_k_many(
-        np.array([2]), [torch.empty(0, dtype=torch.long)], [10]
-    )
+    ((_, values),) = ranker.top_k_many(np.array([2]), [torch.empty(0, dtype=torch.long)], [10])
     assert bool(values.isnan().any())

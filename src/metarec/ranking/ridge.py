@@ -157,7 +157,12 @@ class RidgeRanker:
         index = torch.as_tensor(users, dtype=torch.long)
         coarse = self._items.coarse
         vectors = None if coarse is None else self._user_vectors(index)
-        if coarse is None or vectors is None or not coarse.bounds(vectors):
+        if (
+            coarse is None
+            or vectors is None
+            or k > coarse.n_blocks // 4  # a deep list: few blocks left out, nothing to gain
+            or not coarse.bounds(vectors)
+        ):
             scores = self.scores(users)
             _mask_seen(scores, seen)
             top = torch.topk(scores, k, dim=1)
@@ -175,23 +180,21 @@ class RidgeRanker:
     ) -> list[tuple[Tensor, Tensor]]:
         """Exact top-``k`` of each user (vectors (b, f)) among the candidates that the coarse
         scores and their error bound cannot rule out."""
-        approx = coarse.scores(vectors)  # (b, n) float32
-        _mask_seen(approx, seen)
-        # the candidates are few (about k at 1e5 items): a top-k a little deeper than k holds
-        # them all unless its last value is still above the floor
-        top = torch.topk(approx, min(k + max(k, _SLACK), approx.shape[1]), dim=1)
-        kth = top.values[:, k - 1].double()
-        # every item of the exact top-k has a coarse score >= (k-th coarse score) - 2 bounds;
-        # rounded down to float32 so the comparison cannot drop one
-        floor = (kth - 2.0 * coarse.error_bound(vectors)).float()
+        approx = coarse.scores(vectors)  # (b, n_blocks, BLOCK) float32, -inf past the last item
+        flat = approx.view(len(vectors), -1)
+        _mask_seen(flat, seen)
+        maxima = approx.amax(dim=2)  # (b, n_blocks)
+        # the k-th largest block maximum is at most the k-th largest score (k blocks reach it),
+        # so every item of the exact top-k has a coarse score >= it - 2 bounds; rounded down
+        # to float32 so the comparison cannot drop one
+        lowest = torch.topk(maxima, k, dim=1).values[:, -1].double()
+        floor = (lowest - 2.0 * coarse.error_bound(vectors)).float()
         floor = torch.nextafter(floor, torch.full_like(floor, -torch.inf))
-        if top.values.shape[1] < approx.shape[1] and bool((top.values[:, -1] < floor).all()):
-            rows, depth = torch.nonzero(top.values >= floor[:, None], as_tuple=True)
-            items = top.indices[rows, depth]
-        else:  # a tie-heavy or seen-heavy row: every item above the floor
-            rows, items = torch.nonzero(approx >= floor[:, None], as_tuple=True)
-        keep = approx[rows, items] > -torch.inf  # never a seen item
-        rows, items = rows[keep], items[keep]
+        rows, blocks = torch.nonzero(maxima >= floor[:, None], as_tuple=True)
+        values = approx[rows, blocks]  # (m, BLOCK): the blocks that hold a candidate
+        inside = (values >= floor[rows, None]) & (values > -torch.inf)  # never a seen item
+        rows = rows[:, None].expand(-1, BLOCK)[inside]
+        items = (blocks[:, None] * BLOCK + torch.arange(BLOCK))[inside]
         exact = (vectors[rows] * self.params["item_vectors"][items]).sum(1) + self._items.bias[
             items
         ]
@@ -259,16 +262,17 @@ class CoarseItems:
     natively (AVX512-BF16); elsewhere float32.
     """
 
-    vectors: Tensor  # (n, f) in dtype
-    offsets: Tensor  # (n,) float32: bias + tie
+    vectors: Tensor  # (n_blocks * BLOCK, f) in dtype, zero rows past the last item
+    offsets: Tensor  # (n_blocks * BLOCK,) float32: bias + tie, -inf past the last item
     vector_norm: float  # max_j |v_j|
     offset_max: float  # max_j |o_j|
     eps: float
 
     @classmethod
     def build(cls, vectors: Tensor, offsets: Tensor) -> CoarseItems | None:
-        """The coarse copy, or None where the bound would not hold (non-finite or huge
-        values: those keep the exact path, which reports them)."""
+        """The coarse copy of item vectors (n, f) and offsets (n,), or None where the bound
+        would not hold (non-finite or huge values: those keep the exact path, which reports
+        them)."""
         norms = vectors.double().norm(dim=1)
         if not (bool(norms.isfinite().all()) and bool(offsets.isfinite().all())):
             return None
@@ -277,9 +281,18 @@ class CoarseItems:
             return None
         dtype = torch.bfloat16 if _native_bfloat16() else torch.float32
         roundoff = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-24
-        f = vectors.shape[1]
+        n, f = vectors.shape
         eps = 2.0 * (3.0 * roundoff + roundoff**2 + (f + 2) * 2.0**-24)
-        return cls(vectors.to(dtype).contiguous(), offsets, vector_norm, offset_max, eps)
+        padded = -(-n // BLOCK) * BLOCK
+        stored = torch.zeros((padded, f), dtype=dtype)
+        stored[:n] = vectors.to(dtype)
+        ends = torch.full((padded,), -torch.inf)
+        ends[:n] = offsets.float()
+        return cls(stored, ends, vector_norm, offset_max, eps)
+
+    @property
+    def n_blocks(self) -> int:
+        return self.vectors.shape[0] // BLOCK
 
     def bounds(self, users: Tensor) -> bool:
         """Whether the bound holds for these user vectors (b, f): finite and small enough
@@ -288,8 +301,10 @@ class CoarseItems:
         return bool(norms.isfinite().all()) and float(norms.max()) * self.vector_norm < _LARGEST
 
     def scores(self, users: Tensor) -> Tensor:
-        """(b, n) float32 coarse scores of users (b, f)."""
-        return (users.to(self.vectors.dtype) @ self.vectors.T).float() + self.offsets
+        """(b, n_blocks, BLOCK) float32 coarse scores of users (b, f), item by item (-inf past
+        the last item)."""
+        product = (users.to(self.vectors.dtype) @ self.vectors.T).float()
+        return product.add_(self.offsets).view(len(users), self.n_blocks, BLOCK)
 
     def error_bound(self, users: Tensor) -> Tensor:
         """(b,) float64: the most a coarse score of each user can differ from the exact one."""
@@ -297,7 +312,9 @@ class CoarseItems:
         return self.eps * reach + 2.0**-20 * (reach + self.offset_max)
 
 
-_SLACK = 16  # extra depth of the coarse top-k that usually holds every candidate
+BLOCK = 128
+"""Items per block of :class:`CoarseItems`: the coarse pass keeps each block's maximum, and
+only blocks whose maximum reaches a user's floor are read again."""
 _LARGEST = 1e30  # norms above this could overflow float32 products: the exact path then
 
 
