@@ -118,8 +118,11 @@ def test_bounded_top_k_equals_scoring_every_item(
     ranker = _ranker(*data)
     assert ranker._items.coarse is not None
     users, seen = np.arange(N_USERS), _seen(1)
-    ks = [10] * (N_USERS - 3) + [1, 50, 300]
-    got = ranker.top_k_many(users, seen, ks)
+    deepest = ranker._items.coarse.n_blocks // 4  # deeper lists score every item
+    ks = [10] * (N_USERS - 3) + [1, 3, deepest]
+    with monkeypatch.context() as patch:  # the bounded path never scores every item
+        patch.setattr(RidgeRanker, "scores", _refused)
+        got = ranker.top_k_many(users, seen, ks)
     want = reference.top_k_many(users, seen, ks)
     for (positions, values), (want_positions, want_values), k, mine in zip(
         got, want, ks, seen, strict=True
@@ -137,6 +140,23 @@ def test_bounded_top_k_equals_scoring_every_item(
         assert any(
             not torch.equal(coarse_top[row], got[row][0][:10]) for row in range(2, N_USERS - 3)
         )
+
+
+def test_deep_lists_score_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _data()
+    reference = _exact(monkeypatch, *data)
+    ranker = _ranker(*data)
+    users, seen = np.arange(N_USERS), _seen(2)
+    ks = [10] * (N_USERS - 1) + [ranker._items.coarse.n_blocks // 4 + 1]
+    for (positions, values), (want_positions, want_values) in zip(
+        ranker.top_k_many(users, seen, ks), reference.top_k_many(users, seen, ks), strict=True
+    ):
+        assert torch.equal(positions, want_positions)
+        assert torch.equal(values, want_values)
+
+
+def _refused(*_: object) -> None:
+    raise AssertionError("scored every item")
 
 
 def test_coarse_copy_refused_for_values_it_cannot_bound() -> None:

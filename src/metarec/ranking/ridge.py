@@ -166,20 +166,19 @@ class RidgeRanker:
             scores = self.scores(users)
             _mask_seen(scores, seen)
             top = torch.topk(scores, k, dim=1)
-            ranked = list(zip(top.indices, top.values, strict=True))
-        else:
-            ranked = self._top_k_bounded(vectors, coarse, seen, k)
-        out = []
-        for (positions, values), k_user in zip(ranked, ks, strict=True):
-            allowed = values != -torch.inf  # seen items; a NaN stays, to be reported
-            out.append((positions[allowed][:k_user], values[allowed][:k_user]))
-        return out
+            out = []
+            for positions, values, k_user in zip(top.indices, top.values, ks, strict=True):
+                allowed = values != -torch.inf  # seen items; a NaN stays, to be reported
+                out.append((positions[allowed][:k_user], values[allowed][:k_user]))
+            return out
+        return self._top_k_bounded(vectors, coarse, seen, ks)
 
     def _top_k_bounded(
-        self, vectors: Tensor, coarse: CoarseItems, seen: list[Tensor], k: int
+        self, vectors: Tensor, coarse: CoarseItems, seen: list[Tensor], ks: list[int]
     ) -> list[tuple[Tensor, Tensor]]:
         """Exact top-``k`` of each user (vectors (b, f)) among the candidates that the coarse
         scores and their error bound cannot rule out."""
+        k = max(ks)
         approx = coarse.scores(vectors)  # (b, n_blocks, BLOCK) float32, -inf past the last item
         flat = approx.view(len(vectors), -1)
         _mask_seen(flat, seen)
@@ -199,13 +198,16 @@ class RidgeRanker:
             items
         ]
         exact = (exact + self._items.tie[items]).float()
-        ranked = []
-        for row in range(len(vectors)):
-            mine = rows == row
-            by_item = torch.argsort(items[mine])  # equal scores: the lower position first
-            values, order = torch.sort(exact[mine][by_item], descending=True, stable=True)
-            ranked.append((items[mine][by_item][order][:k], values[:k]))
-        return ranked
+        # candidates come row by row, each row's in ascending position: sorted by score, then
+        # (stably) by row, each row's list is best first, equal scores the lower position first
+        order = torch.sort(exact, descending=True, stable=True).indices
+        order = order[torch.sort(rows[order], stable=True).indices]
+        items, exact = items[order], exact[order]
+        ends = torch.bincount(rows, minlength=len(vectors)).cumsum(0).tolist()
+        return [
+            (items[start : min(end, start + k_user)], exact[start : min(end, start + k_user)])
+            for start, end, k_user in zip([0, *ends[:-1]], ends, ks, strict=True)
+        ]
 
     @cached_property
     def _meta(self) -> Params:
