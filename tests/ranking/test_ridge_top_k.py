@@ -142,6 +142,43 @@ def test_bounded_top_k_equals_scoring_every_item(
         )
 
 
+def test_the_margin_keeps_the_items_coarse_rounding_moves_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cluster of items around one direction, scoring about 1 with every user, each
+    component 1e-2 apart: each user's exact top 10 lies in the cluster, spread over a few of
+    bfloat16's steps (2^-7 near 1), and the rounding of the inputs moves some across a step, so
+    only the bound's margin below the coarse 10th best keeps them all."""
+    vectors, counts, _ = _data()
+    vectors *= 1e-3  # the rest of the catalogue far below the cluster
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(F, generator=g, dtype=torch.float64)
+    cluster = torch.randperm(N_ITEMS, generator=g)[:40]
+    spread = 1.0 + 1e-2 * torch.rand(40, F, generator=g, dtype=torch.float64)
+    vectors[cluster] = base / base.dot(base) * spread
+    counts[cluster] = 5.0  # one support term for the cluster: the dot products order it
+    factors = base + 0.05 * torch.randn(N_USERS, F, generator=g, dtype=torch.float64)
+    data = (vectors, counts, factors)
+    reference = _exact(monkeypatch, *data)
+    monkeypatch.setattr(ridge_ranking, "_native_bfloat16", lambda: True)
+    ranker = _ranker(*data)
+    users, seen = np.arange(N_USERS), [torch.empty(0, dtype=torch.long)] * N_USERS
+    got = ranker.top_k_many(users, seen, [10] * N_USERS)
+    want = reference.top_k_many(users, seen, [10] * N_USERS)
+    for (positions, _), (want_positions, _) in zip(got, want, strict=True):
+        assert torch.equal(positions, want_positions)
+    coarse = ranker._items.coarse
+    assert coarse is not None
+    approx = coarse.scores(ranker._user_vectors(torch.as_tensor(users))).view(N_USERS, -1)
+    tenth = torch.topk(approx, 10, dim=1).values[:, -1]
+    below = [
+        row
+        for row, (positions, _) in enumerate(want)
+        if bool((approx[row, positions] < tenth[row]).any())
+    ]
+    assert below  # some exact top-10 item lies below the coarse 10th best: the margin matters
+
+
 def test_deep_lists_score_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _data()
     reference = _exact(monkeypatch, *data)

@@ -16,6 +16,7 @@ from metarec.data import Store
 from metarec.meta.model import load_model, save_model
 from metarec.meta.ridge_model import RidgeModel
 from metarec.selection import train_selected
+from metarec.serving.recommender import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +93,39 @@ def test_a_zero_shot_content_weight_makes_the_first_list_personal(
             assert got.json()["fallback"] == "zero-shot"
             publishers = {int(i["item_id"][1:]) % 2 for i in got.json()["items"]}
             assert publishers == {user % 2}
+
+
+def test_the_bounded_top_k_serves_the_lists_of_every_item_scored(
+    known_store: Path, ridge_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The library's lists (users with support here and without, dislikes left out) through
+    the coarse pass of ``ranking.ridge`` equal those of scoring every item exactly; its blocks
+    are shrunk so that the known-answer store's 40-item categories take it."""
+    import metarec.ranking.ridge as ridge_ranking
+
+    requests = [(f"u{u}", k) for u in range(0, 60, 3) for k in (1, 5)]
+
+    def lists(store: Store, coarse: bool) -> list[list[tuple[str, float]]]:
+        with monkeypatch.context() as patch:
+            patch.setattr(ridge_ranking, "BLOCK", 2)
+            patch.setattr(ridge_ranking, "COARSE_MIN_ITEMS", 8 if coarse else 10**9)
+            if coarse:  # the bounded path never scores every item
+                patch.setattr(ridge_ranking.RidgeRanker, "scores", _refused)
+            recommender = Recommender.open(ridge_dir, store)
+            out = []
+            for category in ("Shelf > C1", "Shelf > C7"):
+                recommender.adapt(category)  # zero-shot lists read the content term: exact
+                for answer in recommender.recommend_many(category, requests):
+                    assert not isinstance(answer, Exception)
+                    out.append([(item.item_id, item.score) for item in answer.items])
+            return out
+
+    with Store.open(known_store, read_only=True) as store:
+        bounded, exact = lists(store, coarse=True), lists(store, coarse=False)
+    assert [[i for i, _ in row] for row in bounded] == [[i for i, _ in row] for row in exact]
+    for row, want in zip(bounded, exact, strict=True):
+        assert [s for _, s in row] == pytest.approx([s for _, s in want], rel=1e-6, abs=0)
+
+
+def _refused(*_: object) -> None:
+    raise AssertionError("scored every item")
