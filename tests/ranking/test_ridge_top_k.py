@@ -83,7 +83,7 @@ def _seen(seed: int) -> list[torch.Tensor]:
 def _exact(monkeypatch: pytest.MonkeyPatch, *data: torch.Tensor) -> RidgeRanker:
     monkeypatch.setattr(ridge_ranking, "COARSE_MIN_ITEMS", 10**9)
     ranker = _ranker(*data)
-    assert ranker._items.coarse is None  # every item scored exactly
+    assert ranker._coarse is None  # every item scored exactly
     monkeypatch.undo()
     return ranker
 
@@ -95,7 +95,7 @@ def test_coarse_scores_stay_within_their_bound(
     monkeypatch.setattr(ridge_ranking, "_native_bfloat16", lambda: bfloat16)
     vectors, counts, factors = _data()
     ranker = _ranker(vectors, counts, factors)
-    coarse = ranker._items.coarse
+    coarse = ranker._coarse
     assert coarse is not None
     assert coarse.vectors.dtype == (torch.bfloat16 if bfloat16 else torch.float32)
     users = np.arange(N_USERS)
@@ -116,9 +116,9 @@ def test_bounded_top_k_equals_scoring_every_item(
     reference = _exact(monkeypatch, *data)
     monkeypatch.setattr(ridge_ranking, "_native_bfloat16", lambda: bfloat16)
     ranker = _ranker(*data)
-    assert ranker._items.coarse is not None
+    assert ranker._coarse is not None
     users, seen = np.arange(N_USERS), _seen(1)
-    deepest = ranker._items.coarse.n_blocks // 4  # deeper lists score every item
+    deepest = ranker._coarse.n_blocks // 4  # deeper lists score every item
     ks = [10] * (N_USERS - 3) + [1, 3, deepest]
     with monkeypatch.context() as patch:  # the bounded path never scores every item
         patch.setattr(RidgeRanker, "scores", _refused)
@@ -132,7 +132,7 @@ def test_bounded_top_k_equals_scoring_every_item(
         torch.testing.assert_close(values, want_values, rtol=1e-6, atol=0.0)
         assert not bool(torch.isin(positions, mine).any())
     if bfloat16:  # the coarse order alone is wrong somewhere: the exact rescoring matters
-        coarse = ranker._items.coarse
+        coarse = ranker._coarse
         approx = coarse.scores(ranker._user_vectors(torch.as_tensor(users))).view(N_USERS, -1)
         for row, mine in enumerate(seen):
             approx[row, mine] = -torch.inf
@@ -167,7 +167,7 @@ def test_the_margin_keeps_the_items_coarse_rounding_moves_down(
     want = reference.top_k_many(users, seen, [10] * N_USERS)
     for (positions, _), (want_positions, _) in zip(got, want, strict=True):
         assert torch.equal(positions, want_positions)
-    coarse = ranker._items.coarse
+    coarse = ranker._coarse
     assert coarse is not None
     approx = coarse.scores(ranker._user_vectors(torch.as_tensor(users))).view(N_USERS, -1)
     tenth = torch.topk(approx, 10, dim=1).values[:, -1]
@@ -184,7 +184,7 @@ def test_deep_lists_score_every_item(monkeypatch: pytest.MonkeyPatch) -> None:
     reference = _exact(monkeypatch, *data)
     ranker = _ranker(*data)
     users, seen = np.arange(N_USERS), _seen(2)
-    ks = [10] * (N_USERS - 1) + [ranker._items.coarse.n_blocks // 4 + 1]
+    ks = [10] * (N_USERS - 1) + [ranker._coarse.n_blocks // 4 + 1]
     for (positions, values), (want_positions, want_values) in zip(
         ranker.top_k_many(users, seen, ks), reference.top_k_many(users, seen, ks), strict=True
     ):
@@ -216,6 +216,6 @@ def test_non_finite_items_are_still_reported(monkeypatch: pytest.MonkeyPatch) ->
     vectors, counts, factors = _data()
     vectors[7] = float("nan")
     ranker = _ranker(vectors, counts, factors)
-    assert ranker._items.coarse is None
+    assert ranker._coarse is None
     ((_, values),) = ranker.top_k_many(np.array([2]), [torch.empty(0, dtype=torch.long)], [10])
     assert bool(values.isnan().any())

@@ -155,7 +155,7 @@ class RidgeRanker:
             return []
         k = min(max(ks), self.category.n_items)
         index = torch.as_tensor(users, dtype=torch.long)
-        coarse = self._items.coarse
+        coarse = self._coarse
         vectors = None if coarse is None else self._user_vectors(index)
         if (
             coarse is None
@@ -224,10 +224,16 @@ class RidgeRanker:
         with torch.no_grad():
             bias = self._meta["support_bias"] * torch.log1p(counts)
         tie = tie_break(counts, seed=self.model.config.seed, key=self.category.name)
-        coarse = None
-        if self.content is None and self.category.n_items >= COARSE_MIN_ITEMS:
-            coarse = CoarseItems.build(self.params["item_vectors"], (bias + tie).float())
-        return ItemTerms(bias, tie, coarse)
+        return ItemTerms(bias, tie)
+
+    @cached_property
+    def _coarse(self) -> CoarseItems | None:
+        """The coarse copy the top-k reads first, where the category ranks through one (built
+        on the first list: evaluation, which scores every item, never builds it)."""
+        if self.content is not None or self.category.n_items < COARSE_MIN_ITEMS:
+            return None
+        items = self._items
+        return CoarseItems.build(self.params["item_vectors"], (items.bias + items.tie).float())
 
     def _user_vectors(self, index: Tensor) -> Tensor:
         with torch.no_grad():
@@ -242,11 +248,10 @@ exactly costs less than the candidates' bookkeeping)."""
 @dataclass(frozen=True)
 class ItemTerms:
     """A ranker's item-only score terms: ``bias`` (n,) ``b log(1 + n_j)`` and ``tie`` (n,) the
-    popularity tie-break, both float64; ``coarse`` where the category ranks through it."""
+    popularity tie-break, both float64."""
 
     bias: Tensor
     tie: Tensor
-    coarse: CoarseItems | None
 
 
 @dataclass(frozen=True)
