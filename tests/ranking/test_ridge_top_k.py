@@ -105,6 +105,8 @@ def test_coarse_scores_stay_within_their_bound(
     error = (approx[:, :N_ITEMS].double() - ranker.scores(users).double()).abs().max(1).values
     bound = coarse.error_bound(x)
     assert bool((error <= bound).all())
+    error64 = (approx[:, :N_ITEMS].double() - ranker.scores64(users)).abs().max(1).values
+    assert bool((error64 <= bound).all())  # what lists are ordered by
     assert bool((error > 0).any())  # the coarse scores do differ: the bound is doing work
 
 
@@ -121,7 +123,7 @@ def test_bounded_top_k_equals_scoring_every_item(
     deepest = ranker._coarse.n_blocks // 4  # deeper lists score every item
     ks = [10] * (N_USERS - 3) + [1, 3, deepest]
     with monkeypatch.context() as patch:  # the bounded path never scores every item
-        patch.setattr(RidgeRanker, "scores", _refused)
+        patch.setattr(RidgeRanker, "scores64", _refused)
         got = ranker.top_k_many(users, seen, ks)
     want = reference.top_k_many(users, seen, ks)
     for (positions, values), (want_positions, want_values), k, mine in zip(
@@ -177,6 +179,59 @@ def test_the_margin_keeps_the_items_coarse_rounding_moves_down(
         if bool((approx[row, positions] < tenth[row]).any())
     ]
     assert below  # some exact top-10 item lies below the coarse 10th best: the margin matters
+
+
+@pytest.mark.parametrize("coarse", [True, False])
+def test_many_users_are_ranked_in_passes_with_the_same_lists(
+    monkeypatch: pytest.MonkeyPatch, coarse: bool
+) -> None:
+    data = _data()
+    ranker = _exact(monkeypatch, *data) if not coarse else _ranker(*data)
+    users, seen, ks = np.arange(N_USERS), _seen(3), [10] * N_USERS
+    whole = ranker.top_k_many(users, seen, ks)
+    monkeypatch.setattr(ridge_ranking, "PASS_SCORES", 7 * N_ITEMS)  # passes of 7 users
+    calls: list[int] = []  # users per pass
+    if coarse:
+        bounded = RidgeRanker._top_k_bounded
+        monkeypatch.setattr(
+            RidgeRanker,
+            "_top_k_bounded",
+            lambda self, x, *rest: calls.append(len(x)) or bounded(self, x, *rest),
+        )
+    else:
+        scores = RidgeRanker.scores64
+        monkeypatch.setattr(
+            RidgeRanker, "scores64", lambda self, u: calls.append(len(u)) or scores(self, u)
+        )
+    in_passes = ranker.top_k_many(users, seen, ks)
+    assert calls == [7] * 5 + [5]
+    for (positions, values), (want_positions, want_values) in zip(in_passes, whole, strict=True):
+        assert torch.equal(positions, want_positions)
+        assert torch.equal(values, want_values)
+
+
+@pytest.mark.parametrize("coarse", [True, False])
+def test_equal_float32_scores_are_ordered_by_the_tie_break(
+    monkeypatch: pytest.MonkeyPatch, coarse: bool
+) -> None:
+    """Twins (same vector, same support count) score the same in float32; the popularity
+    tie-break, a millionth of a score, still orders them, never their positions."""
+    vectors, counts, factors = _data()
+    g = torch.Generator().manual_seed(5)
+    twins = torch.randperm(N_ITEMS, generator=g)[:6]
+    vectors[twins] = 100.0 * factors[2] / factors[2].norm()  # at the top of user 2's list
+    counts[twins] = 4.0
+    data = (vectors, counts, factors)
+    ranker = _ranker(*data) if coarse else _exact(monkeypatch, *data)
+    assert (ranker._coarse is not None) == coarse
+    ((positions, values),) = ranker.top_k_many(
+        np.array([2]), [torch.empty(0, dtype=torch.long)], [6]
+    )
+    assert set(positions.tolist()) == set(twins.tolist())
+    assert len(set(values.tolist())) < 6  # equal in float32
+    tie = ranker._items.tie
+    assert torch.equal(positions, twins[torch.argsort(tie[twins], descending=True)])
+    assert not torch.equal(positions, torch.sort(twins).values)  # not by position here
 
 
 def test_deep_lists_score_every_item(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,7 +110,7 @@ def test_the_bounded_top_k_serves_the_lists_of_every_item_scored(
             patch.setattr(ridge_ranking, "BLOCK", 2)
             patch.setattr(ridge_ranking, "COARSE_MIN_ITEMS", 8 if coarse else 10**9)
             if coarse:  # the bounded path never scores every item
-                patch.setattr(ridge_ranking.RidgeRanker, "scores", _refused)
+                patch.setattr(ridge_ranking.RidgeRanker, "scores64", _refused)
             recommender = Recommender.open(ridge_dir, store)
             out = []
             for category in ("Shelf > C1", "Shelf > C7"):

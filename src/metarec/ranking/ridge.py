@@ -120,6 +120,12 @@ class RidgeRanker:
 
     def scores(self, users: np.ndarray) -> Tensor:
         """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
+        return self.scores64(users).float()
+
+    def scores64(self, users: np.ndarray) -> Tensor:
+        """:meth:`scores` before their rounding to float32: lists are ordered by these, so
+        that the popularity tie-break (a millionth of a score) still orders items whose
+        float32 scores are equal."""
         index = torch.as_tensor(users, dtype=torch.long)
         meta = self._meta
         if self.content is not None:
@@ -133,17 +139,18 @@ class RidgeRanker:
                     self.params["counts"],
                     affinity,
                 )
-            return (dots.double() + self._items.tie).float()
+            return dots.double() + self._items.tie
         # ridge_scores' sums in its order, with the item-only terms computed once per ranker
         vectors = self._user_vectors(index)
         with torch.no_grad():
             dots = vectors @ self.params["item_vectors"].T + self._items.bias
-        return (dots.double() + self._items.tie).float()
+        return dots.double() + self._items.tie
 
     def top_k_many(
         self, users: np.ndarray, seen: list[Tensor], ks: list[int]
     ) -> list[tuple[Tensor, Tensor]]:
-        """Each user's top-``k`` item positions and scores, best first, never a ``seen`` item.
+        """Each user's top-``k`` item positions and float32 scores, best first (by
+        :meth:`scores64`), never a ``seen`` item.
 
         Exact over every item (a ridge score is one dot product per item, so no retrieval
         short list is needed). In a large category the exact scores are computed for a few
@@ -153,6 +160,17 @@ class RidgeRanker:
         """
         if len(users) == 0:
             return []
+        per_pass = max(1, PASS_SCORES // self.category.n_items)
+        if len(users) > per_pass:  # bounded memory for any number of users (metarec batch)
+            return [
+                found
+                for start in range(0, len(users), per_pass)
+                for found in self.top_k_many(
+                    users[start : start + per_pass],
+                    seen[start : start + per_pass],
+                    ks[start : start + per_pass],
+                )
+            ]
         k = min(max(ks), self.category.n_items)
         index = torch.as_tensor(users, dtype=torch.long)
         coarse = self._coarse
@@ -163,13 +181,13 @@ class RidgeRanker:
             or k > coarse.n_blocks // 4  # a deep list: few blocks left out, nothing to gain
             or not coarse.bounds(vectors)
         ):
-            scores = self.scores(users)
+            scores = self.scores64(users)
             _mask_seen(scores, seen)
             top = torch.topk(scores, k, dim=1)
             out = []
             for positions, values, k_user in zip(top.indices, top.values, ks, strict=True):
                 allowed = values != -torch.inf  # seen items; a NaN stays, to be reported
-                out.append((positions[allowed][:k_user], values[allowed][:k_user]))
+                out.append((positions[allowed][:k_user], values[allowed][:k_user].float()))
             return out
         return self._top_k_bounded(vectors, coarse, seen, ks)
 
@@ -197,12 +215,12 @@ class RidgeRanker:
         exact = (vectors[rows] * self.params["item_vectors"][items]).sum(1) + self._items.bias[
             items
         ]
-        exact = (exact + self._items.tie[items]).float()
+        exact = exact + self._items.tie[items]  # float64, as scores64
         # candidates come row by row, each row's in ascending position: sorted by score, then
         # (stably) by row, each row's list is best first, equal scores the lower position first
         order = torch.sort(exact, descending=True, stable=True).indices
         order = order[torch.sort(rows[order], stable=True).indices]
-        items, exact = items[order], exact[order]
+        items, exact = items[order], exact[order].float()
         ends = torch.bincount(rows, minlength=len(vectors)).cumsum(0).tolist()
         return [
             (items[start : min(end, start + k_user)], exact[start : min(end, start + k_user)])
@@ -239,6 +257,10 @@ class RidgeRanker:
         with torch.no_grad():
             return user_vectors(self._meta, self.factors[index])
 
+
+PASS_SCORES = 4_000_000
+"""(users x items) scores a top-k call holds at once (16 MB in float32, twice that in float64):
+more users are ranked in passes, with the same lists."""
 
 COARSE_MIN_ITEMS = 8192
 """Categories from this size on rank through :class:`CoarseItems` (below, scoring every item
