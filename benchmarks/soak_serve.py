@@ -85,12 +85,18 @@ def main() -> None:
     parser.add_argument("--adapt-every", type=float, default=20.0)
     parser.add_argument("--swap-every", type=float, default=30.0)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument(
+        "--method",
+        choices=("mlp", "ridge"),
+        default="mlp",
+        help="the served models: the MLP meta-learner or metarec-ridge (bench_serve.py's)",
+    )
     args = parser.parse_args()
 
     sizes = [int(float(s)) for s in args.sizes.split(",")]
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    base, model_a, model_b = prepare_models(workdir, args.steps)
+    base, model_a, model_b = prepare_models(workdir, args.steps, args.method)
     store = workdir / "soak.duckdb"
     shutil.copy(base, store)
     add_categories(store, sizes)

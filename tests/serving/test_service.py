@@ -102,6 +102,24 @@ def test_rankings_equal_the_library(service: Service) -> None:
         service.recommend("u0", KNOWN_HELD_OUT, 0)
 
 
+def test_finished_adapt_jobs_hold_no_parameters(service: Service) -> None:
+    """GET /jobs remembers up to 1,000 jobs: each used to hold its adaptation's parameters (a
+    ridge model's item vectors: 26 MB at 1e5 items), so memory grew with every adaptation."""
+    jobs = [service.submit_adapt(KNOWN_HELD_OUT) for _ in range(3)]
+    for job in jobs:
+        job.future.result(timeout=60)
+    versions = []
+    for job in jobs:
+        remembered = service.job(job.job_id)
+        assert remembered is not None and remembered.state == "done"
+        record = remembered.future.result(timeout=0)
+        assert record.params == {}
+        versions.append(record.version)
+    assert versions == sorted(versions) and versions[-1] >= 1
+    served = service.snapshot.recommender.adaptation(KNOWN_HELD_OUT)
+    assert served is not None and served.version == versions[-1] and served.params
+
+
 def test_events_are_idempotent_and_bad_batches_change_nothing(service: Service) -> None:
     before = count_interactions(service)
     batch = events([("u1", "c7-i3"), ("u2", "c7-i4"), ("new-user", "c7-i5")])
