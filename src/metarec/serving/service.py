@@ -17,7 +17,6 @@ the same fallbacks, the same ranking, the same answer as the CLI for the same st
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -386,9 +385,9 @@ class Service:
         assert job.path is not None
         return self._swap(job.path)
 
-    def _adapt(self, job: Job) -> Adaptation:
-        """Adapt the job's category; the result is the adaptation's record, parameters left
-        out (the recommender holds them)."""
+    def _adapt(self, job: Job) -> schemas.AdaptationInfo:
+        """Adapt the job's category; the result is the adaptation's record as GET /categories
+        shows it (the recommender holds the parameters)."""
         category = job.category
         assert category is not None
         recommender = self.snapshot.recommender
@@ -405,11 +404,10 @@ class Service:
             adaptation.support_size,
             adaptation.seconds * 1000,
         )
-        # The job keeps its result for GET /jobs (up to _KEEP_JOBS of them): the record without
-        # its parameters, which the recommender serves. With them, every finished job held its
-        # category's item vectors (26 MB at 1e5 items for a ridge model): memory grew with
-        # each adaptation.
-        return dataclasses.replace(adaptation, params={})
+        # The job keeps its result for GET /jobs (up to 1,000 jobs): a record, not the
+        # Adaptation, whose parameters (a ridge model's item vectors: 26 MB at 1e5 items) every
+        # finished job used to hold, so memory grew with each adaptation.
+        return _adaptation_info(adaptation)
 
     def _swap(self, path: Path) -> schemas.ModelSwapResponse:
         started = time.perf_counter()
