@@ -172,24 +172,20 @@ class RidgeRanker:
                 )
             ]
         k = min(max(ks), self.category.n_items)
-        index = torch.as_tensor(users, dtype=torch.long)
         coarse = self._coarse
-        vectors = None if coarse is None else self._user_vectors(index)
-        if (
-            coarse is None
-            or vectors is None
-            or k > coarse.n_blocks // 4  # a deep list: few blocks left out, nothing to gain
-            or not coarse.bounds(vectors)
-        ):
-            scores = self.scores64(users)
-            _mask_seen(scores, seen)
-            top = torch.topk(scores, k, dim=1)
-            out = []
-            for positions, values, k_user in zip(top.indices, top.values, ks, strict=True):
-                allowed = values != -torch.inf  # seen items; a NaN stays, to be reported
-                out.append((positions[allowed][:k_user], values[allowed][:k_user].float()))
-            return out
-        return self._top_k_bounded(vectors, coarse, seen, ks)
+        # a deep list leaves few blocks out: nothing to gain over scoring every item
+        if coarse is not None and k <= coarse.n_blocks // 4:
+            vectors = self._user_vectors(torch.as_tensor(users, dtype=torch.long))
+            if coarse.bounds(vectors):
+                return self._top_k_bounded(vectors, coarse, seen, ks)
+        scores = self.scores64(users)
+        _mask_seen(scores, seen)
+        top = torch.topk(scores, k, dim=1)
+        out = []
+        for positions, values, k_user in zip(top.indices, top.values, ks, strict=True):
+            allowed = values != -torch.inf  # seen items; a NaN stays, to be reported
+            out.append((positions[allowed][:k_user], values[allowed][:k_user].float()))
+        return out
 
     def _top_k_bounded(
         self, vectors: Tensor, coarse: CoarseItems, seen: list[Tensor], ks: list[int]

@@ -203,7 +203,7 @@ def user_inputs(
     """
     data, state = view.data, view.state
     position = data.user_position(user_idx)
-    seen = seen_items(view, user_idx, keep_disliked=keep_disliked)
+    seen = _seen(view, user_idx, position, keep_disliked)
     if position is None:
         d = data.profile.shape[1]
         profile, n_other = others.without(
@@ -225,15 +225,18 @@ def seen_items(view: CategoryView, user_idx: int, *, keep_disliked: bool = False
     """(m,) positions of every item store user ``user_idx`` interacted with in the view's
     category, sorted: liked, and (unless ``keep_disliked``) rated below the threshold or
     otherwise not liked. What a ridge ranker needs of a user; :func:`user_inputs` carries it."""
+    return _seen(view, user_idx, view.data.user_position(user_idx), keep_disliked)
+
+
+def _seen(view: CategoryView, user_idx: int, position: int | None, keep_disliked: bool) -> Tensor:
+    """:func:`seen_items` with the user's position in the view's data already looked up."""
     disliked = np.empty(0, dtype=np.int64) if keep_disliked else view.disliked.get(user_idx)
     if disliked is None:
         disliked = np.empty(0, dtype=np.int64)
-    data = view.data
-    position = data.user_position(user_idx)
     if position is None:
         return torch.from_numpy(np.unique(disliked).astype(np.int64))
-    mine = data.pos_user == position
-    return torch.from_numpy(np.union1d(data.pos_item[mine], disliked).astype(np.int64))
+    mine = view.data.pos_user == position
+    return torch.from_numpy(np.union1d(view.data.pos_item[mine], disliked).astype(np.int64))
 
 
 def fit_view_projection(
