@@ -83,18 +83,19 @@ def category_of(n: int) -> str:
 
 
 def prepare_models(workdir: Path, steps: int, method: str = "mlp") -> tuple[Path, Path, Path]:
-    """Simulate, ingest, train model A; write model B. Returns (store, model A, model B).
+    """Simulate and ingest the store, train model A, write model B (A with perturbed
+    parameters). Returns (store, model A, model B).
 
-    ``method`` ridge: model A is metarec-ridge (:func:`prepare_ridge`), model B its copy with
-    perturbed meta-parameters."""
-    if method == "ridge":
-        store, _, _ = prepare_models(workdir, steps)
-        ridge = prepare_ridge(workdir)
-        return store, ridge, perturbed(ridge, workdir / "model-ridge-b")
-    data, store, model_a = workdir / "data", workdir / "base.duckdb", workdir / "model-a"
+    ``method``: model A is the MLP meta-learner (``mlp``, ``steps`` meta-steps) or metarec-ridge
+    (``ridge``, :func:`prepare_ridge`)."""
+    data, store = workdir / "data", workdir / "base.duckdb"
     if not store.exists():
         simulate(data, seed=0)
         ingest(data, store, fmt="table")
+    if method == "ridge":
+        ridge = prepare_ridge(workdir)
+        return store, ridge, perturbed(ridge, workdir / "model-ridge-b")
+    model_a = workdir / "model-a"
     if not (model_a / "manifest.json").exists():
         config = load_config(data / "metarec.toml", seed=0)
         config = config.model_copy(
