@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
 import torch
 
-from bench_serve import add_categories, category_of, prepare_models
+from bench_serve import bench_store, category_of, prepare_models
 from metarec.data import Store
 from metarec.serving.batch import recommend_batch
 from metarec.serving.recommender import Recommender
@@ -29,11 +28,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="write the table (Parquet)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as the server does
-    _, model, _ = prepare_models(args.workdir, steps=100, method="ridge")
-    store = args.workdir / "bench.duckdb"
-    if not store.exists():
-        shutil.copy(args.workdir / "base.duckdb", store)
-        add_categories(store, [100_000])
+    base, model, _ = prepare_models(args.workdir, steps=100, method="ridge")
+    store = bench_store(args.workdir, base, [100_000])
     category = category_of(100_000)
     with Store.open(store, read_only=True) as opened:
         recommender = Recommender.open(model, opened)

@@ -128,6 +128,16 @@ def prepare_ridge(workdir: Path) -> Path:
     return folder
 
 
+def bench_store(workdir: Path, base: Path, sizes: list[int]) -> Path:
+    """``workdir/bench.duckdb``: the base store plus the benchmark categories, built once and
+    reused (``bench_serve.py`` itself rebuilds it every run)."""
+    store = workdir / "bench.duckdb"
+    if not store.exists():
+        shutil.copy(base, store)
+        add_categories(store, sizes)
+    return store
+
+
 def add_categories(store: Path, sizes: list[int], seed: int = 0) -> None:
     """One synthetic category per size: resampled items, long-tailed support events."""
     rng = np.random.default_rng(seed)

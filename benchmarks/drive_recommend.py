@@ -18,13 +18,12 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
 from bench_serve import (
     TOKEN,
-    add_categories,
+    bench_store,
     category_of,
     free_port,
     load,
@@ -70,11 +69,8 @@ def main() -> None:
 
     workdir = args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
-    _, served, _ = prepare_models(workdir, steps=100, method=args.method)
-    store = workdir / "bench.duckdb"
-    if not store.exists():
-        shutil.copy(workdir / "base.duckdb", store)
-        add_categories(store, [100_000])
+    base, served, _ = prepare_models(workdir, steps=100, method=args.method)
+    store = bench_store(workdir, base, [100_000])
     with Store.open(store, read_only=True) as opened:
         users = opened.users()["user_id"].astype(str).to_numpy()
 
