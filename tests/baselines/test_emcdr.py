@@ -13,7 +13,7 @@ import torch
 from tests.conftest import KNOWN_HELD_OUT, KnownFold
 
 from metarec.baselines.base import launch_popularity
-from metarec.baselines.emcdr import EMCDR, apply_mapping, fit_mapping
+from metarec.baselines.emcdr import EMCDR, apply_mapping, fit_mapping, linear_mapping
 from metarec.baselines.mf import TIE_BREAK
 from metarec.baselines.simple import Popularity
 from metarec.errors import NotAdaptedError
@@ -28,6 +28,25 @@ def test_linear_mapping_recovers_a_linear_map() -> None:
     # ridge 1.0 against 2000 examples: a shrinkage of about 1 / 2000
     torch.testing.assert_close(params["w"], w, atol=5e-3, rtol=0)
     torch.testing.assert_close(params["b"], b, atol=5e-3, rtol=0)
+
+
+def test_linear_mapping_without_intercept_goes_through_the_origin() -> None:
+    """metarec-ridge's mapped start: a user with no history must stay at zero."""
+    generator = torch.Generator().manual_seed(0)
+    source = torch.randn(2000, 4, generator=generator, dtype=torch.float64)
+    w = torch.randn(4, 4, generator=generator, dtype=torch.float64)
+    params = linear_mapping(source, source @ w + 3.0, intercept=False)
+    assert not params["b"].any()
+    with_intercept = linear_mapping(source, source @ w + 3.0, intercept=True)
+    torch.testing.assert_close(with_intercept["w"], w, atol=5e-3, rtol=0)
+
+    # the offset cannot be absorbed without the intercept: the map's fit is worse, not equal
+    def error(params: dict[str, torch.Tensor]) -> float:
+        return float(((apply_mapping(params, source) - source @ w - 3.0) ** 2).mean())
+
+    assert error(params) > 100 * error(with_intercept)
+    exact = linear_mapping(source, source @ w, intercept=False)
+    torch.testing.assert_close(exact["w"], w, atol=5e-3, rtol=0)
 
 
 def test_mlp_mapping_learns_a_nonlinear_map() -> None:

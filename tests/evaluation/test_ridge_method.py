@@ -13,6 +13,8 @@ import torch
 from tests.conftest import KNOWN_HELD_OUT, fold_of
 
 from metarec.baselines.content_knn import ContentKNN
+from metarec.baselines.emcdr import linear_mapping, mapping_examples
+from metarec.baselines.mf import positive_matrix
 from metarec.data.catalog import Catalog
 from metarec.errors import ConfigError
 from metarec.evaluation.ridge import (
@@ -45,18 +47,123 @@ def test_every_grid_setting_trains_with_validation(
     steps = [h["step"] for h in method.history]
     assert steps[0] == 0 and max(steps) > 0  # validated at the start, then trained
     learn = setting.get("learn", ("prior", "support_bias"))
-    starts = [h["support_bias"] for h in method.history if "support_bias" in h]
-    assert starts == (list(BIAS_STARTS) if "support_bias" in learn else [])
+    starts = [h for h in method.history if "support_bias" in h and not h.get("mapped")]
+    mapped = [h["support_bias"] for h in method.history if h.get("mapped")]
+    assert all("gain_se_vs_start" in h for h in method.history if h.get("mapped"))
+    # every bias from fold-in's users, then EMCDR's map of them at bias 0 and at the best of
+    # those (this store has examples: users with positives inside and outside a category)
+    if "support_bias" in learn:
+        assert [h["support_bias"] for h in starts] == list(BIAS_STARTS)
+        best = max(starts, key=lambda h: h["validation_ndcg@10"])["support_bias"]
+        assert mapped == sorted({0.0, best})
+    else:
+        assert starts == mapped == []
     # the kept parameters score what the best validation said among fold-in (the first) and
     # the candidates whose paired gain over it cleared the guard
+    # (a start from EMCDR's map also has to beat the best start without it by the guard)
     eligible = [method.history[0]] + [
-        h for h in method.history[1:] if h.get("gain_se", -math.inf) > GUARD_STANDARD_ERRORS
+        h
+        for h in method.history[1:]
+        if h.get("gain_se", -math.inf) > GUARD_STANDARD_ERRORS
+        and h.get("gain_se_vs_start", math.inf) > GUARD_STANDARD_ERRORS
     ]
     best = max(h["validation_ndcg@10"] for h in eligible)
     assert fold.context.validate is not None
     assert fold.context.validate(method) == pytest.approx(best)
     assert not method.model().bias_from_support
     assert all("gain_se" in h for h in method.history if h["step"] > 0)  # paired with fold-in
+
+
+def test_without_the_mapped_start_only_fold_ins_users_start(known_catalog: Catalog) -> None:
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    method = MetarecRidge(mapped_start=False)
+    method.fit(fold.context)
+    starts = [h["support_bias"] for h in method.history if "support_bias" in h]
+    assert starts == list(BIAS_STARTS)
+    assert not any(h.get("mapped") for h in method.history)
+
+
+@pytest.mark.parametrize(("lift", "taken"), [(0.05, True), (0.001, False)])
+def test_emcdrs_map_is_taken_only_with_a_clear_gain_over_the_best_start_without_it(
+    known_catalog: Catalog, lift: float, taken: bool
+) -> None:
+    """A validation stub: any support bias lifts every user clearly over fold-in, and a user
+    map other than the identity lifts them by ``lift`` more (plus noise of 0.05 each). A clear
+    lift makes the map the start and the kept model; one within the noise is recorded but not
+    taken, although its mean is higher and it clears the guard against fold-in."""
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    noise = np.random.default_rng(0).normal(0.0, 0.05, size=(3, 400))
+    identity = torch.eye(MetarecRidge().factors, dtype=torch.float64)
+
+    def per_user(method: MetarecRidge) -> np.ndarray:  # type: ignore[type-arg]
+        values = 0.5 + noise[0]
+        if float(method.params["support_bias"]) > 0:
+            values = values + 0.05 + noise[2]
+        if not torch.equal(method.params["user_map"], identity):
+            values = values + lift + noise[1]
+        return values
+
+    context = replace(
+        fold.context,
+        validate=lambda method: float(per_user(method).mean()),
+        validate_users=per_user,
+        validate_zero_users=None,
+    )
+    method = MetarecRidge()
+    method.fit(context)
+    mapped = [h for h in method.history if h.get("mapped") and h["support_bias"] > 0]
+    assert len(mapped) == 1  # at the best bias without the map (and at bias 0, not this one)
+    assert mapped[0]["gain_se"] > GUARD_STANDARD_ERRORS  # over fold-in: clear either way
+    assert (mapped[0]["gain_se_vs_start"] > GUARD_STANDARD_ERRORS) == taken
+    assert torch.equal(method.params["user_map"], identity) != taken
+
+
+def test_the_mapped_start_is_emcdrs_map_with_a_ridge_strength_that_follows_its_scale(
+    known_catalog: Catalog,
+) -> None:
+    """The map is EMCDR's linear one without intercept, and the ridge strength follows the
+    map's gain: a map that only rescales the users scores exactly as fold-in does."""
+    fold = fold_of(known_catalog, validation=["Shelf > C6"], quick=True)
+    method = MetarecRidge(steps=0)
+    method.fit(fold.context)  # the ALS item factors; no training
+    catalog = fold.context.catalog
+    matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
+    start = method._mapped_start(fold.context, matrix)
+    assert start is not None
+    source, target = mapping_examples(
+        matrix * method.alpha,
+        method.item_factors,
+        catalog.item_category,
+        list(fold.context.train),
+        method.regularization,
+        fold.context.seed,
+    )
+    assert len(source) > 0
+    expected = linear_mapping(source, target, intercept=False)["w"]
+    torch.testing.assert_close(start["user_map"], expected)
+    gain = (source @ expected).square().sum() / source.square().sum()
+    torch.testing.assert_close(torch.exp(start["log_reg"]), method.regularization * gain)
+    # the scaling rule: A = s I with lambda s^2 gives fold-in's scores
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(30, 4, generator=generator, dtype=torch.float64)
+    support = RidgeSupport(
+        users=torch.tensor([0, 1, 2, 2, 5, 7]),
+        items=torch.tensor([0, 0, 1, 3, 3, 4]),
+        weights=torch.ones(6, dtype=torch.float64),
+        n_items=6,
+    )
+    content = torch.zeros((6, 2), dtype=torch.float64)
+    plain = init_ridge(4, 2, regularization=30.0, alpha=10.0)
+    scaled = {
+        **plain,
+        "user_map": 3.0 * torch.eye(4, dtype=torch.float64),
+        "log_reg": torch.tensor(math.log(30.0 * 9.0), dtype=torch.float64),
+    }
+    scores = [
+        ridge_scores(p, factors, fold_in(p, factors, support, content), support.counts)
+        for p in (plain, scaled)
+    ]
+    torch.testing.assert_close(scores[1], scores[0])
 
 
 def test_the_guard_decides_whether_validation_may_leave_fold_in(

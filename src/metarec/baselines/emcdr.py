@@ -110,46 +110,19 @@ class EMCDR:
             ),
             matrix,
         )
-        source, target = self._examples(matrix * self.alpha, items, catalog.item_category, context)
+        source, target = mapping_examples(
+            matrix * self.alpha,
+            items,
+            catalog.item_category,
+            context.train,
+            self.regularization,
+            context.seed,
+        )
         generator = torch.Generator().manual_seed(context.seed)
         steps = _QUICK_MLP_STEPS if context.quick else _MLP_STEPS
         self.map_params = fit_mapping(source, target, self.mapping, steps, generator)
         self.item_factors = items
         self._cache = None
-
-    def _examples(
-        self,
-        confidence: sp.csr_matrix,
-        items: np.ndarray,
-        item_category: np.ndarray,
-        context: FitContext,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(m, f) source and (m, f) target factors of every (training category, user) example."""
-        sources, targets = [], []
-        gram = items.T @ items
-        for name in context.train:
-            inside = item_category == name
-            inside_items = items * inside[:, None]
-            here = confidence @ sp.diags(inside.astype(np.float64))
-            rest = confidence - here
-            n_here = np.diff(here.tocsr().indptr)
-            users = np.flatnonzero((n_here >= MIN_TARGET_POSITIVES) & (rest.getnnz(axis=1) > 0))
-            if len(users) == 0:
-                continue
-            if len(users) > MAX_EXAMPLES_PER_CATEGORY:
-                rng = np.random.default_rng(derived_seed(context.seed, f"emcdr:{name}"))
-                users = np.sort(rng.choice(users, MAX_EXAMPLES_PER_CATEGORY, replace=False))
-            gram_here = inside_items.T @ inside_items
-            sources.append(
-                solve_rows(rest.tocsr()[users], items, self.regularization, gram=gram - gram_here)
-            )
-            targets.append(
-                solve_rows(here.tocsr()[users], items, self.regularization, gram=gram_here)
-            )
-        if not sources:
-            f = items.shape[1]
-            return torch.zeros((0, f)), torch.zeros((0, f))
-        return torch.from_numpy(np.concatenate(sources)), torch.from_numpy(np.concatenate(targets))
 
     def scores(self, launch: Launch) -> torch.Tensor:
         """(len(launch.users), n_items) mapped user · folded-in item, plus the tie-break.
@@ -188,6 +161,54 @@ class EMCDR:
         return mapped, self.regularization * scale
 
 
+def mapping_examples(
+    confidence: sp.csr_matrix,
+    items: np.ndarray,
+    item_category: np.ndarray,
+    categories: list[str],
+    regularization: float,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(m, f) source and (m, f) target factors of every (training category, user) example.
+
+    A user's target factors in category ``c`` are the least-squares solve of their positives in
+    ``c`` against the item factors ``items``, their source factors the same solve of their
+    positives outside ``c`` (at most :data:`MAX_EXAMPLES_PER_CATEGORY` users per category,
+    seeded; users need :data:`MIN_TARGET_POSITIVES` in ``c`` and one outside).
+
+    Args:
+        confidence: (n_users, n_items) confidence-weighted positives of the training categories.
+        items: (n_items, f) item factors (zero outside training).
+        item_category: (n_items,) each item's category.
+        categories: the training categories examples are drawn from.
+        regularization: the solve's ridge penalty.
+        seed: the run's seed (the sample of users per category).
+    """
+    sources, targets = [], []
+    gram = items.T @ items
+    for name in categories:
+        inside = item_category == name
+        inside_items = items * inside[:, None]
+        here = confidence @ sp.diags(inside.astype(np.float64))
+        rest = confidence - here
+        n_here = np.diff(here.tocsr().indptr)
+        users = np.flatnonzero((n_here >= MIN_TARGET_POSITIVES) & (rest.getnnz(axis=1) > 0))
+        if len(users) == 0:
+            continue
+        if len(users) > MAX_EXAMPLES_PER_CATEGORY:
+            rng = np.random.default_rng(derived_seed(seed, f"emcdr:{name}"))
+            users = np.sort(rng.choice(users, MAX_EXAMPLES_PER_CATEGORY, replace=False))
+        gram_here = inside_items.T @ inside_items
+        sources.append(
+            solve_rows(rest.tocsr()[users], items, regularization, gram=gram - gram_here)
+        )
+        targets.append(solve_rows(here.tocsr()[users], items, regularization, gram=gram_here))
+    if not sources:
+        f = items.shape[1]
+        return torch.zeros((0, f)), torch.zeros((0, f))
+    return torch.from_numpy(np.concatenate(sources)), torch.from_numpy(np.concatenate(targets))
+
+
 def fit_mapping(
     source: torch.Tensor,
     target: torch.Tensor,
@@ -211,11 +232,7 @@ def fit_mapping(
     if len(source) == 0:
         return {"w": torch.eye(f, dtype=torch.float64), "b": torch.zeros(f, dtype=torch.float64)}
     if kind == "linear":
-        x = torch.cat([source, torch.ones(len(source), 1, dtype=source.dtype)], dim=1)
-        penalty = _RIDGE * torch.eye(f + 1, dtype=source.dtype)
-        penalty[f, f] = 0.0  # the intercept is not shrunk
-        solution = torch.linalg.solve(x.T @ x + penalty, x.T @ target)
-        return {"w": solution[:f], "b": solution[f]}
+        return linear_mapping(source, target, intercept=True)
     hidden = 2 * f
     x, y = source.float(), target.float()
     params = {
@@ -235,6 +252,23 @@ def fit_mapping(
         loss.backward()
         optimiser.step()
     return {k: v.detach().double() for k, v in params.items()}
+
+
+def linear_mapping(
+    source: torch.Tensor, target: torch.Tensor, *, intercept: bool
+) -> dict[str, torch.Tensor]:
+    """The closed-form ridge regression of ``target`` on ``source`` (both (m, f), m >= 1):
+    ``{"w": (f, f), "b": (f,)}``, ``b`` zero without ``intercept`` (the intercept is not
+    shrunk)."""
+    f = source.shape[1]
+    columns = [source, torch.ones(len(source), 1, dtype=source.dtype)] if intercept else [source]
+    x = torch.cat(columns, dim=1)
+    penalty = _RIDGE * torch.eye(x.shape[1], dtype=source.dtype)
+    if intercept:
+        penalty[f, f] = 0.0
+    solution = torch.linalg.solve(x.T @ x + penalty, x.T @ target)
+    b = solution[f] if intercept else torch.zeros(f, dtype=source.dtype)
+    return {"w": solution[:f], "b": b}
 
 
 def apply_mapping(params: dict[str, torch.Tensor], source: torch.Tensor) -> torch.Tensor:

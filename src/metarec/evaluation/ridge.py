@@ -48,9 +48,11 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from metarec.baselines.base import Family, FitContext, Launch, LaunchMemo, visible_history
+from metarec.baselines.emcdr import linear_mapping, mapping_examples
 from metarec.baselines.mf import (
     QUICK_ALS_ITERATIONS,
     als_model,
@@ -120,6 +122,7 @@ class MetarecRidge:
         loss: str = "lambda",
         launch_bias: bool = True,
         guard: float = GUARD_STANDARD_ERRORS,
+        mapped_start: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -137,9 +140,13 @@ class MetarecRidge:
         # standard errors a validated change must gain over fold-in to be used where a launch
         # has support (-inf: off); zero shots keep the best validation score (see _consider)
         self.guard = guard
+        # also start from EMCDR's linear map of the users' factors (_mapped_start)
+        self.mapped_start = mapped_start
+        self._mapped: Params | None = None  # that start's user map and ridge strength
         self._bias_from_support = False
         self._fold_in_users: np.ndarray | None = None  # fold-in's validation NDCG@10 per user
         self._last_gain_se = math.inf  # the last validated candidate's gain over fold-in
+        self._last_users: np.ndarray | None = None  # and its validation values, user by user
         self._best: tuple[float, Params] | None = None  # the best validation score
         self._guarded: tuple[float, Params] | None = None  # the best that clears the guard
         self.item_factors: np.ndarray | None = None
@@ -175,12 +182,14 @@ class MetarecRidge:
         self._features = (context.features, list(context.train))
         self._cache = None
         self.history, self.zero_shot, self.chosen = [], [], {}
+        self._mapped = None
         data = [c for c in context.train_data.values() if c.n_items > 1 and c.n_users > 1]
         content_dim = data[0].item_x.shape[1] if data else 0
         self.params = init_ridge(self.factors, content_dim, self.regularization, self.alpha)
         steps = min(self.steps, QUICK_STEPS) if context.quick else self.steps
         if steps == 0 or not data or context.validate is None:
             return  # without validation categories nothing says a step beats fold-in
+        self._mapped = self._mapped_start(context, matrix) if self.mapped_start else None
         episodes = Episodes(context, data, matrix * self.alpha, self, steps)
         self._meta_train(episodes, steps, context)
         if context.validate_zero_users is not None:
@@ -218,24 +227,95 @@ class MetarecRidge:
         self._cache = None
 
     def _best_start(self, context: FitContext) -> Params:
-        """Fold-in plus each support bias of :data:`BIAS_STARTS`, the best on validation.
+        """Fold-in plus each support bias of :data:`BIAS_STARTS`, the best on validation; with
+        :attr:`mapped_start` also EMCDR's user map (:meth:`_mapped_start`) at bias 0 and at the
+        best bias found from fold-in's users.
 
         The model contains popularity as well as fold-in: with a large bias the support counts
         order the list and the dot products only break their ties. A gradient from fold-in's
         start does not reach that end of the range within a few hundred steps, and where users'
         other categories say little (a small catalogue, a weak link between categories)
         popularity is the stronger start, so the start is chosen on validation first (the
-        first is fold-in itself: the selected start cannot be below it on validation).
+        first is fold-in itself: the selected start cannot be below it on validation). The
+        mapped starts go through the guard like every other candidate, and are candidates at
+        all only with a paired gain of more than :attr:`guard` standard errors over the best
+        start without the map (``gain_se_vs_start`` in the history): the map has f x f more
+        parameters than a support bias, and a gain within the noise is no reason to take them.
         """
+        best: tuple[float, float, np.ndarray | None] | None = None  # (score, bias, per user)
         for i, bias in enumerate(BIAS_STARTS):
-            params = {k: v.clone() for k, v in self.params.items()}
-            params["support_bias"] = torch.tensor(bias, dtype=torch.float64)
-            score = self._validate(context, params, step=0, fold_in=i == 0)
-            self.history[-1]["support_bias"] = bias
-            self._consider(score, params, fold_in=i == 0)
+            score = self._try_start(context, bias, {}, fold_in=i == 0)
+            if best is None or score > best[0]:
+                best = (score, bias, self._last_users)
+        if self._mapped is not None and best is not None:
+            for bias in sorted({0.0, best[1]}):
+                self._try_start(context, bias, self._mapped, against=best[2])
         assert self._best is not None
         self.history.append({"step": 0, "validation_ndcg@10": self._best[0]})  # the start taken
         return self._best[1]
+
+    def _try_start(
+        self,
+        context: FitContext,
+        bias: float,
+        update: Params,
+        *,
+        fold_in: bool = False,
+        against: np.ndarray | None = None,
+    ) -> float:
+        """Validate a start: the current params with ``update`` and support bias ``bias``.
+
+        With ``against`` (another start's validation values, user by user; a mapped start) it
+        is a candidate only with a paired gain above :attr:`guard` standard errors over them.
+        """
+        params = {k: v.clone() for k, v in {**self.params, **update}.items()}
+        params["support_bias"] = torch.tensor(bias, dtype=torch.float64)
+        score = self._validate(context, params, step=0, fold_in=fold_in)
+        entry = self.history[-1]
+        entry["support_bias"] = bias
+        if update:
+            entry["mapped"] = 1.0
+        if against is not None and self._last_users is not None:
+            gain = gain_in_standard_errors(self._last_users, against)
+            if math.isfinite(gain):
+                entry["gain_se_vs_start"] = round(gain, 3)
+            if not gain > self.guard:
+                return score
+        self._consider(score, params, fold_in=fold_in)
+        return score
+
+    def _mapped_start(self, context: FitContext, matrix: sp.csr_matrix) -> Params | None:
+        """EMCDR's linear map (:mod:`metarec.baselines.emcdr`) as a start: ``user_map`` the
+        ridge regression of users' factors inside a training category on their factors from
+        the rest (no intercept: a user without history stays at zero), and the ridge strength
+        scaled by the map's gain on those factors (a map that only rescales the users then
+        leaves the scores as they were). With it, bias 0, this method is EMCDR's launch without
+        the intercept; None without examples.
+        """
+        assert self.item_factors is not None
+        key = ("emcdr-map", self.factors, self.regularization, self.alpha, self.item_factors.shape)
+        if key not in context.memo:
+            source, target = mapping_examples(
+                matrix * self.alpha,
+                self.item_factors,
+                context.catalog.item_category,
+                list(context.train),
+                self.regularization,
+                context.seed,
+            )
+            context.memo[key] = (source, target)
+        source, target = context.memo[key]
+        if len(source) == 0 or not bool(source.any()):
+            return None
+        source = source.to(torch.float64)
+        user_map = linear_mapping(source, target.to(torch.float64), intercept=False)["w"]
+        gain = float((source @ user_map).square().sum() / source.square().sum())
+        if not math.isfinite(gain) or gain <= 0.0:
+            return None
+        return {
+            "user_map": user_map,
+            "log_reg": torch.tensor(math.log(self.regularization * gain), dtype=torch.float64),
+        }
 
     def _choose_zero_shot(self, context: FitContext) -> None:
         """The weight of :data:`ZERO_SHOT_CONTENT` with the best zero-shot validation NDCG@10
@@ -313,10 +393,12 @@ class MetarecRidge:
         self.params = self._detached(params)
         entry: dict[str, float] = {"step": step}
         if context.validate_users is None:
+            self._last_users = None
             score = float(context.validate(self))
             self._last_gain_se = math.inf  # nothing to pair: the guard cannot judge
         else:
             per_user = np.asarray(context.validate_users(self), dtype=np.float64)
+            self._last_users = per_user
             score = _defined_mean(per_user)
             if fold_in:
                 self._fold_in_users = per_user
