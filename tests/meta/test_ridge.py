@@ -65,6 +65,30 @@ def test_an_item_without_support_gets_its_prior_shrunk_by_the_gram() -> None:
     torch.testing.assert_close(vectors[-1], expected)
 
 
+def test_fold_in_is_the_documented_solve_item_by_item() -> None:
+    """Each item's own system, written out (the module docstring's formula), against the solve
+    that builds systems only for supported items and shares one for the rest."""
+    factors, support, content, _, _ = _problem(seed=2, n_items=12)  # items 6..11 unsupported
+    generator = torch.Generator().manual_seed(3)
+    params = init_ridge(factors.shape[1], content.shape[1], 3.0, 10.0)
+    params = {
+        k: v + 0.2 * torch.randn(v.shape, generator=generator, dtype=v.dtype)
+        for k, v in params.items()
+    }  # a user map, a prior and a ridge strength that depends on the support size
+    vectors = fold_in(params, factors, support, content)
+    x = factors @ params["user_map"]
+    counts = support.counts
+    assert (counts == 0).sum() >= 2 and (counts > 0).sum() >= 2
+    for j in range(support.n_items):
+        mine = support.items == j
+        x_j = x[support.users[mine]]
+        c_j = torch.exp(params["log_alpha"]) * support.weights[mine]
+        reg = torch.exp(params["log_reg"] + params["reg_slope"] * torch.log1p(counts[j]))
+        system = x.T @ x + (x_j.T * (c_j - 1.0)) @ x_j + reg * torch.eye(x.shape[1])
+        rhs = (c_j[:, None] * x_j).sum(0) + reg * (content[j] @ params["prior"])
+        torch.testing.assert_close(vectors[j], torch.linalg.solve(system, rhs))
+
+
 def test_meta_gradient_through_the_solve_matches_finite_differences() -> None:
     factors, support, content, _, _ = _problem(seed=1)
     params = init_ridge(factors.shape[1], content.shape[1], 3.0, 10.0)
