@@ -8,7 +8,10 @@ the same workdir). For ``--minutes``, at once:
 - an adaptation of a benchmark category every ``--adapt-every`` seconds;
 - a hot swap (model B, A, B, ...) every ``--swap-every`` seconds.
 
-The server's resident memory (``VmRSS``) is sampled every 5 s. After a warm-up (the first fifth
+The server's resident memory (``VmRSS``) is sampled every ``--sample-every`` seconds (0.5;
+printed every 5 s), often enough that every quarter of the run catches its swaps' and
+adaptations' peaks (sampled every 5 s, a quarter could catch one swap or none, and the
+peaks compared a swap with none). After a warm-up (the first fifth
 of the run, at least a minute: views, projections and both models get built then), the check
 ``flat within 10%`` compares the last quarter of the samples after warm-up with the first
 quarter: their peaks and their medians (a swap holds two models for a moment, so single
@@ -84,6 +87,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--adapt-every", type=float, default=20.0)
     parser.add_argument("--swap-every", type=float, default=30.0)
+    parser.add_argument("--sample-every", type=float, default=0.5)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument(
         "--method",
@@ -127,12 +131,15 @@ def main() -> None:
         ).status_code
 
     def sample() -> None:
-        begun = time.monotonic()
-        while not stop.wait(5):
+        begun = printed = time.monotonic()
+        while not stop.wait(args.sample_every):
             samples.append((round(time.monotonic() - begun, 1), round(rss_mb(process.pid), 1)))
-            print(
-                f"t={samples[-1][0]:.0f} s rss {samples[-1][1]:.0f} MB {load_average()}", flush=True
-            )
+            if time.monotonic() - printed >= 5:
+                printed = time.monotonic()
+                print(
+                    f"t={samples[-1][0]:.0f} s rss {samples[-1][1]:.0f} MB {load_average()}",
+                    flush=True,
+                )
 
     threads = [
         threading.Thread(target=sample),
