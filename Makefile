@@ -24,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
 	$(BIN)/deptry src
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not slow" -q
 
 test-slow: $(STAMP)

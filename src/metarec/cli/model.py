@@ -141,7 +141,7 @@ def train(
             selection = train_selected(
                 opened,
                 resolved,
-                choice=chosen,  # type: ignore[arg-type]  # checked against CHOICES above
+                choice=chosen,  # checked against CHOICES above
                 progress=not quiet,
                 checkpoint=checkpoint,
                 world=world,

@@ -183,12 +183,14 @@ def evaluate(
 
     per_user: PerUser = {}
     for unit in units:  # in (fold, method) order, whatever order they finished in
-        done = finished[unit]
-        result.tuning.extend(done.tuning)
-        result.timings[done.method] = result.timings.get(done.method, 0.0) + done.seconds
-        for (shots, name), values in done.per_user.items():
-            per_user[(done.method, shots, name)] = values
-        result.split_keys.extend(done.split_keys)  # carried by each fold's first unit
+        unit_result = finished[unit]
+        result.tuning.extend(unit_result.tuning)
+        result.timings[unit_result.method] = (
+            result.timings.get(unit_result.method, 0.0) + unit_result.seconds
+        )
+        for (shots, name), values in unit_result.per_user.items():
+            per_user[(unit_result.method, shots, name)] = values
+        result.split_keys.extend(unit_result.split_keys)  # carried by each fold's first unit
     result.records = [entry for name in families for entry in by_method[name]]
     result.comparisons = comparisons(per_user, families, plan.shots_list)
     return result

@@ -9,6 +9,7 @@ term (:mod:`metarec.evaluation.ridge` documents both uses).
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -95,11 +96,15 @@ class Episodes:
             other = [n for n, g in self._group.items() if g != group]
             keep = np.isin(catalog.item_category, other).astype(np.float64)
             visible = (confidence @ sp.diags(keep)).tocsr()
-            settings = (method.factors, method.regularization, method.alpha, iterations)
-            items = fit_factors(
-                lambda settings=settings: als_model(*settings, context.seed),
-                visible / method.alpha,
-            )[1]
+            make = functools.partial(
+                als_model,
+                method.factors,
+                method.regularization,
+                method.alpha,
+                iterations,
+                context.seed,
+            )
+            items = fit_factors(make, visible / method.alpha)[1]
             factors = torch.from_numpy(solve_rows(visible, items, method.regularization))
             self._factors[f"group{group}"] = (factors, factors.T @ factors)
 

@@ -75,14 +75,14 @@ class UnitResult:
     def save(self, path: Path, key: str) -> None:
         """Two files, each written atomically: the arrays (``.npz``, no pickle), then the JSON
         that names them; a unit is finished when its JSON exists with the right key."""
-        arrays: dict[str, np.ndarray] = {}
+        arrays: dict[str, Any] = {}  # np.savez's keyword arrays (Any: not its allow_pickle)
         entries = []
         for (shots, category), values in self.per_user.items():
             for (metric, k), array in values.items():
                 name = f"a{len(arrays)}"
                 arrays[name] = array
                 entries.append([shots, category, metric, k, name])
-        keys = []
+        keys: list[list[Any]] = []
         for entry in self.split_keys:
             for part in ("support", "query"):
                 arrays[f"k{len(keys)}{part}"] = entry[part]

@@ -134,8 +134,8 @@ def ranked_metrics(
         )
         for rows in _user_blocks(scores.shape[0])
     ]
-    keys = [(name, k) for name in TOP_K_METRICS for k in ks] + [("auc", None)]
-    values = {
+    keys: list[MetricKey] = [(name, k) for name in TOP_K_METRICS for k in ks] + [("auc", None)]
+    values: dict[MetricKey, np.ndarray] = {
         key: torch.cat([block[key] for block, _ in blocks]).cpu().numpy() if blocks else np.empty(0)
         for key in keys
     }

@@ -426,8 +426,8 @@ class Recommender:
                     projection=self._projection(view, ranker, self.params_key(category)),
                     short_list=self.retrieval.short_list,
                 )
-            for (i, *_), top in zip(personal, found, strict=True):
-                ranked[i] = top
+            for (i, *_), found_top in zip(personal, found, strict=True):
+                ranked[i] = found_top
         for i, ((user_id, _), top) in enumerate(zip(requests, ranked, strict=True)):
             if top is None:
                 continue

@@ -66,12 +66,13 @@ def encoded_items(encoder: ItemEncoder, catalog: Catalog) -> torch.Tensor:
     """``encoder.item_x(catalog)``, reused while the encoder and the items table are the same
     objects (and the table has not grown); a copy, so a caller may write into it."""
     text = None if catalog.text is None else catalog.text.items
+    n_now = len(catalog.items)
     for cached_encoder, items, cached_text, n_items, x in _ENCODED:
         if (
             cached_encoder is encoder
             and items is catalog.items
             and cached_text is text
-            and n_items == len(catalog.items)
+            and n_items == n_now
         ):
             return x.clone()
     x = encoder.item_x(catalog)
