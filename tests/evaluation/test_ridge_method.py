@@ -128,7 +128,7 @@ def test_the_mapped_start_is_emcdrs_map_with_a_ridge_strength_that_follows_its_s
     method.fit(fold.context)  # the ALS item factors; no training
     catalog = fold.context.catalog
     matrix = positive_matrix(catalog.positives, len(catalog.users), len(catalog.items))
-    start = method._mapped_start(fold.context, matrix)
+    start = method._mapped_start(fold.context, matrix, ("test",))
     assert start is not None
     source, target = mapping_examples(
         matrix * method.alpha,

@@ -189,7 +189,7 @@ class MetarecRidge:
         steps = min(self.steps, QUICK_STEPS) if context.quick else self.steps
         if steps == 0 or not data or context.validate is None:
             return  # without validation categories nothing says a step beats fold-in
-        self._mapped = self._mapped_start(context, matrix) if self.mapped_start else None
+        self._mapped = self._mapped_start(context, matrix, key) if self.mapped_start else None
         episodes = Episodes(context, data, matrix * self.alpha, self, steps)
         self._meta_train(episodes, steps, context)
         if context.validate_zero_users is not None:
@@ -284,16 +284,19 @@ class MetarecRidge:
         self._consider(score, params, fold_in=fold_in)
         return score
 
-    def _mapped_start(self, context: FitContext, matrix: sp.csr_matrix) -> Params | None:
+    def _mapped_start(
+        self, context: FitContext, matrix: sp.csr_matrix, factors_key: tuple[Any, ...]
+    ) -> Params | None:
         """EMCDR's linear map (:mod:`metarec.baselines.emcdr`) as a start: ``user_map`` the
         ridge regression of users' factors inside a training category on their factors from
         the rest (no intercept: a user without history stays at zero), and the ridge strength
         scaled by the map's gain on those factors (a map that only rescales the users then
-        leaves the scores as they were). With it, bias 0, this method is EMCDR's launch without
-        the intercept; None without examples.
+        leaves the scores as they were). With it, at bias 0, this method is EMCDR's launch
+        without the intercept, up to the strength's scale (EMCDR measures the gain on the
+        launch's users, this on the examples); None without examples.
         """
         assert self.item_factors is not None
-        key = ("emcdr-map", self.factors, self.regularization, self.alpha, self.item_factors.shape)
+        key = ("emcdr-map", *factors_key)  # the item factors' own key: the same fit
         if key not in context.memo:
             source, target = mapping_examples(
                 matrix * self.alpha,
