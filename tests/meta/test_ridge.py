@@ -89,6 +89,33 @@ def test_fold_in_is_the_documented_solve_item_by_item() -> None:
         torch.testing.assert_close(vectors[j], torch.linalg.solve(system, rhs))
 
 
+def test_fold_in_builds_systems_for_supported_items_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory follows the support, not the catalogue: 10,000 items with 6 supported ones solve
+    six systems and one shared one (a system per item was 8 GB at 1e6 items)."""
+    generator = torch.Generator().manual_seed(0)
+    factors = torch.randn(40, 4, generator=generator, dtype=torch.float64)
+    support = RidgeSupport(
+        users=torch.tensor([0, 1, 2, 3, 4, 5, 6, 7]),
+        items=torch.tensor([3, 3, 10, 99, 5000, 5000, 7777, 9999]),
+        weights=torch.ones(8, dtype=torch.float64),
+        n_items=10_000,
+    )
+    content = torch.randn(10_000, 3, generator=generator, dtype=torch.float64)
+    params = init_ridge(4, 3, 3.0, 10.0)
+    params["prior"] = torch.randn(3, 4, generator=generator, dtype=torch.float64)
+    shapes: list[tuple[int, ...]] = []
+    solve = torch.linalg.solve
+
+    def spy(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(a.shape))
+        return solve(a, b)
+
+    monkeypatch.setattr(torch.linalg, "solve", spy)
+    vectors = fold_in(params, factors, support, content)
+    assert sorted(shapes) == [(4, 4), (6, 4, 4)]
+    assert vectors.shape == (10_000, 4) and bool(vectors.abs().sum(1).gt(0).all())
+
+
 def test_meta_gradient_through_the_solve_matches_finite_differences() -> None:
     factors, support, content, _, _ = _problem(seed=1)
     params = init_ridge(factors.shape[1], content.shape[1], 3.0, 10.0)
