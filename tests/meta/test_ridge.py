@@ -11,6 +11,7 @@ from metarec.baselines.mf import solve_rows
 from metarec.features.affinity import ContentIndex
 from metarec.meta.ridge import (
     RidgeSupport,
+    _top_discount,
     fold_in,
     init_ridge,
     lambda_loss,
@@ -157,6 +158,32 @@ def test_lambda_loss_by_hand() -> None:
     expected = abs(d1 - d) * np.log1p(np.exp(-1.0))
     value = lambda_loss(scores, relevant, exclude, temperature=1.0, negatives=2)
     assert float(value) == pytest.approx(expected, rel=1e-9)
+
+
+def _sorted_discount(arranged: torch.Tensor, shuffle: torch.Tensor, cutoff: int) -> torch.Tensor:
+    """The discount from a full stable sort (what lambda_loss computed before the top-only
+    ranks)."""
+    b, n = arranged.shape
+    order = shuffle.gather(1, torch.argsort(arranged, dim=1, descending=True, stable=True))
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(1, n + 1).expand(b, n).clone())
+    return 1.0 / torch.log2(1.0 + rank.to(arranged.dtype)) * (rank <= cutoff)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_only_discount_equals_the_full_sorts(seed: int) -> None:
+    """Bit for bit, with ties at and inside the top (scores rounded to a few values), excluded
+    items at -inf, and rows with fewer finite scores than places."""
+    generator = torch.Generator().manual_seed(seed)
+    b, n, cutoff = 40, 60, 10
+    scores = torch.randint(0, 5 + 10 * seed, (b, n), generator=generator).to(torch.float64)
+    scores[torch.rand((b, n), generator=generator) < 0.2] = float("-inf")
+    scores[0, 5:] = float("-inf")  # five finite scores for ten places
+    scores[1] = 3.0  # every item tied
+    shuffle = torch.argsort(torch.rand((b, n), generator=generator), dim=1)
+    arranged = scores.gather(1, shuffle)
+    expected = _sorted_discount(arranged, shuffle, cutoff)
+    assert torch.equal(_top_discount(arranged, shuffle, cutoff), expected)
+    assert int((expected > 0).sum()) == b * cutoff
 
 
 def test_lambda_loss_gradient_matches_finite_differences() -> None:

@@ -229,6 +229,27 @@ def listwise_loss(scores: Tensor, relevant: Tensor, exclude: Tensor, temperature
     return per_user[relevant.any(1)].mean()
 
 
+def _top_discount(arranged: Tensor, shuffle: Tensor, cutoff: int) -> Tensor:
+    """(b, n) ``1 / log2(1 + rank)`` for the items ranked in the top ``cutoff``, 0 elsewhere:
+    the ranks a stable descending sort of ``arranged`` (scores in the shuffled order
+    ``shuffle``) gives, without sorting all n. The top ``cutoff`` are the items above the
+    ``cutoff``-th largest score and, of those equal to it, the first ones in ``arranged``; only
+    they are sorted. No NaN in ``arranged``.
+    """
+    b, n = arranged.shape
+    threshold = torch.topk(arranged, cutoff, dim=1).values[:, -1:]
+    above = arranged > threshold
+    tied = arranged == threshold
+    slots = cutoff - above.sum(1, keepdim=True)
+    taken = above | (tied & (tied.cumsum(1) <= slots))  # exactly `cutoff` a row
+    positions = torch.nonzero(taken)[:, 1].view(b, cutoff)  # ascending: the arranged order
+    by_score = torch.argsort(arranged.gather(1, positions), dim=1, descending=True, stable=True)
+    order = shuffle.gather(1, positions.gather(1, by_score))  # items, best first
+    places = torch.arange(1, cutoff + 1, device=arranged.device).to(arranged.dtype)
+    discount = torch.zeros((b, n), dtype=arranged.dtype, device=arranged.device)
+    return discount.scatter_(1, order, (1.0 / torch.log2(1.0 + places)).expand(b, cutoff))
+
+
 def lambda_loss(
     scores: Tensor,
     relevant: Tensor,
@@ -254,14 +275,18 @@ def lambda_loss(
     with torch.no_grad():
         ranked = scores.masked_fill(exclude, float("-inf"))
         shuffle = torch.argsort(torch.rand(scores.shape, generator=generator), dim=1)
-        by_score = torch.argsort(ranked.gather(1, shuffle), dim=1, descending=True, stable=True)
-        order = shuffle.gather(1, by_score)  # by score, ties in the random order
-        rank = torch.empty_like(order).scatter_(
-            1, order, torch.arange(1, n + 1, device=scores.device).expand(b, n).contiguous()
-        )
-        discount = 1.0 / torch.log2(1.0 + rank.to(scores.dtype))
-        if cutoff is not None:  # NDCG@cutoff: only places in the top change it
-            discount = discount * (rank <= cutoff)
+        arranged = ranked.gather(1, shuffle)  # ties of a stable sort of this: the random order
+        if cutoff is not None and cutoff < n and not bool(arranged.isnan().any()):
+            discount = _top_discount(arranged, shuffle, cutoff)
+        else:
+            by_score = torch.argsort(arranged, dim=1, descending=True, stable=True)
+            order = shuffle.gather(1, by_score)  # by score, ties in the random order
+            rank = torch.empty_like(order).scatter_(
+                1, order, torch.arange(1, n + 1, device=scores.device).expand(b, n).contiguous()
+            )
+            discount = 1.0 / torch.log2(1.0 + rank.to(scores.dtype))
+            if cutoff is not None:  # NDCG@cutoff: only places in the top change it
+                discount = discount * (rank <= cutoff)
         n_relevant = relevant.sum(1)
         ideal = torch.cumsum(1.0 / torch.log2(torch.arange(2, n + 2, dtype=scores.dtype)), 0)
         top = n_relevant if cutoff is None else n_relevant.clamp(max=cutoff)
