@@ -30,7 +30,7 @@ from metarec.data.export import open_store
 from metarec.evaluation.cases import validation_launches
 from metarec.evaluation.harness import plan_run
 from metarec.evaluation.methods import METHODS
-from metarec.evaluation.units import fold_work
+from metarec.evaluation.units import fold_context
 from metarec.features import load_catalog
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0)
@@ -71,7 +71,7 @@ def main() -> None:
         catalog = load_catalog(store, train_config)
     plan = plan_run(catalog, config, lambda _: None)
     fold = plan.folds[args.fold]
-    context = fold_work(catalog, train_config, config, plan, fold).context
+    context, _ = fold_context(catalog, train_config, config, fold)
     started = time.perf_counter()
     ridge, other = METHODS["metarec-ridge"](), METHODS[args.other]()
     ridge.fit(context)

@@ -22,7 +22,7 @@ from metarec.config import EvalConfig, load_config
 from metarec.data.store import Store
 from metarec.evaluation.harness import plan_run
 from metarec.evaluation.ridge import MetarecRidge
-from metarec.evaluation.units import fold_work
+from metarec.evaluation.units import fold_context
 from metarec.features.encoder import load_catalog
 
 
@@ -37,9 +37,9 @@ def main() -> None:
         catalog = load_catalog(store, config)
     evaluation = EvalConfig(quick=True)
     plan = plan_run(catalog, evaluation, lambda message: None)
-    work = fold_work(catalog, config, evaluation, plan, plan.folds[0])
+    context, _ = fold_context(catalog, config, evaluation, plan.folds[0])
     method = MetarecRidge()
-    method.fit(work.context)
+    method.fit(context)
     print("| start | support bias | validation NDCG@10 | vs fold-in (SE) | vs best start (SE) |")
     print("|---|---|---|---|---|")
     for entry in method.history:

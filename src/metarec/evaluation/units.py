@@ -202,33 +202,7 @@ def fold_work(
     cached = _FOLDS.get(key)
     if cached is None or cached[0] is not catalog:
         _FOLDS.clear()
-        context = fit_context(catalog, train_config, fold.train, quick=config.quick)
-        # the validation launches use the same features (fitted on the training categories)
-        validation = validation_launches(
-            catalog,
-            train_config,
-            fold,
-            max_users=config.validation_users,
-            features=context.features,
-        )
-        if validation.launches:
-            features = context.features
-            zero = LazyValidation(
-                lambda: validation_launches(
-                    catalog,
-                    train_config,
-                    fold,
-                    max_users=config.validation_users,
-                    features=features,
-                    shots=0,
-                )
-            )
-            context = replace(
-                context,
-                validate=validation.score,
-                validate_users=validation.per_user,
-                validate_zero_users=zero.per_user,
-            )
+        context, validation = fold_context(catalog, train_config, config, fold)
         visible = sorted(fold.train + fold.validation)
         cases = []
         for name in fold.test:
@@ -243,6 +217,43 @@ def fold_work(
             ]
         _FOLDS[key] = (catalog, FoldWork(fold, context, validation, cases))
     return _FOLDS[key][1]
+
+
+def fold_context(
+    catalog: Catalog, train_config: TrainConfig, config: EvalConfig, fold: Fold
+) -> tuple[FitContext, Validation]:
+    """The context every method of the fold is fitted in (the sealed training view, the
+    features, the validation at ``tasks.shots`` and, built on first use, at zero shots), and
+    the validation launches; :func:`fold_work` adds the test cases."""
+    context = fit_context(catalog, train_config, fold.train, quick=config.quick)
+    # the validation launches use the same features (fitted on the training categories)
+    validation = validation_launches(
+        catalog,
+        train_config,
+        fold,
+        max_users=config.validation_users,
+        features=context.features,
+    )
+    if not validation.launches:
+        return context, validation
+    features = context.features
+    zero = LazyValidation(
+        lambda: validation_launches(
+            catalog,
+            train_config,
+            fold,
+            max_users=config.validation_users,
+            features=features,
+            shots=0,
+        )
+    )
+    context = replace(
+        context,
+        validate=validation.score,
+        validate_users=validation.per_user,
+        validate_zero_users=zero.per_user,
+    )
+    return context, validation
 
 
 def run_unit(
