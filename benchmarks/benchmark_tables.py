@@ -13,8 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from metarec.evaluation.report import main_table
+
+
+def _categories(comparison: dict[str, Any]) -> str:
+    """``3 of 4 (0.62)``; blank for runs written before the category test."""
+    if not comparison.get("n_categories"):
+        return ""
+    return (
+        f"{comparison['categories_ahead']} of {comparison['n_categories']} "
+        f"({comparison['p_value_categories']:.2g})"
+    )
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -65,14 +76,26 @@ def render(run: Path) -> str:
                 "" if c["relative_change"] is None else f"{c['relative_change']:+.1%}",
                 "" if c["p_value"] is None else f"{c['p_value']:.2g}",
                 str(c["n_users"]),
+                _categories(c),
             ]
             for c in comparisons
         ]
         out += [
-            "metarec against the best baseline (NDCG@10, paired Wilcoxon over users):",
+            "metarec against the best baseline (NDCG@10, paired Wilcoxon over users, and over "
+            "the test categories' means):",
             "",
             _table(
-                ["method", "shots", "best baseline", "metarec", "baseline", "change", "p", "users"],
+                [
+                    "method",
+                    "shots",
+                    "best baseline",
+                    "metarec",
+                    "baseline",
+                    "change",
+                    "p",
+                    "users",
+                    "categories ahead (p)",
+                ],
                 rows,
             ),
             "",

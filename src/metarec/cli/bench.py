@@ -139,11 +139,21 @@ def evaluate(
             change = "" if c["relative_change"] is None else f"{c['relative_change']:+.1%}"
             console.print(
                 f"{c['method']} vs {c['baseline']} at {c['shots']} shots: {change} "
-                f"(p = {c['p_value']:.2g}, {c['n_users']} users)"
+                f"(p = {c['p_value']:.2g} over {c['n_users']} users; "
+                f"{_over_categories(c)})"
             )
     if run_id is not None:
         console.print(f"logged to MLflow: run {run_id}")
     console.print(f"[green]wrote[/] {escape(str(out))} in {time.perf_counter() - started:.0f} s")
+
+
+def _over_categories(comparison: dict[str, Any]) -> str:
+    """The category-level half of a comparison line: ``ahead in 3 of 4 categories, p = 0.6``."""
+    n = comparison.get("n_categories")
+    if not n:  # a run written before the category test
+        return "categories not compared"
+    p = comparison["p_value_categories"]
+    return f"ahead in {comparison['categories_ahead']} of {n} categories, p = {p:.2g}"
 
 
 def _evaluate_melu(store: Path, out: Path, eval_config: Any, started: float) -> None:

@@ -178,19 +178,29 @@ def comparisons(
     families: Mapping[str, str],
     shots_list: Sequence[int | None],
 ) -> list[dict[str, Any]]:
-    """Paired Wilcoxon tests on NDCG@10 of every method against the best baseline, per shots."""
+    """Paired tests on NDCG@10 of every method against the best baseline, per shots.
+
+    Two tests per pair. Over users (``p_value``, Wilcoxon on the per-user differences): whether
+    the two differ on these users. Over categories (``p_value_categories``, Wilcoxon on each
+    test category's mean difference, with ``categories_ahead`` of ``n_categories``): whether
+    the difference holds from one new category to the next, which is what a launch needs. The
+    user test counts users as independent; where a method gives one list to every user of a
+    category (popularity, or any method with nothing personal to go on, e.g. at zero shots
+    without content) the users of a category share its one draw, and only the category test
+    says how much of a difference that draw explains.
+    """
     out: list[dict[str, Any]] = []
     methods = list(dict.fromkeys(m for m, _, _ in per_user))
     for shots in shots_list:
-        pooled: dict[str, np.ndarray] = {}
-        for method in methods:
-            parts = [
-                per_user[(m, s, c)][("ndcg", VALIDATION_K)]
-                for (m, s, c) in sorted(per_user, key=lambda key: key[2])
-                if m == method and s == shots
-            ]
-            if parts:
-                pooled[method] = np.concatenate(parts)
+        by_category: dict[str, dict[str, np.ndarray]] = {}
+        for (method, s, category), metrics in sorted(per_user.items(), key=lambda kv: kv[0][2]):
+            if s == shots:
+                by_category.setdefault(method, {})[category] = metrics[("ndcg", VALIDATION_K)]
+        pooled = {
+            method: np.concatenate(list(by_category[method].values()))
+            for method in methods
+            if method in by_category
+        }
         baselines = [m for m in pooled if families[m] == "baseline"]
         if not baselines:
             continue
@@ -200,6 +210,7 @@ def comparisons(
                 continue
             both = ~np.isnan(values) & ~np.isnan(pooled[best])
             a, b = values[both], pooled[best][both]
+            ours, theirs = _category_means(by_category[method], by_category[best])
             out.append(
                 {
                     "method": method,
@@ -215,9 +226,30 @@ def comparisons(
                     else None,
                     "p_value": float(paired_test(a, b)) if len(a) else None,
                     "n_users": int(both.sum()),
+                    "p_value_categories": float(paired_test(ours, theirs)) if len(ours) else None,
+                    "categories_ahead": int((ours > theirs).sum()),
+                    "n_categories": len(ours),
                 }
             )
     return out
+
+
+def _category_means(
+    ours: Mapping[str, np.ndarray], theirs: Mapping[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per test category, both methods' means over the users defined for both (categories
+    with no such user are left out)."""
+    a: list[float] = []
+    b: list[float] = []
+    for category, values in ours.items():
+        other = theirs.get(category)
+        if other is None:
+            continue
+        both = ~np.isnan(values) & ~np.isnan(other)
+        if both.any():
+            a.append(float(values[both].mean()))
+            b.append(float(other[both].mean()))
+    return np.asarray(a), np.asarray(b)
 
 
 def checksum(rows: np.ndarray) -> str:
