@@ -8,10 +8,12 @@ Each ``NAME=JSON`` is one configuration: nested :class:`~metarec.config.TrainCon
 plus optional ``"method"`` (a harness registry key, default ``metarec-maml``) and ``"setting"``
 (keyword arguments of that method). The fold is the harness's first rotating fold for the
 seed (the same split `metarec evaluate` uses), the method is fitted exactly as the harness
-fits it (sealed context, checkpoint selection on validation) and scored with the harness's
-validation NDCG@10. One JSON line per configuration is appended to the output file and printed,
-so a long sweep can be stopped and resumed by hand. This is how metarec's defaults are chosen
-(docs/BENCHMARKS.md, "Tuning log"): a number from a test category never feeds back.
+fits it (:func:`~metarec.evaluation.units.fold_context`: the sealed context, validation on a
+seeded sample of at most ``validation_users`` users per category, per user and at zero shots,
+so checkpoint selection and metarec-ridge's guards act as in a run) and scored with the
+harness's validation NDCG@10. One JSON line per configuration is appended to the output file
+and printed, so a long sweep can be stopped and resumed by hand. This is how metarec's defaults
+are chosen (docs/BENCHMARKS.md, "Tuning log"): a number from a test category never feeds back.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ from pathlib import Path
 
 import torch
 
-from metarec.baselines.base import fit_context
 from metarec.config import EvalConfig, load_config
 from metarec.data.store import Store
-from metarec.evaluation.cases import validation_launches
 from metarec.evaluation.folds import eligible_categories, make_folds
 from metarec.evaluation.methods import METHODS
+from metarec.evaluation.units import fold_context
 from metarec.features import load_catalog
 
 
@@ -53,8 +54,9 @@ def main() -> None:
         setting = overrides.pop("setting", {})
         config = load_config(None, seed=args.seed, **overrides)
         started = time.perf_counter()
-        validation = validation_launches(catalog, config, fold)
-        context = fit_context(catalog, config, fold.train, validate=validation.score)
+        # the harness's own fit context: per-user and zero-shot validation included, so the
+        # guards and choices that read them act here as they do in `metarec evaluate`
+        context, validation = fold_context(catalog, config, evaluation, fold)
         method = METHODS[method_name](**setting)
         method.fit(context)
         record = {
