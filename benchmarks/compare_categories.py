@@ -48,9 +48,13 @@ def main() -> None:
         change = "" if c["relative_change"] is None else f"{c['relative_change']:+.1%}"
         print(
             f"| {c['method']} | {c['shots']} | {c['baseline']} | {c['mean']:.4f} "
-            f"| {c['baseline_mean']:.4f} | {change} | {c['p_value']:.2g} | {c['n_users']} "
-            f"| {c['categories_ahead']} of {c['n_categories']} | {c['p_value_categories']:.2g} |"
+            f"| {c['baseline_mean']:.4f} | {change} | {_p(c['p_value'])} | {c['n_users']} "
+            f"| {c['categories_ahead']} of {c['n_categories']} | {_p(c['p_value_categories'])} |"
         )
+
+
+def _p(value: float | None) -> str:
+    return "" if value is None else f"{value:.2g}"
 
 
 if __name__ == "__main__":

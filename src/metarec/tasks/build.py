@@ -133,6 +133,6 @@ def _visible_profiles(
             len(catalog.users),
         )
         if len(_PROFILES) >= _PROFILES_KEPT:
-            del _PROFILES[next(iter(_PROFILES))]  # the oldest
+            _PROFILES.pop(next(iter(_PROFILES), None), None)  # the oldest (another thread may race)
         _PROFILES[key] = table
     return table
