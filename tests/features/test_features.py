@@ -187,3 +187,61 @@ def test_item_factors_whiten_user_profiles_at_power_minus_one(power: float) -> N
         assert torch.isclose(spread, torch.tensor(1.0, dtype=torch.float64), rtol=1e-5)
     else:
         assert spread > 1.5
+
+
+def _encoded_item_by_item(space: FeatureSpace, items: pd.DataFrame) -> torch.Tensor:
+    """The encoding written out one item at a time: each field's tokens counted in the item's
+    own row, the row scaled to unit length (what ``encode`` did before it tokenised each
+    distinct value once)."""
+    from metarec.features.items import _field_values, _numeric, _tokens
+
+    rows = []
+    for i in range(len(items)):
+        parts = []
+        for name, vocab in space.vocabs.items():
+            raw = items["category"].iloc[i] if name == "category" else None
+            tokens = (
+                category_prefixes(raw)
+                if name == "category"
+                else _tokens(_field_values(items.iloc[[i]], name)[0])
+            )
+            row = np.zeros(vocab.size, dtype=np.float32)
+            for token in tokens:
+                row[vocab.slot(token)] += 1.0
+            parts.append(row / np.maximum(np.linalg.norm(row), 1e-12))
+        for name, (mean, std) in space.numeric.items():
+            value = (_numeric(items.iloc[[i]], name) - mean) / std
+            parts.append(np.nan_to_num(value, nan=0.0).astype(np.float32))
+        rows.append(np.concatenate(parts))
+    return torch.from_numpy(np.stack(rows))
+
+
+def test_encoding_each_distinct_value_once_gives_every_item_its_own_row() -> None:
+    base = _items()
+    space = FeatureSpace.fit(base, FeatureConfig(oov_buckets=3))
+    # repeats, every kind of missing value, lists, a number where text is usual (1 and 1.0
+    # are equal keys that tokenise differently), an unseen value, a JSON object in `extra`
+    items = pd.concat([base, base.iloc[::-1]], ignore_index=True).assign(
+        authors=["Ann|Bob", "Ann", np.nan, pd.NA, "Cid", ["Ann", "Bob"], "Ann|Bob", None],
+        publisher=[1, 1.0, "P1", "P2", "1", None, "Zed", 1],
+        extra=[
+            json.dumps({"genres": "x|y"}),
+            json.dumps({"genres": {"nested": 1}}),
+            None,
+            json.dumps({"genres": ["x", "z"]}),
+            json.dumps({"genres": "x|y"}),
+            None,
+            json.dumps({"genres": "y"}),
+            None,
+        ],
+    )
+    x = space.encode(items)
+    assert torch.equal(x, _encoded_item_by_item(space, items))
+    starts = np.cumsum([0, *(vocab.size for vocab in space.vocabs.values())])
+    ends = zip(space.vocabs, starts[:-1], starts[1:], strict=True)
+    block = {name: slice(int(a), int(b)) for name, a, b in ends}
+    # missing values carry no token, however they are spelled (NaN, pd.NA, None)
+    assert not x[[2, 3, 7], block["authors"]].any()
+    # publisher 1 and 1.0: equal keys, different tokens ("1", "1.0"); "1" the text is 1's
+    assert not torch.equal(x[0, block["publisher"]], x[1, block["publisher"]])
+    assert torch.equal(x[0, block["publisher"]], x[4, block["publisher"]])

@@ -133,6 +133,8 @@ def _visible_profiles(
             len(catalog.users),
         )
         if len(_PROFILES) >= _PROFILES_KEPT:
-            _PROFILES.pop(next(iter(_PROFILES), None), None)  # the oldest (another thread may race)
+            oldest = next(iter(_PROFILES), None)
+            if oldest is not None:  # another thread may have evicted it
+                _PROFILES.pop(oldest, None)
         _PROFILES[key] = table
     return table
