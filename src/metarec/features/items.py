@@ -161,22 +161,33 @@ class FeatureSpace:
             ConfigError: the space has text features and ``text`` is missing or misaligned.
         """
         n = len(items)
-        out = np.empty((n, self.dim), dtype=np.float32)  # each block written in its place
+        text = None if self.text is None else _require_text(text, n)
+        out = np.empty((n, self.dim), dtype=np.float32)
+        # by blocks of rows: each block's calls into numpy and pandas are short, so a service
+        # encoding a million items in a background thread keeps answering between them (one
+        # call over every row held the interpreter for seconds)
+        for first in range(0, n, _ENCODE_ROWS):
+            last = min(first + _ENCODE_ROWS, n)
+            self._encode_fields(items.iloc[first:last], out[first:last])
+        if self.text is not None:  # one product over every row (torch lets go meanwhile)
+            assert text is not None
+            out[:, self.dim - self.text.dim :] = self.text.project(text.float()).numpy()
+        return torch.from_numpy(out)
+
+    def _encode_fields(self, items: pd.DataFrame, out: np.ndarray) -> None:
+        """The token and numeric blocks of ``items``, written into ``out`` (len(items), dim)."""
         start = 0
         for name, vocab in self.vocabs.items():
             if name == "category":
                 rows, codes = _token_rows(list(items["category"]), vocab, category_prefixes)
             else:
                 rows, codes = _token_rows(_field_values(items, name), vocab, _tokens)
-            np.take(rows, codes, axis=0, out=out[:, start : start + vocab.size], mode="clip")
+            out[:, start : start + vocab.size] = rows[codes]
             start += vocab.size
         for name, (mean, std) in self.numeric.items():
             column = (_numeric(items, name) - mean) / std
             out[:, start] = np.nan_to_num(column, nan=0.0).astype(np.float32)
             start += 1
-        if self.text is not None:
-            out[:, start:] = self.text.project(_require_text(text, n).float()).numpy()
-        return torch.from_numpy(out)
 
     def to_json(self) -> dict[str, object]:
         """JSON of everything but the text projection's values (see :meth:`tensors`), which
@@ -242,6 +253,9 @@ def _require_text(text: torch.Tensor | None, n: int) -> torch.Tensor:
             "Catalog.load computes them (metarec.features.text.load_text)"
         )
     return text
+
+
+_ENCODE_ROWS = 32_768  # rows encoded per block (see FeatureSpace.encode)
 
 
 def _token_rows(
