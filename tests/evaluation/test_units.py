@@ -304,3 +304,32 @@ def test_the_default_follows_the_configured_algorithm() -> None:
         MetarecMAML,
         {"algorithm": "reptile"},
     )
+
+
+def test_the_eta_weighs_the_units_left_by_what_their_methods_cost() -> None:
+    """Hand-computed: metarec-maml (weight 1) took 100 s, so per weight 100 s; left are
+    metarec-film (1.0 -> 100 s), metarec-ridge (0.4 -> 40 s) and two small methods (0.04 -> 4 s
+    each), 148 s over 2 workers; once metarec-film's own unit is known (60 s) the ridge
+    estimate follows the new rate, (100 + 60) s over 2 weights = 80 s per weight."""
+    from metarec.evaluation.harness import _Clock
+
+    lines: list[str] = []
+    todo = [
+        (0, "metarec-maml"),
+        (0, "metarec-film"),
+        (0, "metarec-ridge"),
+        (0, "random"),
+        (0, "popularity"),
+    ]
+    clock = _Clock(todo, total=5, say=lines.append, workers=2)
+    clock.finished((0, "metarec-maml"), 100.0)
+    assert clock.eta() == pytest.approx(148.0 / 2)
+    assert lines[-1].endswith("[1/5 units, 0:00 elapsed, ETA 1:14]")
+    clock.finished((0, "metarec-film"), 60.0)
+    assert clock.eta() == pytest.approx((0.4 * 80 + 2 * 0.04 * 80) / 2)
+    clock.finished((0, "metarec-ridge"), 10.0)
+    clock.finished((0, "random"), 1.0)
+    # per weight: 171 s over 1 + 1 + 0.4 + 0.04; one unit left keeps one worker busy
+    assert clock.eta() == pytest.approx(0.04 * 171 / 2.44)
+    clock.finished((0, "popularity"), 1.0)
+    assert "ETA" not in lines[-1]

@@ -109,7 +109,9 @@ def evaluate(
     todo = sorted(
         (unit for unit in units if unit not in finished), key=lambda u: (u[0], order[u[1]])
     )
-    clock = _Clock(len(units), len(finished), say if progress else (lambda _: None))
+    clock = _Clock(
+        todo, len(units), say if progress else (lambda _: None), workers=min(jobs, len(todo))
+    )
     families = {cls.name: cls.family for cls in method_classes}
     by_method: dict[str, list[dict[str, Any]]] = {}  # each method's records
     if jobs <= 1 or len(todo) <= 1:
@@ -299,12 +301,43 @@ def _unit_path(folder: Path, unit: tuple[int, str]) -> Path:
     return folder / f"fold{unit[0]}-{unit[1]}"
 
 
-class _Clock:
-    """Plain progress lines per unit: what runs, what finished, elapsed and a naive ETA."""
+# What a method's unit costs, relative to metarec-maml's, until one of its own units has
+# finished in the run (measured: units of the quick run on the 100k-item store and of the full
+# ML-1M run, docs/BENCHMARKS.md "Evaluation speed"): the MLP learners' training and exact
+# scoring dominate, and the methods not listed take a few percent of one of them. A plain
+# "elapsed / units done" estimate, with the longest units started first, said 43 minutes
+# where the run took 7.
+UNIT_WEIGHTS: dict[str, float] = {
+    "metarec-maml": 1.0,
+    "metarec-film": 1.0,
+    "melu": 0.9,
+    "pretrain-zeroshot": 0.9,
+    "pretrain-finetune": 0.6,
+    "ials-refit": 0.7,
+    "metarec-ridge": 0.4,
+}
+OTHER_WEIGHT = 0.04
 
-    def __init__(self, total: int, done: int, say: Callable[[str], None]) -> None:
-        self.total, self.done, self.say = total, done, say
-        self.ran = 0
+
+class _Clock:
+    """Plain progress lines per unit: what runs, what finished, elapsed and an ETA.
+
+    The ETA is the expected time of the units left, over the workers: a method's units are
+    expected to take what its finished units took on average, and a method with none finished
+    its :data:`UNIT_WEIGHTS` share of what the finished units took per weight.
+    """
+
+    def __init__(
+        self,
+        todo: list[tuple[int, str]],
+        total: int,
+        say: Callable[[str], None],
+        workers: int = 1,
+    ) -> None:
+        self.total, self.say, self.workers = total, say, max(1, workers)
+        self.done = total - len(todo)
+        self.left = Counter(method for _, method in todo)
+        self.took: dict[str, list[float]] = {}  # seconds of each method's finished units
         self.start = time.perf_counter()
 
     def started(self, unit: tuple[int, str]) -> None:
@@ -313,14 +346,30 @@ class _Clock:
 
     def finished(self, unit: tuple[int, str], seconds: float) -> None:
         self.done += 1
-        self.ran += 1
+        self.left[unit[1]] -= 1
+        self.took.setdefault(unit[1], []).append(seconds)
         elapsed = time.perf_counter() - self.start
         left = self.total - self.done
-        eta = f", ETA {_clock(elapsed / self.ran * left)}" if left else ""
+        eta = f", ETA {_clock(self.eta())}" if left else ""
         self.say(
             f"  fold {unit[0] + 1} {unit[1]}: done in {seconds:.1f} s "
             f"[{self.done}/{self.total} units, {_clock(elapsed)} elapsed{eta}]"
         )
+
+    def eta(self) -> float:
+        """Seconds until the units left are done (see the class docstring)."""
+        weight = sum(len(took) * _weight(method) for method, took in self.took.items())
+        per_weight = sum(sum(took) for took in self.took.values()) / max(weight, 1e-9)
+        expected = 0.0
+        for method, n in self.left.items():
+            took = self.took.get(method)
+            each = sum(took) / len(took) if took else _weight(method) * per_weight
+            expected += max(n, 0) * each
+        return expected / min(self.workers, max(1, sum(self.left.values())))
+
+
+def _weight(method: str) -> float:
+    return UNIT_WEIGHTS.get(method, OTHER_WEIGHT)
 
 
 def _clock(seconds: float) -> str:
