@@ -22,14 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.config import EvalConfig, load_config
-from metarec.data.store import Store
 from metarec.evaluation.cases import validation_launches
-from metarec.evaluation.harness import plan_run
 from metarec.evaluation.ridge import MetarecRidge, gain_in_standard_errors
-from metarec.evaluation.units import fold_context
-from metarec.features.encoder import load_catalog
 from metarec.ranking.ridge import RidgeRanker, category_support
+from quick_fold import quick_fold
 
 RIDGE = (1e4, 1e3, 300.0, 100.0, 30.0, 10.0)
 ROCCHIO = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -91,24 +87,18 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--shots", default="1,3,5")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = load_config(args.config)
-    with Store.open(args.store, read_only=True) as store:
-        catalog = load_catalog(store, config)
-    evaluation = EvalConfig(quick=True)
-    fold = plan_run(catalog, evaluation, lambda message: None).folds[0]
-    context, _ = fold_context(catalog, config, evaluation, fold)
+    quick = quick_fold(args.store, args.config)
     fitted = MetarecRidge()
-    fitted.fit(context)
+    fitted.fit(quick.context)
     print("| shots | variant | strength | validation NDCG@10 | change | paired gain (SE) |")
     print("|---|---|---|---|---|---|")
     for shots in [int(s) for s in args.shots.split(",")]:
         launches = validation_launches(
-            catalog,
-            config,
-            fold,
-            max_users=evaluation.validation_users,
-            features=context.features,
+            quick.catalog,
+            quick.config,
+            quick.fold,
+            max_users=quick.evaluation.validation_users,
+            features=quick.context.features,
             shots=shots,
         )
         base = np.asarray(launches.per_user(Refold(fitted, None, "ridge")), dtype=np.float64)

@@ -18,12 +18,8 @@ from pathlib import Path
 
 import torch
 
-from metarec.config import EvalConfig, load_config
-from metarec.data.store import Store
-from metarec.evaluation.harness import plan_run
 from metarec.evaluation.ridge import MetarecRidge
-from metarec.evaluation.units import fold_context
-from metarec.features.encoder import load_catalog
+from quick_fold import quick_fold
 
 
 def main() -> None:
@@ -31,15 +27,8 @@ def main() -> None:
     parser.add_argument("store", type=Path)
     parser.add_argument("--config", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    config = load_config(args.config)
-    with Store.open(args.store, read_only=True) as store:
-        catalog = load_catalog(store, config)
-    evaluation = EvalConfig(quick=True)
-    plan = plan_run(catalog, evaluation, lambda message: None)
-    context, _ = fold_context(catalog, config, evaluation, plan.folds[0])
     method = MetarecRidge()
-    method.fit(context)
+    method.fit(quick_fold(args.store, args.config).context)
     print("| start | support bias | validation NDCG@10 | vs fold-in (SE) | vs best start (SE) |")
     print("|---|---|---|---|---|")
     for entry in method.history:
