@@ -299,3 +299,33 @@ def test_a_launchs_own_work_is_done_once_for_all_its_blocks(known_catalog: Catal
     assert memo.get(replace(first, users=first.users[:3]), state, build) == 1  # a block
     assert memo.get(other, state, build) == 2  # another launch
     assert memo.get(other, object(), build) == 3  # refitted
+
+
+def test_the_plan_names_every_category_it_leaves_out_and_why(known_catalog: Catalog) -> None:
+    """C3 keeps 10 users (not eligible with 20 needed), C5 three positives per user (eligible
+    at 1 shot, not at 5): the console names both, with the reasons and the counts."""
+    from metarec.evaluation.harness import plan_run
+
+    positives = known_catalog.positives
+    category = known_catalog.item_category[positives["item_idx"].to_numpy()]
+    users_c3 = np.unique(positives["user_idx"].to_numpy()[category == "Shelf > C3"])[:10]
+    rank = positives.groupby([category, positives["user_idx"]]).cumcount().to_numpy()
+    keep = (category != "Shelf > C3") | positives["user_idx"].isin(users_c3).to_numpy()
+    keep &= (category != "Shelf > C5") | (rank < 3)
+    catalog = known_catalog.restricted(keep)
+
+    lines: list[str] = []
+    plan_run(catalog, EvalConfig(shots=(1, 5), min_users=20), lines.append)
+
+    assert lines[0] == (
+        "7 of 8 categories eligible; 1 not (fewer than 20 users with enough positives, or too "
+        "few items), used for training only: ['Shelf > C3']"
+    )
+    assert lines[1] == (
+        "at 5 shots, 1 of 7 categories not evaluated (fewer than 20 users with more than 5 "
+        "positives, or at most 25 items): ['Shelf > C5']"
+    )
+    everything: list[str] = []
+    plan_run(known_catalog, EvalConfig(shots=(1, 5), min_users=20), everything.append)
+    assert everything[0] == "all 8 categories eligible"
+    assert not any(line.startswith("at 5 shots") for line in everything)

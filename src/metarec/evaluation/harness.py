@@ -249,20 +249,22 @@ def plan_run(catalog: Catalog, config: EvalConfig, say: Callable[[str], None]) -
                 "supports; lower --shots or --ks (or --min-users)"
             )
     categories = eligible_at[shots_list[0]]  # the smallest shot count admits the most
-    say(f"{len(categories)} eligible categories of {len(catalog.categories)}: {categories}")
     left_out = sorted(set(catalog.categories) - set(categories))
-    if left_out:
+    if left_out:  # named: the eligible ones are the rest
         say(
-            f"not eligible (fewer than {config.min_users} users with enough positives, or too "
-            f"few items), used for training only: {left_out}"
+            f"{len(categories)} of {len(catalog.categories)} categories eligible; "
+            f"{len(left_out)} not (fewer than {config.min_users} users with enough positives, "
+            f"or too few items), used for training only: {left_out}"
         )
+    else:
+        say(f"all {len(categories)} categories eligible")
     for shots in shots_list[1:]:
         dropped = [c for c in categories if c not in eligible_at[shots]]
         if dropped:
             say(
-                f"at {shots} shots, not evaluated (fewer than {config.min_users} users with more "
-                f"than {shots} positives, or at most {max(config.ks) + (shots or 0)} items): "
-                f"{dropped}"
+                f"at {shots} shots, {len(dropped)} of {len(categories)} categories not evaluated "
+                f"(fewer than {config.min_users} users with more than {shots} positives, or at "
+                f"most {max(config.ks) + (shots or 0)} items): {dropped}"
             )
     folds = (
         [fixed_fold(categories, catalog, config)]
