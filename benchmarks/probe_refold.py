@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from metarec.evaluation.cases import validation_launches
-from metarec.evaluation.ridge import MetarecRidge, gain_in_standard_errors
+from metarec.evaluation.ridge import MetarecRidge
+from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.ranking.ridge import RidgeRanker, category_support
 from quick_fold import quick_fold
 

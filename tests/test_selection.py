@@ -20,7 +20,8 @@ from metarec.errors import ArtifactError
 from metarec.evaluation.cases import validation_launches
 from metarec.evaluation.folds import Fold
 from metarec.evaluation.methods import ModelAsMethod
-from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, gain_in_standard_errors
+from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS
+from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.features import load_catalog
 from metarec.meta.model import MetaModel, load_model, save_model
 from metarec.meta.ridge_model import RidgeModel

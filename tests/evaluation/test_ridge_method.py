@@ -22,7 +22,6 @@ from metarec.evaluation.ridge import (
     GUARD_STANDARD_ERRORS,
     ZERO_SHOT_CONTENT,
     MetarecRidge,
-    gain_in_standard_errors,
 )
 from metarec.meta.model import load_model, save_model
 from metarec.meta.ridge import (
@@ -229,18 +228,6 @@ def test_a_category_without_support_reads_the_zero_shot_set() -> None:
     torch.testing.assert_close(
         ridge_scores(both, factors, vectors, none), ridge_scores(chosen, factors, vectors, none)
     )
-
-
-def testgain_in_standard_errors_by_hand() -> None:
-    reference = np.array([0.0, 0.5, 1.0, np.nan])
-    # differences 0.1, 0.3, 0.2 (the NaN user is left out): mean 0.2, sd 0.1, se 0.1 / sqrt(3)
-    candidate = np.array([0.1, 0.8, 1.2, 0.4])
-    assert gain_in_standard_errors(candidate, reference) == pytest.approx(0.2 / (0.1 / 3**0.5))
-    assert gain_in_standard_errors(candidate, None) == math.inf  # nothing to pair with
-    quarters = np.array([0.25, 0.5, 0.75])  # + 0.25 is exact: no spread at all, a gain
-    assert gain_in_standard_errors(quarters + 0.25, quarters) == math.inf
-    assert gain_in_standard_errors(reference, reference) == 0.0
-    assert gain_in_standard_errors(candidate[:1], reference[:1]) == 0.0  # one user: no verdict
 
 
 def test_without_validation_each_launch_chooses_its_bias(known_catalog: Catalog) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 
 from metarec.errors import ConfigError, DataError
 from metarec.evaluation import stats
-from metarec.evaluation.stats import bootstrap_ci, paired_test
+from metarec.evaluation.stats import bootstrap_ci, gain_in_standard_errors, paired_test
 
 
 def test_bootstrap_of_two_values_by_hand():
@@ -151,3 +153,15 @@ def test_bootstrap_resamples_users_from_the_seeded_stream():
     mean, ci_low, ci_high = bootstrap_ci(values, n_resamples=500, alpha=0.1, seed=21)
     assert mean == values.mean()
     assert (ci_low, ci_high) == (low, high)  # bit for bit: the same means, the same quantiles
+
+
+def test_gain_in_standard_errors_by_hand() -> None:
+    reference = np.array([0.0, 0.5, 1.0, np.nan])
+    # differences 0.1, 0.3, 0.2 (the NaN user is left out): mean 0.2, sd 0.1, se 0.1 / sqrt(3)
+    candidate = np.array([0.1, 0.8, 1.2, 0.4])
+    assert gain_in_standard_errors(candidate, reference) == pytest.approx(0.2 / (0.1 / 3**0.5))
+    assert gain_in_standard_errors(candidate, None) == math.inf  # nothing to pair with
+    quarters = np.array([0.25, 0.5, 0.75])  # + 0.25 is exact: no spread at all, a gain
+    assert gain_in_standard_errors(quarters + 0.25, quarters) == math.inf
+    assert gain_in_standard_errors(reference, reference) == 0.0
+    assert gain_in_standard_errors(candidate[:1], reference[:1]) == 0.0  # one user: no verdict

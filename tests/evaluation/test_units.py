@@ -26,7 +26,8 @@ from metarec.evaluation.methods import (
     default_candidates,
 )
 from metarec.evaluation.records import Result
-from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, gain_in_standard_errors
+from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS
+from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.evaluation.units import UnitResult
 
 _METHODS = ("popularity", "als", "metarec-ridge", "metarec-maml")

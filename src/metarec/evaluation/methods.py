@@ -27,7 +27,8 @@ from metarec.config import TrainConfig
 from metarec.errors import ConfigError
 from metarec.evaluation.cases import pooled_score
 from metarec.evaluation.records import VALIDATION_K
-from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, MetarecRidge, gain_in_standard_errors
+from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS, MetarecRidge
+from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.meta.model import MetaModel, train_on
 from metarec.ranking import category_scores
 

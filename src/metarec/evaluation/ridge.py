@@ -61,6 +61,7 @@ from metarec.baselines.mf import (
 )
 from metarec.errors import NotAdaptedError
 from metarec.evaluation.ridge_episodes import Episodes
+from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.meta.model import MetaModel
 from metarec.meta.ridge import ZERO_SHOT_SET, init_ridge
 from metarec.meta.ridge_model import RidgeModel
@@ -518,19 +519,3 @@ def _defined_mean(per_user: np.ndarray) -> float:
     """Mean over the users whose value is defined (NaN: none is)."""
     defined = np.isfinite(per_user)
     return float(per_user[defined].mean()) if defined.any() else math.nan
-
-
-def gain_in_standard_errors(candidate: np.ndarray, reference: np.ndarray | None) -> float:
-    """Mean paired difference of per-user values over its standard error (inf: no reference;
-    users undefined in either are left out)."""
-    if reference is None:
-        return math.inf
-    difference = candidate - reference
-    difference = difference[np.isfinite(difference)]
-    if len(difference) < 2:
-        return 0.0
-    gain = float(difference.mean())
-    error = float(difference.std(ddof=1)) / math.sqrt(len(difference))
-    if error == 0.0:
-        return math.inf if gain > 0 else 0.0
-    return gain / error

@@ -8,6 +8,7 @@ The choices (percentile bootstrap, Wilcoxon signed-rank) are argued in ``docs/ME
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -152,3 +153,19 @@ def _as_user_values(values: np.ndarray, name: str) -> np.ndarray:
             "without a relevant candidate first (values[~np.isnan(values)])"
         )
     return values
+
+
+def gain_in_standard_errors(candidate: np.ndarray, reference: np.ndarray | None) -> float:
+    """Mean paired difference of per-user values over its standard error (inf: no reference;
+    users undefined in either are left out)."""
+    if reference is None:
+        return math.inf
+    difference = candidate - reference
+    difference = difference[np.isfinite(difference)]
+    if len(difference) < 2:
+        return 0.0
+    gain = float(difference.mean())
+    error = float(difference.std(ddof=1)) / math.sqrt(len(difference))
+    if error == 0.0:
+        return math.inf if gain > 0 else 0.0
+    return gain / error
