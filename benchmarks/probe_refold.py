@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metarec.evaluation.cases import validation_launches
 from metarec.evaluation.ridge import MetarecRidge
 from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.ranking.ridge import RidgeRanker, category_support
@@ -94,14 +93,7 @@ def main() -> None:
     print("| shots | variant | strength | validation NDCG@10 | change | paired gain (SE) |")
     print("|---|---|---|---|---|---|")
     for shots in [int(s) for s in args.shots.split(",")]:
-        launches = validation_launches(
-            quick.catalog,
-            quick.config,
-            quick.fold,
-            max_users=quick.evaluation.validation_users,
-            features=quick.context.features,
-            shots=shots,
-        )
+        launches = quick.validation(shots)
         base = np.asarray(launches.per_user(Refold(fitted, None, "ridge")), dtype=np.float64)
         print(f"| {shots} | metarec-ridge as fitted | | {np.nanmean(base):.4f} | | |")
         for mode, grid in (("ridge", RIDGE), ("rocchio", ROCCHIO)):

@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from metarec.baselines.base import Launch, Method
-from metarec.config import EvalConfig, load_config
-from metarec.data.export import open_store
-from metarec.evaluation.cases import validation_launches
-from metarec.evaluation.harness import plan_run
 from metarec.evaluation.methods import METHODS
-from metarec.evaluation.units import fold_context
-from metarec.features import load_catalog
+from quick_fold import quick_fold
 
 WEIGHTS = (0.1, 0.2, 0.3, 0.5, 1.0)
 
@@ -64,29 +60,15 @@ def main() -> None:
     parser.add_argument("--fold", type=int, default=0, help="0-based (the harness's fold 1 is 0)")
     parser.add_argument("--full", action="store_true", help="full-length fits (default: quick)")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    train_config = load_config(None, seed=0)
-    config = EvalConfig(quick=not args.full)
-    with open_store(args.store, read_only=True) as store:
-        catalog = load_catalog(store, train_config)
-    plan = plan_run(catalog, config, lambda _: None)
-    fold = plan.folds[args.fold]
-    context, _ = fold_context(catalog, train_config, config, fold)
+    quick = quick_fold(Path(args.store), None, fold=args.fold, quick=not args.full)
     started = time.perf_counter()
     ridge, other = METHODS["metarec-ridge"](), METHODS[args.other]()
-    ridge.fit(context)
-    other.fit(context)
+    ridge.fit(quick.context)
+    other.fit(quick.context)
     seconds = time.perf_counter() - started
-    print(f"fold {args.fold + 1}: validation {fold.validation}; fits {seconds:.0f} s")
+    print(f"fold {args.fold + 1}: validation {quick.fold.validation}; fits {seconds:.0f} s")
     for shots in (int(s) for s in args.shots.split(",")):
-        validation = validation_launches(
-            catalog,
-            train_config,
-            fold,
-            max_users=config.validation_users,
-            features=context.features,
-            shots=shots,
-        )
+        validation = quick.validation(shots)
         alone = float(np.nanmean(validation.per_user(ridge)))
         line = [
             f"{shots} shots: metarec-ridge {alone:.4f}",
