@@ -4,13 +4,16 @@
 
 Per size, one block of ``--users`` users is scored the way ``evaluation/cases.py::score_case``
 does it: the seeded tie order applied to the scores and both masks, every metric at k = 5, 10,
-20 with AUC, and the top-20 lists. Users get 1 to 5 query positives and 3 support items, as in a
-k-shot launch of a sparse catalogue, and every 50th user 60 positives (a heavy user). The script
-runs on any revision (``benchmarks/against.sh REV ...`` compares two): where ``ranked_metrics``
-is missing it ranks a second time with ``rank_top_k``, as the harness then did. Metrics of both
-revisions agree exactly (tests/ranking/test_metrics.py); here only time is measured.
+20 with AUC, and the top-20 lists. Timed apart: the launch-popularity tie-break the fold-in
+baselines add to their scores first (``ranking.popularity.tie_broken``, float64 sums). Users
+get 1 to 5 query positives and 3 support items, as in a k-shot launch of a sparse catalogue,
+and every 50th user 60 positives (a heavy user). The script runs on any revision
+(``benchmarks/against.sh REV ...`` compares two): where ``ranked_metrics`` is missing it ranks
+a second time with ``rank_top_k``, as the harness then did. Metrics of both revisions agree
+exactly (tests/ranking/test_metrics.py); here only time is measured.
 
-Prints a table and, last, a JSON summary: seconds per block and users per second, per size.
+Prints a table and, last, a JSON summary: seconds per block, users per second
+and the tie-break's seconds, per size.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from metarec.evaluation.records import random_tie_order
 from metarec.ranking import metrics
+from metarec.ranking.popularity import tie_broken
 
 SIZES = (3_700, 20_000, 93_000)
 KS = (5, 10, 20)
@@ -52,6 +57,14 @@ def _score(scores: torch.Tensor, relevant: torch.Tensor, exclude: torch.Tensor) 
         metrics.rank_top_k(scores, max(KS), exclude)
 
 
+def _seconds(run: Callable[[], object], repeat: int) -> float:
+    run()  # warm up
+    started = time.perf_counter()
+    for _ in range(repeat):
+        run()
+    return (time.perf_counter() - started) / repeat
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1024)
@@ -59,17 +72,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     summary: dict[str, dict[str, float]] = {}
-    print(f"| items | seconds per {args.users} users | users per second |")
-    print("|---|---|---|")
+    print(f"| items | metrics: seconds per {args.users} users | users per second | tie-break s |")
+    print("|---|---|---|---|")
     for n_items in SIZES:
         block = _block(args.users, n_items)
-        _score(*block)  # warm up
-        started = time.perf_counter()
-        for _ in range(args.repeat):
-            _score(*block)
-        seconds = (time.perf_counter() - started) / args.repeat
-        summary[f"items_{n_items}"] = {"seconds": seconds, "users_per_s": args.users / seconds}
-        print(f"| {n_items:,} | {seconds:.3f} | {args.users / seconds:,.0f} |")
+        counts = torch.from_numpy(np.random.default_rng(1).poisson(0.3, n_items))
+        seconds = _seconds(lambda block=block: _score(*block), args.repeat)
+        tie = _seconds(
+            lambda block=block, counts=counts: tie_broken(block[0], counts, seed=0, key="b"),
+            args.repeat,
+        )
+        summary[f"items_{n_items}"] = {
+            "seconds": seconds,
+            "users_per_s": args.users / seconds,
+            "tie_break_seconds": tie,
+        }
+        print(f"| {n_items:,} | {seconds:.3f} | {args.users / seconds:,.0f} | {tie:.3f} |")
     print(json.dumps(summary))
 
 

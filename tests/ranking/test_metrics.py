@@ -473,10 +473,14 @@ def test_auc_counts_every_pair_by_counting_or_by_sorting(problem, width, infinit
         scores[:, 0], scores[:, -1] = torch.inf, -torch.inf
     expected = _pairwise_auc(scores, relevant, exclude)
     for forced in (0, width, 10**6):  # all sorted, a mix, all counted
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(metrics, "_counting_width", lambda n_items, w=forced: w)
-            got = ranking_metrics(scores, relevant, ks, exclude)[("auc", None)]
-        np.testing.assert_allclose(got, expected, rtol=1e-12, err_msg=f"width {forced}")
+        for row_items in (0, 10**9):  # counted one row at a time, or a column at a time
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(metrics, "_counting_width", lambda n_items, w=forced: w)
+                patch.setattr(metrics, "_ROW_COUNTING_ITEMS", row_items)
+                got = ranking_metrics(scores, relevant, ks, exclude)[("auc", None)]
+            np.testing.assert_allclose(
+                got, expected, rtol=1e-12, err_msg=f"width {forced}, rows from {row_items}"
+            )
 
 
 @settings(max_examples=100, deadline=None)
