@@ -274,3 +274,10 @@ def test_non_finite_items_are_still_reported(monkeypatch: pytest.MonkeyPatch) ->
     assert ranker._coarse is None
     ((_, values),) = ranker.top_k_many(np.array([2]), [torch.empty(0, dtype=torch.long)], [10])
     assert bool(values.isnan().any())
+
+
+def test_scores_are_the_float32_rounding_of_scores64() -> None:
+    """Evaluation ranks by ``scores`` (summed a few rows at a time), lists by ``scores64``."""
+    ranker = _ranker(*_data())
+    users = np.arange(N_USERS)
+    assert torch.equal(ranker.scores(users), ranker.scores64(users).float())

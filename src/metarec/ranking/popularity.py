@@ -35,7 +35,7 @@ TIE_BREAK = 1e-6
 """Weight of launch popularity (scaled to [0, 1)) added to scores: it orders ties only."""
 
 _TIE_ROWS = 8
-"""Rows added in float64 at once by :func:`tie_broken`. A whole (b, n) float64 copy of a test
+"""Rows summed in float64 at once by :func:`plus_rounded`. A whole (b, n) float64 copy of a test
 block (360 users x 93k Amazon items: 268 MB) left the cache between its three passes; eight
 rows at a time stay in it, 5.5x faster with the same values (``benchmarks/bench_metrics.py``)."""
 
@@ -45,10 +45,14 @@ def tie_broken(scores: Tensor, counts: Tensor, *, seed: int, key: str) -> Tensor
     [0, 1): float32.
 
     Items of equal popularity are ordered by the seeded jitter of :func:`popularity_scores` (the
-    same for every user), never by item index. Each value is ``float32(float64(s) + t)``,
-    computed a few rows at a time.
+    same for every user), never by item index.
     """
-    offsets = tie_break(counts, seed=seed, key=key)
+    return plus_rounded(scores, tie_break(counts, seed=seed, key=key))
+
+
+def plus_rounded(scores: Tensor, offsets: Tensor) -> Tensor:
+    """``float32(float64(scores) + offsets)``: (b, n) scores plus (n,) float64 offsets, summed
+    in float64 a few rows at a time and rounded to float32."""
     if scores.requires_grad and torch.is_grad_enabled():
         return (scores.double() + offsets).float()
     out = torch.empty(scores.shape, dtype=torch.float32)

@@ -38,7 +38,7 @@ from metarec.meta.ridge import (
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking.metrics import ranking_metrics
-from metarec.ranking.popularity import tie_break
+from metarec.ranking.popularity import plus_rounded, tie_break
 from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData, Split
 
@@ -119,32 +119,35 @@ class RidgeRanker:
         return cls(model, category, factors, params, adapted, profiles, content)
 
     def scores(self, users: np.ndarray) -> Tensor:
-        """(b, n_items) float32 scores of every item for store users ``users`` (b,)."""
-        return self.scores64(users).float()
+        """(b, n_items) float32 scores of every item for store users ``users`` (b,): the
+        float32 rounding of :meth:`scores64`."""
+        return plus_rounded(self._dots(users), self._items.tie)
 
     def scores64(self, users: np.ndarray) -> Tensor:
         """:meth:`scores` before their rounding to float32: lists are ordered by these, so
         that the popularity tie-break (a millionth of a score) still orders items whose
         float32 scores are equal."""
+        return self._dots(users).double() + self._items.tie
+
+    def _dots(self, users: np.ndarray) -> Tensor:
+        """(b, n_items) float32 scores before the popularity tie-break."""
         index = torch.as_tensor(users, dtype=torch.long)
         meta = self._meta
         if self.content is not None:
             assert self.profiles is not None  # launch() requires them with a content index
             affinity = zero_shot_affinity(meta, self.content, self.profiles[index])
             with torch.no_grad():
-                dots = ridge_scores(
+                return ridge_scores(
                     meta,
                     self.factors[index],
                     self.params["item_vectors"],
                     self.params["counts"],
                     affinity,
                 )
-            return dots.double() + self._items.tie
         # ridge_scores' sums in its order, with the item-only terms computed once per ranker
         vectors = self._user_vectors(index)
         with torch.no_grad():
-            dots = vectors @ self.params["item_vectors"].T + self._items.bias
-        return dots.double() + self._items.tie
+            return vectors @ self.params["item_vectors"].T + self._items.bias
 
     def top_k_many(
         self, users: np.ndarray, seen: list[Tensor], ks: list[int]
