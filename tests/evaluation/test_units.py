@@ -334,3 +334,40 @@ def test_the_eta_weighs_the_units_left_by_what_their_methods_cost() -> None:
     assert clock.eta() == pytest.approx(0.04 * 171 / 2.44)
     clock.finished((0, "popularity"), 1.0)
     assert "ETA" not in lines[-1]
+
+
+def test_a_free_worker_takes_the_earliest_folds_longest_expected_task() -> None:
+    """Before any unit has finished the weights order the tasks (the pretraining pair, 0.9 +
+    0.6, before metarec-maml, 1.0, before MeLU, 0.9, before ials-refit, 0.7); once a method
+    has finished a unit its own time counts, and a later fold waits for the earlier one."""
+    from metarec.evaluation.harness import _Clock, _next_task
+
+    todo = [
+        (0, "metarec-maml"),
+        (0, "pretrain-zeroshot"),
+        (0, "pretrain-finetune"),
+        (0, "ials-refit"),
+        (0, "melu"),
+        (0, "als"),
+        (1, "metarec-maml"),
+        (1, "ials-refit"),
+        (1, "melu"),
+    ]
+    clock = _Clock(todo, total=len(todo), say=lambda _: None, workers=2)
+    queue = _tasks(todo)
+    first = _next_task(queue, clock)
+    assert first == ((0, "pretrain-zeroshot"), (0, "pretrain-finetune"))
+    assert _next_task(queue, clock) == ((0, "metarec-maml"),)
+    assert _next_task(queue, clock) == ((0, "melu"),)
+    clock.finished((0, "metarec-maml"), 100.0)
+    clock.finished((0, "melu"), 20.0)
+    assert _next_task(queue, clock) == ((0, "ials-refit"),)
+    assert _next_task(queue, clock) == ((0, "als"),)
+    # fold 1: metarec-maml took 100 s and MeLU 20 s; ials-refit is expected at its weight's
+    # share of what finished, 0.7 x 120 / 1.9 = 44 s, so it goes between them
+    assert [_next_task(queue, clock)[0][1] for _ in range(3)] == [
+        "metarec-maml",
+        "ials-refit",
+        "melu",
+    ]
+    assert queue == []

@@ -246,15 +246,14 @@ METHODS: dict[str, type[Method]] = {
 
 
 # The methods whose units take longest, longest first (their wall times on a quick ML-100K run
-# are in docs/BENCHMARKS.md, "Evaluation speed"). A fold's units start in this order, then every
-# other method in registry order, so that with --jobs N the long units run side by side at the
-# start instead of one of them running alone at the end. Only the order of work changes: every
-# unit seeds its own randomness, so the metrics are the same in any order.
+# are in docs/BENCHMARKS.md, "Evaluation speed"). A fold's units are listed in this order, then
+# every other method in registry order: the order of the units inside one task of SHARED_FITS
+# (the default after the fits it re-uses), and of tasks the harness expects to take equally
+# long. Which task a free worker takes next is the harness's choice by expected time
+# (harness._next_task). Only the order of work changes: every unit seeds its own randomness,
+# so the metrics are the same in any order.
 LONGEST_FIRST: tuple[str, ...] = (
     "metarec-maml",
-    # the pair of SHARED_FITS runs as one task in one worker, so it starts second: a fold of it
-    # took 101 s on full ML-1M (metarec-maml 195 s) and 196 s on the 100k-item store's quick
-    # run (metarec-maml 139 s), where it started fifth and the other worker waited at the end
     "pretrain-zeroshot",
     "pretrain-finetune",
     "metarec-film",
@@ -277,8 +276,7 @@ SHARED_FITS: tuple[frozenset[str], ...] = (
 
 
 def start_order(names: list[str]) -> list[str]:
-    """``names`` in the order their units should start: :data:`LONGEST_FIRST`, then the rest as
-    given."""
+    """``names`` in :data:`LONGEST_FIRST` order, then the rest as given."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     return sorted(names, key=lambda name: rank.get(name, len(rank)))  # stable for the rest
 

@@ -325,7 +325,7 @@ def _halves_row_by_row(
     for user in np.flatnonzero(bounds[1:] > bounds[:-1]):
         row, halves = rows[user], 0
         for score in positive_scores[bounds[user] : bounds[user + 1]]:
-            below = np.count_nonzero(row < score)
+            below = int(np.count_nonzero(row < score))
             halves += below + min(int(np.count_nonzero(row <= score)), int(limit[user]))
         total[user] = halves
     return torch.from_numpy(total).to(n_negative.dtype)
