@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
+from bench_scoring import mean_seconds  # benchmarks/ is the script's directory
 from metarec.evaluation.records import random_tie_order
 from metarec.ranking import metrics
 from metarec.ranking.popularity import tie_broken
@@ -57,14 +56,6 @@ def _score(scores: torch.Tensor, relevant: torch.Tensor, exclude: torch.Tensor) 
         metrics.rank_top_k(scores, max(KS), exclude)
 
 
-def _seconds(run: Callable[[], object], repeat: int) -> float:
-    run()  # warm up
-    started = time.perf_counter()
-    for _ in range(repeat):
-        run()
-    return (time.perf_counter() - started) / repeat
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=1024)
@@ -77,8 +68,8 @@ def main() -> None:
     for n_items in SIZES:
         block = _block(args.users, n_items)
         counts = torch.from_numpy(np.random.default_rng(1).poisson(0.3, n_items))
-        seconds = _seconds(lambda block=block: _score(*block), args.repeat)
-        tie = _seconds(
+        seconds = mean_seconds(lambda block=block: _score(*block), args.repeat)
+        tie = mean_seconds(
             lambda block=block, counts=counts: tie_broken(block[0], counts, seed=0, key="b"),
             args.repeat,
         )

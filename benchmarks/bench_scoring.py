@@ -26,7 +26,8 @@ from metarec.evaluation import stats
 from metarec.models.folded import FoldedLayer, ItemSide
 
 
-def _timed(fn: Callable[[], object], repeat: int) -> float:
+def mean_seconds(fn: Callable[[], object], repeat: int) -> float:
+    """Mean wall seconds of ``repeat`` calls of ``fn`` after one warm-up call."""
     fn()  # warm up
     started = time.perf_counter()
     for _ in range(repeat):
@@ -100,8 +101,8 @@ def main() -> None:
     layer, items = _layer(args.users, args.items, args.hidden, d=40)
     with torch.no_grad():
         assert torch.equal(_h1_before(layer, items), layer.h1(items)), "not bit-identical"
-        before = _timed(lambda: _h1_before(layer, items), args.repeat)
-        after = _timed(lambda: layer.h1(items), args.repeat)
+        before = mean_seconds(lambda: _h1_before(layer, items), args.repeat)
+        after = mean_seconds(lambda: layer.h1(items), args.repeat)
 
     rng = np.random.default_rng(0)
     metrics = [rng.random(1200) for _ in range(15)]
@@ -113,8 +114,8 @@ def main() -> None:
         return stats.bootstrap_cis(metrics, seed=7, n_resamples=1000)
 
     assert records_before() == records_after(), "bootstrap intervals differ"
-    boot_before = _timed(records_before, args.repeat)
-    boot_after = _timed(records_after, args.repeat)
+    boot_before = mean_seconds(records_before, args.repeat)
+    boot_after = mean_seconds(records_after, args.repeat)
 
     print(f"{'step':<34}{'before s':>10}{'after s':>10}{'ratio':>8}")
     print(
