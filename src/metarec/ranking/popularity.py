@@ -37,7 +37,8 @@ TIE_BREAK = 1e-6
 _TIE_ROWS = 8
 """Rows summed in float64 at once by :func:`plus_rounded`. A whole (b, n) float64 copy of a test
 block (360 users x 93k Amazon items: 268 MB) left the cache between its three passes; eight
-rows at a time stay in it, 5.5x faster with the same values (``benchmarks/bench_metrics.py``)."""
+rows at a time stay in it: the same values, 4.3x faster for 512 users x 93k items and 3.6x
+at 20k (``benchmarks/bench_metrics.py``)."""
 
 
 def tie_broken(scores: Tensor, counts: Tensor, *, seed: int, key: str) -> Tensor:

@@ -130,7 +130,8 @@ class RidgeRanker:
         return self._dots(users).double() + self._items.tie
 
     def _dots(self, users: np.ndarray) -> Tensor:
-        """(b, n_items) float32 scores before the popularity tie-break."""
+        """(b, n_items) scores before the popularity tie-break (float64 where a float64 term,
+        such as the support bias, entered the sum)."""
         index = torch.as_tensor(users, dtype=torch.long)
         meta = self._meta
         if self.content is not None:
