@@ -288,8 +288,9 @@ _ROW_COUNTING_ITEMS = 4096
 
 numpy's ``count_nonzero`` of a whole 1-D mask is several times faster than its per-row count of
 a 2-D one, and a row has only its own relevant items to count where the column pass runs every
-user of the block as often as the block's most relevant user. Timed alone (256 users, 1 to 12
-relevant items each, a throwaway script): 438 -> 88 ms at 93k items, 16 -> 8 ms at 3.5k; below
+user of the block as often as the block's most relevant user. Timed alone (256 users, each with 1
+to the counting width's relevant items, a throwaway script): 438 -> 88 ms at 93k items (width
+12), 16 -> 8 ms at 3.5k (width 8); below
 about 2k items the column pass won where every user had many relevant items. All metrics of a
 block at 93k items (``benchmarks/bench_metrics.py``, the tie-break apart): 1.13x. Both paths
 give the same integers."""
