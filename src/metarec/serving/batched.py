@@ -29,7 +29,7 @@ from torch import Tensor
 
 from metarec.models.folded import UserSide, fold_users, head, head_gradient
 from metarec.models.scorer import Params
-from metarec.ranking import CategoryRanker, UserInputs, item_side
+from metarec.ranking import CategoryRanker, UserInputs
 from metarec.ranking.retrieval import (
     ItemIndex,
     Projection,
@@ -38,6 +38,7 @@ from metarec.ranking.retrieval import (
     queries,
     retrieve_top_k,
     short_list_h1,
+    short_list_rows,
     top_k_positions,
 )
 from metarec.tasks import CategoryData, SupportState
@@ -194,10 +195,9 @@ def _retrieve_group(
         # the queries (retrieval's _query, per user): the head's mean gradient at the
         # reference items, mapped back through the folded first layer
         weights = column_weights(layer)
-        references = index.reference_items
-        at_references = torch.arange(references.n).expand(b, -1)
+        at_references = torch.arange(index.reference_items.n).expand(b, -1)
         gradient = torch.func.vmap(head_gradient, in_dims=(None, 0))(
-            params, short_list_h1(layer, weights, references, at_references)
+            params, short_list_h1(layer, weights, index.reference_rows, at_references)
         )  # (b, h)
         q = queries(layer, gradient)  # (b, 2D + 2)
         projected = torch.cat([q[:, :-2] @ projection.transform.T, q[:, -2:]], dim=1)
@@ -217,7 +217,7 @@ def _retrieve_group(
         # the exact re-rank: the batch's distinct candidates cut once, each user's list
         # pointing into them (most users share the category's top items)
         distinct, own = torch.unique(candidates, return_inverse=True)  # own: (b, size)
-        short = item_side(category, state, distinct)
+        short = short_list_rows(category, state, index, distinct)
         exact = head(params, short_list_h1(layer, weights, short, own))
         # a stable sort: equal scores keep candidate order, as the reference
         order = torch.sort(exact, dim=1, descending=True, stable=True).indices

@@ -48,8 +48,11 @@ class SupportState:
 
     def item_repr(self, category: CategoryData, items: torch.Tensor) -> torch.Tensor:
         """(m, d + r) representations ``[attributes, mean supporter profile]`` of items."""
-        cf = self.item_cf_sum[items] / self.pop[items].clamp_min(1.0)[:, None]
-        return torch.cat([category.item_x[items], cf], dim=-1)
+        return torch.cat([category.item_x[items], self.item_cf(items)], dim=-1)
+
+    def item_cf(self, items: torch.Tensor) -> torch.Tensor:
+        """(m, r) the mean collaborative profile of each item's supporters (0 without any)."""
+        return self.item_cf_sum[items] / self.pop[items].clamp_min(1.0)[:, None]
 
 
 def support_state(category: CategoryData, split: Split) -> SupportState:
