@@ -195,6 +195,20 @@ def test_head_gradient_matches_autograd() -> None:
     assert torch.allclose(head_gradient(params, h1.detach()), h1.grad.sum(0), atol=1e-6)
 
 
+@pytest.mark.parametrize("hidden", [(16, 8), (16,), ()])
+def test_head_gradient_of_many_users_equals_each(hidden: tuple[int, ...]) -> None:
+    """(b, m, h) rows give each user's (m, h) gradient: the service's batches call it so."""
+    params = make_params(hidden=hidden)  # (): no hidden layer, the first layer is the score
+    h = params["layers.0.weight"].shape[0]
+    h1 = torch.randn(5, 40, h, generator=torch.Generator().manual_seed(2))
+    batched = head_gradient(params, h1)
+    assert batched.shape == (5, h)
+    for user in range(5):
+        torch.testing.assert_close(
+            batched[user], head_gradient(params, h1[user]), rtol=1e-6, atol=1e-7
+        )
+
+
 def trained_params(category: CategoryData, hidden: tuple[int, ...], steps: int = 100):
     """A scorer fitted to the category's positives (plain Adam on the support rows)."""
     state = support_state(category, split_launch(category))

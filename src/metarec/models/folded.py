@@ -250,22 +250,23 @@ def head_gradient(params: Params, h1: Tensor) -> Tensor:
     ReLU masks times the weights), several times cheaper per request than autograd.
 
     Args:
-        h1: (m, h) first-layer pre-activations of some rows.
+        h1: (m, h) first-layer pre-activations of some rows, or (b, m, h): b users' rows at
+            once (the same operations batched; the service's batches).
 
     Returns:
-        (h,) the mean gradient over the m rows.
+        (h,) the mean gradient over the m rows, or (b, h).
     """
     n_layers = layer_count(params)
     if n_layers == 1:  # no hidden layer: the score is h1 itself
-        return torch.ones(h1.shape[1])
+        return torch.ones(*h1.shape[:-2], h1.shape[-1])
     pre = [h1]
     hidden = F.relu(h1)
     for i in range(1, n_layers - 1):
         pre.append(F.linear(hidden, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"]))
         hidden = F.relu(pre[-1])
-    delta = params[f"layers.{n_layers - 1}.weight"].expand(h1.shape[0], -1)
+    delta = params[f"layers.{n_layers - 1}.weight"].expand(*h1.shape[:-1], -1)
     for i in range(n_layers - 2, -1, -1):
         delta = delta * (pre[i] > 0)
         if i > 0:
             delta = delta @ params[f"layers.{i}.weight"]
-    return delta.mean(dim=0)
+    return delta.mean(dim=-2)

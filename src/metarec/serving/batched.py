@@ -5,10 +5,9 @@ scoring (:mod:`metarec.serving.batch`) every user of one; both rank them here to
 :func:`retrieve_top_k_many` is a *tested twin* of one reference function,
 :func:`metarec.ranking.retrieval.retrieve_top_k`: the same steps (fold the user into the first
 layer, linearise the head at the reference items, retrieve a short list by dot product, re-rank
-it exactly), done for b users at once, through the same functions where they already take a
-batch (:func:`~metarec.models.folded.fold_users`, :func:`~metarec.models.folded.head`) and
-through ``torch.func.vmap`` of the reference function where it takes one user
-(:func:`~metarec.models.folded.head_gradient`). The first layer of each user with their own
+it exactly), done for b users at once, through the same functions, which take a batch
+(:func:`~metarec.models.folded.fold_users`, :func:`~metarec.models.folded.head`,
+:func:`~metarec.models.folded.head_gradient`). The first layer of each user with their own
 items (the reference items, then their short list) is
 :func:`~metarec.ranking.retrieval.short_list_h1`, the tested twin of
 :meth:`~metarec.models.folded.FoldedLayer.h1_own` that reads each item's attributes sparsely;
@@ -196,7 +195,7 @@ def _retrieve_group(
         # reference items, mapped back through the folded first layer
         weights = column_weights(layer)
         at_references = torch.arange(index.reference_items.n).expand(b, -1)
-        gradient = torch.func.vmap(head_gradient, in_dims=(None, 0))(
+        gradient = head_gradient(
             params, short_list_h1(layer, weights, index.reference_rows, at_references)
         )  # (b, h)
         q = queries(layer, gradient)  # (b, 2D + 2)
