@@ -9,6 +9,7 @@ batcher's grouping, cancellation and errors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import anyio
@@ -46,6 +47,14 @@ def test_twin_gives_the_reference_lists(
         # retrieval (k <= 8), a longer short list (k = 12), exact scoring (k = 40), k = 0
         users = [recommender.user_inputs(view, u) for u in range(0, 300, 7)]
         ks = [(1, 5, 10, 12, 40, 0)[n % 6] for n in range(len(users))]
+        # seen lists that repeat items: nearly the catalogue counted with repeats, 30 items
+        # left (retrieval), and 7 left of 40 (exact scoring, as the reference)
+        n = ranker.category.n_items
+        users += [
+            dataclasses.replace(users[1], seen=torch.arange(10).repeat(4)),
+            dataclasses.replace(users[1], seen=torch.arange(n - 7).repeat(2)),
+        ]
+        ks += [5, 5]
         assert any(u.position is None for u in users) and any(len(u.seen) for u in users)
         batched = retrieve_top_k_many(
             ranker.params,

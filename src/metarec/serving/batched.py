@@ -108,11 +108,10 @@ def retrieve_top_k_many(
     """
     results: list[Ranked | None] = [None] * len(users)
     n = category.n_items
-    seen = _distinct_seen(users, n)
     groups: dict[int, list[int]] = {}  # short-list length -> users retrieved with it
     for i, (user, k) in enumerate(zip(users, ks, strict=True)):
         size = max(short_list, k)
-        if index is None or projection is None or n - seen[i] <= size or k < 1:
+        if index is None or projection is None or _few_unseen(user, n, size) or k < 1:
             results[i] = retrieve_top_k(
                 params, category, state, index, projection, user, k, short_list=short_list
             )
@@ -154,14 +153,12 @@ def retrieve_top_k_many(
     return [r for r in results if r is not None]
 
 
-def _distinct_seen(users: Sequence[UserInputs], n_items: int) -> list[int]:
-    """How many distinct items each user has seen (``seen`` may repeat an item)."""
-    lengths = torch.tensor([len(user.seen) for user in users], dtype=torch.long)
-    if not len(users) or not int(lengths.sum()):
-        return [0] * len(users)
-    owner = torch.repeat_interleave(torch.arange(len(users)), lengths)
-    codes = torch.unique(owner * n_items + torch.cat([user.seen for user in users]))
-    return torch.bincount(codes // n_items, minlength=len(users)).tolist()
+def _few_unseen(user: UserInputs, n_items: int, size: int) -> bool:
+    """Whether ``size`` items or fewer are left that the user has not seen (``seen`` may repeat
+    an item: its distinct items are counted only where that can decide)."""
+    if n_items - len(user.seen) > size:
+        return False  # the distinct items seen are no more, so the items left no fewer
+    return n_items - len(torch.unique(user.seen)) <= size
 
 
 def _user_side(users: Sequence[UserInputs], cf_dim: int) -> UserSide:
