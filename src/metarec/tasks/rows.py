@@ -120,15 +120,17 @@ def pair_rows(
     pop = state.pop[items]
     unit = cf_unit(category, users)
     unit_sum = state.item_unit_sum[items]
-    if leave_one_out is not None:
-        loo = leave_one_out.float()
-        unit_sum = unit_sum - loo[:, None] * unit
-        user_sum = user_sum - loo[:, None] * z
-        user_n = user_n - loo
-        cf_sum = state.item_cf_sum[items] - loo[:, None] * _cf_profile(category, users)
-        pop = pop - loo
-        cf = cf_sum / pop.clamp_min(1.0)[:, None]
-        z = torch.cat([category.item_x[items], cf], dim=-1)
+    if leave_one_out is not None and bool(leave_one_out.any()):
+        # only the rows left out change (a batch holds its negatives beside its positives)
+        out = torch.nonzero(leave_one_out).squeeze(1)
+        left_users, left_items = users[out], items[out]
+        unit_sum[out] = unit_sum[out] - unit[out]
+        user_sum[out] = user_sum[out] - z[out]
+        user_n[out] = user_n[out] - 1.0
+        pop[out] = pop[out] - 1.0
+        cf_sum = state.item_cf_sum[left_items] - _cf_profile(category, left_users)
+        cf = cf_sum / pop[out].clamp_min(1.0)[:, None]
+        z[out] = torch.cat([category.item_x[left_items], cf], dim=-1)
     support_profile = user_sum / user_n.clamp_min(1.0)[:, None]
     return pair_features(
         z,
@@ -258,10 +260,16 @@ def labelled_rows(
     """
     neg_items, valid = sample_negatives(category, users, n_negatives, forbidden, generator)
     neg_users = users[:, None].expand_as(neg_items).reshape(-1)
-    loo = torch.full((len(users),), leave_one_out, dtype=torch.bool)
-    x_pos = pair_rows(category, state, users, items, leave_one_out=loo)
-    x_neg = pair_rows(category, state, neg_users, neg_items.reshape(-1))
-    x = torch.cat([x_pos, x_neg])
+    # positives and negatives in one pass (each row's values do not depend on the others)
+    x = pair_rows(
+        category,
+        state,
+        torch.cat([users, neg_users]),
+        torch.cat([items, neg_items.reshape(-1)]),
+        leave_one_out=torch.arange(len(users) + len(neg_users)) < len(users)
+        if leave_one_out
+        else None,
+    )
     y = torch.cat([torch.ones(len(users)), torch.zeros(neg_users.shape[0])])
     mask = torch.cat([torch.ones(len(users)), valid.reshape(-1).float()])
     return Batch(x, y, mask)
