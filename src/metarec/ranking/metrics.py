@@ -446,7 +446,7 @@ def _candidate_counts(scores: Tensor, exclude: Tensor | None) -> Tensor:
 
 
 # Whole-block elementwise operations go through numpy on CPU: with one thread its comparisons,
-# logical operations, fills and NaN test of a 256 x 93,000 block were 2x to 4x faster than
+# logical operations, fills and NaN test of 512 x 93,000 scores were 2x to 4x faster than
 # torch's (a throwaway microbenchmark, 5 December), and they give the same values.
 
 
