@@ -386,8 +386,8 @@ def _top_k(scores: Tensor, k: int, exclude: Tensor | None) -> Tensor:
     masked = scores if exclude is None else _filled(scores, exclude, -torch.inf)
     # the k-th largest value (which positions hold the k largest does not matter here)
     kth_best = masked.gather(1, top_k_positions(masked, k)).amin(dim=1, keepdim=True)
-    above = _compared(masked, kth_best, np.greater)
-    tied = _compared(masked, kth_best, np.equal)
+    above = _compared(masked, kth_best, "greater")
+    tied = _compared(masked, kth_best, "equal")
     if exclude is not None:
         # an excluded -inf is not a tied candidate when the k-th best is -inf
         tied = _and_not(tied, exclude)
@@ -450,11 +450,12 @@ def _candidate_counts(scores: Tensor, exclude: Tensor | None) -> Tensor:
 # torch's (a throwaway microbenchmark, 5 December), and they give the same values.
 
 
-def _compared(values: Tensor, threshold: Tensor, op: np.ufunc) -> Tensor:
-    """``op(values, threshold)``, a bool tensor (``threshold`` broadcasts)."""
+def _compared(values: Tensor, threshold: Tensor, op: str) -> Tensor:
+    """``values > threshold`` (op "greater") or ``==`` ("equal"), a bool tensor (``threshold``
+    broadcasts)."""
     if values.device.type == "cpu":
-        return torch.from_numpy(op(values.numpy(), threshold.numpy()))
-    return {np.greater: torch.gt, np.equal: torch.eq}[op](values, threshold)
+        return torch.from_numpy(getattr(np, op)(values.numpy(), threshold.numpy()))
+    return values > threshold if op == "greater" else values == threshold
 
 
 def _filled(values: Tensor, where: Tensor, fill: float) -> Tensor:
