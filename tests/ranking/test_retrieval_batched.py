@@ -16,14 +16,16 @@ from metarec.models.scorer import init_params
 from metarec.ranking import item_side
 from metarec.ranking.retrieval import (
     asinh,
-    attribute_layout,
     build_index,
     column_weights,
-    item_rows,
     queries,
+    top_k_positions,
+)
+from metarec.ranking.short_lists import (
+    attribute_layout,
+    item_rows,
     short_list_h1,
     short_list_rows,
-    top_k_positions,
 )
 from metarec.tasks import split_launch, support_state
 
@@ -110,9 +112,8 @@ def test_short_list_from_the_index_layout_equals_h1_own() -> None:
     )
     layer = fold_users(params, users)
     with torch.no_grad():
-        found = short_list_h1(
-            layer, column_weights(layer), short_list_rows(category, state, index, distinct), own
-        )
+        rows = short_list_rows(category, state, index.attributes, distinct)
+        found = short_list_h1(layer, column_weights(layer), rows, own)
         reference = layer.h1_own(item_side(category, state, distinct).take(own.reshape(-1)))
     torch.testing.assert_close(found, reference, rtol=1e-5, atol=1e-5)
 
@@ -123,7 +124,7 @@ def test_attribute_layout_is_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch)
     x[:, 3] = 1.0  # dense
     x[10:20] = 0.0  # items without attributes
     whole = attribute_layout(x)
-    monkeypatch.setattr("metarec.ranking.retrieval._CHUNK_ROWS", 7)
+    monkeypatch.setattr("metarec.ranking.short_lists.CHUNK_ROWS", 7)
     chunked = attribute_layout(x)
     for name in ("dense_columns", "column", "value", "square_norm"):
         assert torch.equal(getattr(whole, name), getattr(chunked, name)), name

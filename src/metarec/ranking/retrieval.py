@@ -42,7 +42,8 @@ matrix and reference items depend on the items only (:class:`ItemIndex`); the pr
 depends on the parameters, so it is refitted when a category is adapted or the model changes.
 
 Many users at once (:mod:`metarec.serving.batched`, batch scoring and the service's batches)
-take the same steps through :func:`short_list_h1` and :func:`queries`, tested twins of
+take the same steps through :func:`~metarec.ranking.short_lists.short_list_h1` and
+:func:`queries`, tested twins of
 :meth:`FoldedLayer.h1_own <metarec.models.folded.FoldedLayer.h1_own>` and of
 :meth:`~metarec.models.folded.FoldedLayer.as_linear` times a gradient
 (``tests/ranking/test_retrieval_batched.py``) that read the items' sparse attributes and never
@@ -56,7 +57,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.models.folded import (
@@ -69,12 +69,19 @@ from metarec.models.folded import (
 )
 from metarec.models.scorer import Params
 from metarec.ranking.inputs import UserInputs, item_side
+from metarec.ranking.short_lists import (
+    EPS,
+    AttributeLayout,
+    ItemRows,
+    attribute_layout,
+    chunks,
+    item_rows,
+)
 from metarec.tasks import CategoryData, SupportState
 
 DEFAULT_RANK = 16
 DEFAULT_SHORT_LIST = 300
 DEFAULT_REFERENCE_ITEMS = 64
-_CHUNK_ROWS = 65_536  # items per chunk over a category: bounds the temporary memory
 _GRAM_SAMPLE = 131_072  # items the Gram matrix is estimated from in larger categories
 _BLOCK_TOP_K_FROM = 262_144  # from this many items, top-k by blocks beats torch.topk (2x at 1e6)
 _BLOCK = 128
@@ -82,10 +89,6 @@ _BLOCK = 128
 # than torch.topk at 1e5 items, 3x at 1e4 (benchmarks/bench_topk.py).
 _THRESHOLD_TOP_K_FROM = 8_192
 _STRIDE = 16  # every 16th value is the threshold's sample
-_EPS = 1e-6  # the eps of pair_features' cosine similarities
-# A column of the items' representations is multiplied densely when at least this share of the
-# items has it nonzero, and as a sparse column otherwise (one-hot attributes: 2.6% on average).
-_DENSE_COLUMN = 0.25
 # Isotropic share added to the queries' second moment: directions the query sample never used
 # still get some weight, so a user unlike the sample is not ranked on noise.
 _QUERY_RIDGE = 0.05
@@ -115,11 +118,13 @@ class ItemIndex:
         reference: (m,) positions of the reference items the head is linearised at: the most
             supported ones, ties in random (seeded) order.
         reference_items: those items as the first layer reads them.
-        reference_rows: the same as :func:`short_list_h1` reads them (a batch's queries).
+        reference_rows: the same as
+            :func:`~metarec.ranking.short_lists.short_list_h1` reads them (a batch's queries).
         supported: (s,) positions of the items with any support (the only ones whose
             affinity is not zero), and supported_unit_sum: (s, r) their summed unit profiles,
             contiguous: a request's affinity mat-vec reads these s rows, not all n.
-        attributes: every item's attributes laid out for short lists (:func:`short_list_rows`).
+        attributes: every item's attributes laid out for short lists
+            (:func:`~metarec.ranking.short_lists.short_list_rows`).
         fingerprint: what the index was built from (items and support positives), to reuse it
             while neither changes.
     """
@@ -132,49 +137,6 @@ class ItemIndex:
     supported_unit_sum: Tensor
     attributes: AttributeLayout
     fingerprint: str
-
-
-@dataclass(frozen=True)
-class ItemRows:
-    """Items' representations ``z`` as :func:`short_list_h1` reads them: the columns most of
-    them use (the collaborative part, numeric fields) as a dense block, the others (one-hot
-    attributes) as each item's nonzeros in a padded table, and what the scalars need.
-
-    Attributes:
-        dense_columns: (c,) the columns of ``z`` in ``dense``.
-        dense: (u, c) their values.
-        column: (u, w) each item's other nonzero columns (padding: column 0, with value 0).
-        value: (u, w) their values.
-        norm: (u,) ``|z|`` clamped at the cosines' eps.
-        pop, pop_max, unit_sum: as :class:`~metarec.models.folded.ItemSide`.
-    """
-
-    dense_columns: Tensor
-    dense: Tensor
-    column: Tensor
-    value: Tensor
-    norm: Tensor
-    pop: Tensor
-    pop_max: Tensor
-    unit_sum: Tensor
-
-
-@dataclass(frozen=True)
-class AttributeLayout:
-    """A category's static attributes (``category.item_x``, the first ``d`` columns of ``z``)
-    laid out once for every item, so a short list gathers its rows instead of finding each
-    item's nonzeros per request.
-
-    Attributes:
-        dense_columns: (c,) the attribute columns nonzero for at least a quarter of the items.
-        column, value: (n, w) each item's nonzeros in the other attribute columns, padded.
-        square_norm: (n,) each item's ``|x|^2``.
-    """
-
-    dense_columns: Tensor
-    column: Tensor
-    value: Tensor
-    square_norm: Tensor
 
 
 @dataclass(frozen=True)
@@ -229,10 +191,6 @@ def category_fingerprint(category: CategoryData) -> str:
     return f"{category.name}:{category.n_items}:{len(category.pos_item)}:{digest:08x}"
 
 
-def _chunks(n: int) -> list[slice]:
-    return [slice(start, min(n, start + _CHUNK_ROWS)) for start in range(0, n, _CHUNK_ROWS)]
-
-
 def build_index(
     category: CategoryData,
     state: SupportState,
@@ -255,7 +213,7 @@ def build_index(
     n = category.n_items
     sample = torch.randperm(n, generator=generator)[:_GRAM_SAMPLE].sort().values
     gram = torch.zeros(width, width, dtype=torch.float64)
-    for chunk in _chunks(len(sample)):
+    for chunk in chunks(len(sample)):
         attrs = linear_features(item_side(category, state, sample[chunk]))[:, :width]
         gram += (attrs.T @ attrs).double()
     gram *= n / max(1, len(sample))
@@ -273,94 +231,6 @@ def build_index(
         supported_unit_sum=state.item_unit_sum[supported].contiguous(),
         attributes=attribute_layout(category.item_x),
         fingerprint=category_fingerprint(category),
-    )
-
-
-def _padded(rows: Tensor, columns: Tensor, values: Tensor, n: int) -> tuple[Tensor, Tensor]:
-    """(n, w) tables of each row's (column, value) pairs, given row-major: padding 0 and 0."""
-    count = torch.bincount(rows, minlength=n)
-    width = int(count.max()) if len(rows) else 0
-    slot = torch.arange(len(rows)) - (torch.cumsum(count, 0) - count)[rows]
-    column = torch.zeros(n, width, dtype=torch.long)
-    value = torch.zeros(n, width, dtype=values.dtype)
-    column[rows, slot] = columns
-    value[rows, slot] = values
-    return column, value
-
-
-def item_rows(items: ItemSide) -> ItemRows:
-    """``items`` laid out for :func:`short_list_h1`, dense columns chosen among these items."""
-    z = items.z
-    n, d = z.shape
-    nonzero = z != 0
-    dense = nonzero.float().mean(dim=0) >= _DENSE_COLUMN if n else torch.ones(d, dtype=torch.bool)
-    columns = torch.nonzero(dense).squeeze(1)
-    sparse = torch.nonzero(~dense).squeeze(1)
-    rows, at = torch.nonzero(nonzero[:, sparse], as_tuple=True)  # row-major: item by item
-    column, value = _padded(rows, sparse[at], z[rows, sparse[at]], n)
-    return ItemRows(
-        dense_columns=columns,
-        dense=z[:, columns],
-        column=column,
-        value=value,
-        norm=z.norm(dim=1).clamp_min(_EPS),
-        pop=items.pop,
-        pop_max=items.pop_max,
-        unit_sum=items.unit_sum,
-    )
-
-
-def attribute_layout(x: Tensor) -> AttributeLayout:
-    """Every item's attributes ``x`` (n, d) laid out once (:class:`AttributeLayout`).
-
-    One pass over the items in chunks (a category of 1e6 items never holds its whole nonzero
-    mask), in numpy: its ``flatnonzero`` of a chunk's mask found the nonzeros of 1e6 x 190
-    attributes in 0.17 s, where torch's comparison and ``nonzero`` took 2 s.
-    """
-    n, d = x.shape
-    table = x.detach().contiguous().numpy()
-    rows, columns = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    for chunk in _chunks(n):
-        flat = np.flatnonzero(table[chunk] != 0)  # row-major: item by item
-        rows.append(flat // d + chunk.start)
-        columns.append(flat % d)
-    row, column = np.concatenate(rows), np.concatenate(columns)
-    counts = np.bincount(column, minlength=d)
-    dense = counts >= _DENSE_COLUMN * n if n else np.ones(d, dtype=bool)
-    other = ~dense[column]
-    row, column = row[other], column[other]
-    padded_column, padded_value = _padded(
-        torch.from_numpy(row), torch.from_numpy(column), torch.from_numpy(table[row, column]), n
-    )
-    return AttributeLayout(
-        dense_columns=torch.from_numpy(np.flatnonzero(dense)),
-        column=padded_column,
-        value=padded_value,
-        square_norm=torch.from_numpy(np.einsum("ij,ij->i", table, table)),
-    )
-
-
-def short_list_rows(
-    category: CategoryData, state: SupportState, index: ItemIndex, items: Tensor
-) -> ItemRows:
-    """``item_rows(item_side(category, state, items))`` from the index's layout: the same
-    representations, the collaborative part always dense (the terms summed in another order).
-
-    Args:
-        items: (u,) positions.
-    """
-    layout = index.attributes
-    d = category.item_x.shape[1]
-    cf = state.item_cf(items)  # (u, r) the mean supporter profile
-    return ItemRows(
-        dense_columns=torch.cat([layout.dense_columns, torch.arange(d, d + cf.shape[1])]),
-        dense=torch.cat([category.item_x[items[:, None], layout.dense_columns], cf], dim=1),
-        column=layout.column[items],
-        value=layout.value[items],
-        norm=(layout.square_norm[items] + cf.square().sum(dim=1)).sqrt().clamp_min(_EPS),
-        pop=state.pop[items],
-        pop_max=state.pop_max,
-        unit_sum=state.item_unit_sum[items],
     )
 
 
@@ -412,10 +282,10 @@ def _project_items(category: CategoryData, state: SupportState, item_side: Tenso
     both = torch.cat([item_side[:d_all], item_side[d_all:]], dim=1)  # (D, 2 rank)
     out = torch.empty(rank + 2, category.n_items)
     pop = state.pop
-    for chunk in _chunks(category.n_items):
+    for chunk in chunks(category.n_items):
         x = category.item_x[chunk]
         cf = state.item_cf_sum[chunk] / pop[chunk].clamp_min(1.0)[:, None]
-        norm = (x.square().sum(1) + cf.square().sum(1)).sqrt().clamp_min(_EPS)
+        norm = (x.square().sum(1) + cf.square().sum(1)).sqrt().clamp_min(EPS)
         projected = x @ both[:d_attr] + cf @ both[d_attr:]
         out[:rank, chunk] = (projected[:, :rank] + projected[:, rank:] / norm[:, None]).T
         out[rank, chunk] = torch.log1p(pop[chunk])
@@ -569,62 +439,12 @@ def asinh(x: Tensor) -> Tensor:
 def column_weights(layer: FoldedLayer) -> Tensor:
     """(b, D, h + 2) what each column of ``z`` is multiplied by for each of b users: its
     weights into the first layer, then the user's two unit profiles (the cosines' numerators).
-    Built once per batch of users, read by :func:`short_list_h1`."""
+    Built once per batch of users, read by
+    :func:`~metarec.ranking.short_lists.short_list_h1`."""
     return torch.cat(
         [layer.item.transpose(1, 2), layer.unit_profile[..., None], layer.unit_support[..., None]],
         dim=2,
     )
-
-
-def short_list_h1(layer: FoldedLayer, weights: Tensor, rows: ItemRows, own: Tensor) -> Tensor:
-    """(b, s, h) first-layer pre-activations of each of b users with their own s items: the
-    tested twin of ``layer.h1_own(items.take(own.reshape(-1)))``.
-
-    The twin for batches of short lists: a batch's lists share most of their items, so
-    ``rows`` holds the distinct ones once and ``own`` points into them; and the items'
-    attributes are mostly one-hot, so the columns of ``z`` that few items use are summed over
-    each item's nonzeros (``embedding_bag`` over each user's weights, about 5 of 190 attribute
-    columns on the bookstore) and only the others (the collaborative part, numeric fields) by
-    a batched matrix product. The cosines' numerators come out of the same products; the
-    per-pair scalars then meet their weight columns in one more product. The same terms as
-    the reference, summed in another order.
-
-    Args:
-        layer: b users folded (:func:`~metarec.models.folded.fold_users`).
-        weights: ``column_weights(layer)``.
-        rows: the distinct items (u rows): :func:`item_rows` or :func:`short_list_rows`.
-        own: (b, s) each user's items, as positions into ``rows``.
-    """
-    b, s = own.shape
-    d = weights.shape[1]
-    h = layer.item.shape[1]
-    out = torch.bmm(rows.dense[own], weights[:, rows.dense_columns])  # (b, s, c) x (b, c, h + 2)
-    width = rows.column.shape[1]
-    if width:
-        bags = rows.column[own] + (torch.arange(b) * d)[:, None, None]  # rows of user u's weights
-        out += F.embedding_bag(
-            bags.view(b * s, width),
-            weights.view(b * d, h + 2),
-            per_sample_weights=rows.value[own].view(b * s, width),
-            mode="sum",
-        ).view(b, s, h + 2)
-    norm = rows.norm[own]  # (b, s)
-    affinity = torch.bmm(rows.unit_sum[own], layer.cf_unit[:, :, None])[..., 0]
-    scalars = torch.stack(
-        [
-            out[..., h] / norm,
-            out[..., h + 1] / norm,
-            torch.asinh(affinity),
-            torch.log1p(rows.pop)[own],
-            (rows.pop / rows.pop_max.clamp_min(1.0))[own],
-        ],
-        dim=2,
-    )  # (b, s, 5)
-    names = ("cos_profile", "cos_support", "affinity", "log_pop", "pop_share")
-    columns_h = torch.stack([layer.column(name) for name in names])  # (5, h)
-    h1 = torch.baddbmm(layer.user_terms[:, None, :], scalars, columns_h.expand(b, -1, -1))
-    h1 += out[..., :h]
-    return h1
 
 
 def queries(layer: FoldedLayer, gradient: Tensor) -> Tensor:

@@ -9,7 +9,7 @@ it exactly), done for b users at once, through the same functions, which take a 
 (:func:`~metarec.models.folded.fold_users`, :func:`~metarec.models.folded.head`,
 :func:`~metarec.models.folded.head_gradient`). The first layer of each user with their own
 items (the reference items, then their short list) is
-:func:`~metarec.ranking.retrieval.short_list_h1`, the tested twin of
+:func:`~metarec.ranking.short_lists.short_list_h1`, the tested twin of
 :meth:`~metarec.models.folded.FoldedLayer.h1_own` that reads each item's attributes sparsely;
 the queries are :func:`~metarec.ranking.retrieval.queries`, ``as_linear``'s weights times the
 gradient without forming them. Users the reference would score exactly (a category or short
@@ -36,10 +36,9 @@ from metarec.ranking.retrieval import (
     column_weights,
     queries,
     retrieve_top_k,
-    short_list_h1,
-    short_list_rows,
     top_k_positions,
 )
+from metarec.ranking.short_lists import short_list_h1, short_list_rows
 from metarec.tasks import CategoryData, SupportState
 
 _PASS_USERS = 256  # users ranked per pass
@@ -213,7 +212,7 @@ def _retrieve_group(
         # the exact re-rank: the batch's distinct candidates cut once, each user's list
         # pointing into them (most users share the category's top items)
         distinct, own = torch.unique(candidates, return_inverse=True)  # own: (b, size)
-        short = short_list_rows(category, state, index, distinct)
+        short = short_list_rows(category, state, index.attributes, distinct)
         exact = head(params, short_list_h1(layer, weights, short, own))
         # a stable sort: equal scores keep candidate order, as the reference
         order = torch.sort(exact, dim=1, descending=True, stable=True).indices
