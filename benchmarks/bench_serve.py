@@ -541,6 +541,25 @@ def mean_batch(port: int) -> float:
     return round(value.get("metarec_recommend_batch_size_sum", 0.0) / max(count, 1.0), 2)
 
 
+def batch_sizes(port: int) -> dict[str, int]:
+    """Ranking calls so far by requests per call, as the histogram's buckets count them
+    ("1", "2", "3-4", "5-8", ...; metarec_recommend_batch_size from /metrics)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    cumulative = [
+        (float(line.split('le="')[1].split('"')[0]), int(float(line.split()[-1])))
+        for line in text.splitlines()
+        if line.startswith("metarec_recommend_batch_size_bucket")
+    ]
+    out, below, previous = {}, 0, 0.0
+    for bound, count in cumulative:
+        if count > below:
+            low = int(previous) + 1
+            name = str(low) if low >= bound else f"{low}-{bound:g}"
+            out[name] = count - below
+        below, previous = count, bound
+    return out
+
+
 def events_run(port: int, users: list[str], run: HttpRun) -> dict:
     """POST /events batches of ``run.events_batch`` into the smallest benchmark category."""
     n = min(run.sizes)

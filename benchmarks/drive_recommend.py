@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench_serve import (
     TOKEN,
+    batch_sizes,
     bench_store,
     category_of,
     free_port,
@@ -89,16 +90,19 @@ def main() -> None:
         live_rps = asyncio.run(live(port, args.requests, args.concurrency))
         measured = asyncio.run(load(port, args.category, names, args.concurrency, 120))
         batch = mean_batch(port)
+        sizes = batch_sizes(port)
     finally:
         stop_server(process)
     print(f"/health/live: {live_rps} req/s", flush=True)
     print(f"/recommend {args.category!r}: {measured}, {batch} requests per ranking call")
+    print(f"ranking calls by requests per call: {sizes}")
     summary = {
         "live_rps": live_rps,
         "recommend_rps": measured["rps"],
         "recommend_p99_ms": measured["p99_ms"],
         "failed": measured["failed"],
         "mean_batch": batch,
+        "calls_by_batch_size": sizes,
     }
     print(json.dumps(summary))
 

@@ -178,16 +178,24 @@ def _top_values(values: torch.Tensor, positions: torch.Tensor) -> list[float]:
 
 
 @pytest.mark.parametrize("n", [8_192, 100_000, 262_143])
-def test_top_k_by_threshold_finds_the_k_largest_values(n: int) -> None:
+def test_top_k_by_threshold_finds_the_k_largest_values(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sampled threshold (8,192 to 262,143 items), on rows where it works and where it
     must fall back: the k largest values every time, each position once."""
     generator = torch.Generator().manual_seed(n)
     rows = torch.randn(5, n, generator=generator)
-    rows[1, ::16] += 100.0  # the sample holds only the top: fewer than k above its threshold
+    sampled = torch.arange(n) % 256 < 16  # the threshold's sample: 16 of every 256
+    rows[1, sampled] += 100.0  # the sample holds only the top: fewer than k above its threshold
     rows[2] = 0.0  # every value tied
     rows[3, 150:] = -torch.inf  # fewer finite values than k
     rows[4, ::3] = -torch.inf  # seen items
+    fallbacks = []
+    topk = torch.topk
+    monkeypatch.setattr(torch, "topk", lambda row, k: fallbacks.append(len(row)) or topk(row, k))
     found = top_k_positions(rows, 300)
+    monkeypatch.undo()
+    assert fallbacks == [n]  # row 1 alone fell back
     assert found.shape == (5, 300)
     for row, positions in zip(rows, found, strict=True):
         assert len(set(positions.tolist())) == 300

@@ -431,14 +431,15 @@ class Recommender:
         for i, ((user_id, _), top) in enumerate(zip(requests, ranked, strict=True)):
             if top is None:
                 continue
-            if not top[1].isfinite().all():
+            scores = top[1].numpy()
+            if not np.isfinite(scores).all():
                 results[i] = NonFiniteError(
                     f"the model gives non-finite scores in {category!r} for {user_id!r}; no "
                     "list was answered. Re-adapt the category, or serve another model"
                 )
                 continue
             chosen = top[0].numpy()
-            items = zip(view.item_ids[chosen], top[1].tolist(), view.titles[chosen], strict=True)
+            items = zip(view.item_ids[chosen], scores.tolist(), view.titles[chosen], strict=True)
             results[i] = Recommendation(
                 user_id=user_id,
                 category=category,
