@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import gc
 import itertools
 import json
 import os
@@ -273,14 +274,19 @@ _SERVE = """
 import json, sys
 import torch, uvicorn
 from metarec.serving.app import create_app
+from metarec.serving.process import freeze_heap
 from metarec.serving.service import Service
 from metarec.serving.settings import ServeSettings
 options = json.loads(sys.argv[1])
 torch.set_num_threads(options.pop("torch_threads"))
+freeze = options.pop("freeze_heap", True)
 settings = ServeSettings(**options)
 service = Service.open(settings)
 try:
-    uvicorn.run(create_app(settings, service=service), host=settings.host, port=settings.port,
+    app = create_app(settings, service=service)
+    if freeze:
+        freeze_heap()
+    uvicorn.run(app, host=settings.host, port=settings.port,
                 workers=1, access_log=False, log_level="warning")
 finally:
     service.close()
@@ -288,12 +294,19 @@ finally:
 
 
 def start_server(
-    settings: ServeSettings, workdir: Path, torch_threads: int, cpus: set[int] | None = None
+    settings: ServeSettings,
+    workdir: Path,
+    torch_threads: int,
+    cpus: set[int] | None = None,
+    *,
+    freeze_heap: bool = True,
 ) -> subprocess.Popen:
-    """Start the service on ``settings`` (its own process, on ``cpus`` when given)."""
+    """Start the service on ``settings`` (its own process, on ``cpus`` when given); with
+    ``freeze_heap=False``, without freezing the start-up objects as `metarec serve` does."""
     options = json.loads(settings.model_dump_json())
     options["token"] = settings.token.get_secret_value()
     options["torch_threads"] = torch_threads
+    options["freeze_heap"] = freeze_heap
     command = [sys.executable, "-c", _SERVE, json.dumps(options)]
     log = (workdir / "server.log").open("w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -372,6 +385,86 @@ async def load(
         **percentiles(latencies),
         "failed": failures,
         "rps": round(len(latencies) / elapsed, 1),
+        "seconds": round(elapsed, 2),
+    }
+
+
+async def open_load(
+    port: int, category: str, users: list[str], rate: float, connections: int, seed: int = 0
+) -> dict:
+    """Open-loop ``GET /recommend``: one request per user at Poisson arrival times of ``rate``
+    per second (seeded), whatever the answers' pace, over a pool of ``connections`` keep-alive
+    connections opened beforehand (as a front end's pool; a request waits for a free one when
+    all are busy). A request's latency runs from its *scheduled* arrival, so a server
+    that falls behind shows it in the percentiles (no coordinated omission: a closed loop of
+    c connections never offers more than c requests at once, and waits when the server does).
+
+    Returns:
+        percentiles, failed, ``offered_rps``, ``rps`` (answered per second, first arrival to
+        last answer), ``late`` (requests that waited for a free connection) and
+        ``max_in_flight``.
+    """
+    # The load generator's own full collections (its imports hold some 300,000 tracked
+    # objects) would stall the schedule and count as the server's latency: frozen first.
+    gc.collect()
+    gc.freeze()
+    cat = quote(category)
+    gaps = np.random.default_rng(seed).exponential(1.0 / rate, len(users))
+    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    latencies: list[float] = []
+    failures = late = in_flight = max_in_flight = 0
+
+    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return reader, writer
+
+    for _ in range(connections):
+        pool.put_nowait(await connect())
+
+    async def one(user: str, due: float) -> None:
+        nonlocal failures, in_flight, max_in_flight, late
+        in_flight += 1
+        max_in_flight = max(max_in_flight, in_flight)
+        late += pool.empty()
+        reader, writer = await pool.get()
+        request = (
+            f"GET /recommend?user_id={quote(user)}&category={cat}&k=10 HTTP/1.1\r\n"
+            "Host: bench\r\n\r\n"
+        ).encode()
+        try:
+            writer.write(request)
+            status = await asyncio.wait_for(read_response(reader), 30)
+        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+            failures += 1
+            writer.close()
+            pool.put_nowait(await connect())
+        else:
+            latencies.append(time.perf_counter() - due)
+            failures += status != 200
+            pool.put_nowait((reader, writer))
+        finally:
+            in_flight -= 1
+
+    started = time.perf_counter()
+    due = started + np.cumsum(gaps)
+    tasks = []
+    for user, at in zip(users, due, strict=True):
+        wait = at - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.ensure_future(one(user, float(at))))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - started
+    while not pool.empty():
+        pool.get_nowait()[1].close()
+    return {
+        **percentiles(latencies),
+        "failed": failures,
+        "offered_rps": round(len(users) / float(due[-1] - started), 1),
+        "rps": round(len(latencies) / elapsed, 1),
+        "late": late,
+        "max_in_flight": max_in_flight,
         "seconds": round(elapsed, 2),
     }
 

@@ -29,6 +29,7 @@ from bench_serve import (
     free_port,
     load,
     mean_batch,
+    open_load,
     prepare_models,
     read_response,
     request_users,
@@ -66,6 +67,18 @@ def main() -> None:
         default="mlp",
         help="the served model: the MLP meta-learner (model A) or metarec-ridge",
     )
+    parser.add_argument(
+        "--open-rates",
+        default="",
+        help="also offer open-loop Poisson load at these rates (req/s, comma-separated), "
+        "--requests each, latency from each request's scheduled arrival",
+    )
+    parser.add_argument("--open-connections", type=int, default=64)
+    parser.add_argument(
+        "--no-freeze-heap",
+        action="store_true",
+        help="serve without freezing the start-up objects (serving/process.py), to compare",
+    )
     args = parser.parse_args()
 
     workdir = args.workdir
@@ -83,7 +96,7 @@ def main() -> None:
     settings = ServeSettings(
         model_dir=served, store_path=store, token=TOKEN, port=port, max_in_flight=1024
     )
-    process = start_server(settings, workdir, 1, server_cpus)
+    process = start_server(settings, workdir, 1, server_cpus, freeze_heap=not args.no_freeze_heap)
     try:
         names = request_users(users, args.requests, seed=3)
         asyncio.run(load(port, args.category, names[:200], 4, 30))  # warm-up
@@ -91,6 +104,13 @@ def main() -> None:
         measured = asyncio.run(load(port, args.category, names, args.concurrency, 120))
         batch = mean_batch(port)
         sizes = batch_sizes(port)
+        opened = {}
+        for rate in [float(r) for r in args.open_rates.split(",") if r]:
+            names = request_users(users, args.requests, seed=int(rate))
+            opened[f"{rate:g}"] = asyncio.run(
+                open_load(port, args.category, names, rate, args.open_connections)
+            )
+            print(f"open loop, {rate:g} req/s offered: {opened[f'{rate:g}']}", flush=True)
     finally:
         stop_server(process)
     print(f"/health/live: {live_rps} req/s", flush=True)
@@ -103,6 +123,7 @@ def main() -> None:
         "failed": measured["failed"],
         "mean_batch": batch,
         "calls_by_batch_size": sizes,
+        "open_loop": opened,
     }
     print(json.dumps(summary))
 

@@ -111,6 +111,13 @@ def test_launch_adapt_recommend_through_a_real_server(
         assert [i["score"] for i in adapted["items"]] != [i["score"] for i in zero_shot["items"]]
         metrics = http.get("/metrics").text
         assert 'metarec_adaptations_total{outcome="done"} 1.0' in metrics
+        # `metarec serve` froze its start-up objects (serving/process.py): tens of thousands
+        frozen = next(
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("metarec_gc_frozen_objects ")
+        )
+        assert frozen > 10_000
     assert process.returncode == 0  # a clean stop after SIGINT
 
 

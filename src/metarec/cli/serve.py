@@ -59,6 +59,7 @@ def serve(
 
     from metarec.errors import ConfigError
     from metarec.serving.app import create_app
+    from metarec.serving.process import freeze_heap
     from metarec.serving.service import Service
     from metarec.serving.settings import ServeSettings
 
@@ -100,8 +101,10 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+        app = create_app(settings, service=service, runs_dir=runs)
+        freeze_heap()  # the start-up objects out of the collector's full passes
         uvicorn.run(
-            create_app(settings, service=service, runs_dir=runs),
+            app,
             host=host,
             port=port,
             workers=1,

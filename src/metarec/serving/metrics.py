@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
@@ -63,6 +65,12 @@ class ServiceMetrics:
             "metarec_busy_rejections", "requests answered 503", ["reason"], registry=r
         )
         self.queue_depth = Gauge("metarec_queue_depth", "background jobs waiting", registry=r)
+        self.gc_frozen = Gauge(
+            "metarec_gc_frozen_objects",
+            "objects exempt from the garbage collector's full passes (frozen at start-up)",
+            registry=r,
+        )
+        self.gc_frozen.set_function(gc.get_freeze_count)
         self.data_version = Gauge(
             "metarec_data_version", "snapshot of the store served", registry=r
         )
