@@ -64,11 +64,14 @@ class AttributeLayout:
 
     Attributes:
         dense_columns: (c,) the attribute columns nonzero for at least a quarter of the items.
+        dense: (n, c) their values, contiguous: a short list's rows are one row gather (a
+            gather of ``x[items][:, columns]`` took 73 of 350 us at 8 x 300 items of 1e5).
         column, value: (n, w) each item's nonzeros in the other attribute columns, padded.
         square_norm: (n,) each item's ``|x|^2``.
     """
 
     dense_columns: Tensor
+    dense: Tensor
     column: Tensor
     value: Tensor
     square_norm: Tensor
@@ -132,6 +135,7 @@ def attribute_layout(x: Tensor) -> AttributeLayout:
     )
     return AttributeLayout(
         dense_columns=torch.from_numpy(np.flatnonzero(dense)),
+        dense=torch.from_numpy(np.ascontiguousarray(table[:, dense])),
         column=padded_column,
         value=padded_value,
         square_norm=torch.from_numpy(np.einsum("ij,ij->i", table, table)),
@@ -153,7 +157,7 @@ def short_list_rows(
     cf = state.item_cf(items)  # (u, r) the mean supporter profile
     return ItemRows(
         dense_columns=torch.cat([layout.dense_columns, torch.arange(d, d + cf.shape[1])]),
-        dense=torch.cat([category.item_x[items[:, None], layout.dense_columns], cf], dim=1),
+        dense=torch.cat([layout.dense[items], cf], dim=1),
         column=layout.column[items],
         value=layout.value[items],
         norm=(layout.square_norm[items] + cf.square().sum(dim=1)).sqrt().clamp_min(EPS),

@@ -219,10 +219,8 @@ def _retrieve_group(
             index.supported,
             asinh(layer.cf_unit @ index.supported_unit_sum.T).mul_(affinity[:, None]),
         )
-        rows = torch.repeat_interleave(
-            torch.arange(b), torch.tensor([len(user.seen) for user in users])
-        )
-        approx[rows, torch.cat([user.seen for user in users])] = -torch.inf
+        rows = np.repeat(np.arange(b), [len(user.seen) for user in users])
+        approx.numpy()[rows, np.concatenate([user.seen.numpy() for user in users])] = -np.inf
         candidates = top_k_positions(approx, size)  # (b, size)
         # the exact re-rank: the batch's distinct candidates cut once, each user's list
         # pointing into them (most users share the category's top items)
