@@ -126,17 +126,18 @@ def test_attribute_layout_is_the_same_in_chunks(monkeypatch: pytest.MonkeyPatch)
     whole = attribute_layout(x)
     monkeypatch.setattr("metarec.ranking.short_lists.CHUNK_ROWS", 7)
     chunked = attribute_layout(x)
-    for name in ("dense_columns", "column", "value", "square_norm"):
+    for name in ("dense_columns", "dense", "column", "value", "square_norm"):
         assert torch.equal(getattr(whole, name), getattr(chunked, name)), name
     share = (x != 0).float().mean(dim=0)  # dense: nonzero for at least a quarter
     assert whole.dense_columns.tolist() == torch.nonzero(share >= 0.25).squeeze(1).tolist()
     assert 3 in whole.dense_columns.tolist() and len(whole.dense_columns) < 12
-    # each item's nonzero attributes, and nothing else, are in its padded row
+    # each item's nonzero attributes, and nothing else, are in its padded row or dense table
     rebuilt = torch.zeros_like(x).scatter_add_(1, whole.column, whole.value)
-    rebuilt[:, whole.dense_columns] = x[:, whole.dense_columns]
-    assert torch.equal(rebuilt, x)
+    rebuilt[:, whole.dense_columns] = whole.dense
+    assert torch.equal(rebuilt, x) and whole.dense.is_contiguous()
     empty = attribute_layout(torch.zeros(0, 12))
     assert empty.column.shape == (0, 0) and empty.square_norm.shape == (0,)
+    assert empty.dense.shape == (0, 12)
 
 
 def test_queries_equal_the_linear_form_times_the_gradient() -> None:
