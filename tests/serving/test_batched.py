@@ -81,6 +81,19 @@ def test_twin_gives_the_reference_lists(
         assert positions.tolist() == ref_positions.tolist()
         torch.testing.assert_close(scores, ref_scores, rtol=1e-5, atol=1e-6)
         assert not set(positions.tolist()) & set(user.seen.tolist())
+        # a lone user (the service's groups of one) through the batched pass: the same list
+        ((alone, alone_scores),) = retrieve_top_k_many(
+            ranker.params,
+            ranker.category,
+            ranker.state,
+            view.index,
+            projection,
+            [user],
+            [k],
+            short_list=SMALL.short_list,
+        )
+        assert alone.tolist() == ref_positions.tolist()
+        torch.testing.assert_close(alone_scores, ref_scores, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("retrieval", [SMALL, RetrievalSettings()])
