@@ -17,14 +17,16 @@ duration cap; it stops by itself, in about 5 minutes on 2 cores):
    spends as little CPU as possible): every size with micro-batching off (``max_batch=1``), then
    on, in the same run, so the ratio is measured under the same machine load; then, batched,
    ``POST /events`` batches of ``--events-batch`` new events, and the 1e5 run again while the
-   model is hot-swapped 20 times (B, A, B, ...). Any non-200 answer (swaps included) or broken
+   model is hot-swapped 20 times (B, A, B, ...); before those, batched, open-loop load on the
+   1e5 category at each of ``--open-rates`` (Poisson arrivals, latency from each request's
+   scheduled arrival: :func:`open_load`). Any non-200 answer (swaps included) or broken
    connection is a failure.
 
 The last line printed is one JSON object::
 
     {"failed_requests": n, "swaps": s, "http_p99_ms": {"1e4": a, ...} (batched),
      "inproc_p99_ms": {...}, "rps_1e5": r, "rps_1e5_unbatched": u, "batching_ratio": r / u,
-     "events_per_s": e, "events_p99_ms": p}
+     "events_per_s": e, "events_p99_ms": p, "open_loop": {"1500": {"p99_ms": .., "rps": ..}}}
 
 Usage::
 
@@ -584,6 +586,7 @@ class HttpRun:
     events_batch: int
     events_concurrency: int
     pin: bool
+    open_rates: tuple[float, ...] = ()
 
 
 def over_http(settings: ServeSettings, workdir: Path, run: HttpRun) -> tuple[dict, list[dict]]:
@@ -614,6 +617,7 @@ def over_http(settings: ServeSettings, workdir: Path, run: HttpRun) -> tuple[dic
             if mode == "batched":
                 results["mean_batch"] = mean_batch(settings.port)
                 print(f"requests per ranking call: {results['mean_batch']}", flush=True)
+                results["open_loop"] = open_runs(settings.port, users, run)
             if mode == "batched":
                 results["events"] = events_run(settings.port, users, run)
                 swapped = swaps_run(settings, workdir, users, run, results)
@@ -650,6 +654,17 @@ def batch_sizes(port: int) -> dict[str, int]:
             name = str(low) if low >= bound else f"{low}-{bound:g}"
             out[name] = count - below
         below, previous = count, bound
+    return out
+
+
+def open_runs(port: int, users: list[str], run: HttpRun) -> dict[str, dict]:
+    """Open-loop load on the middle catalogue at each of ``run.open_rates``."""
+    n = 100_000 if 100_000 in run.sizes else run.sizes[len(run.sizes) // 2]
+    out = {}
+    for rate in run.open_rates:
+        names = request_users(np.array(users), run.requests[n], seed=n + 3)
+        out[f"{rate:g}"] = asyncio.run(open_load(port, category_of(n), names, rate, 64))
+        print(f"http open loop {label(n)}, {rate:g} req/s: {out[f'{rate:g}']}", flush=True)
     return out
 
 
@@ -723,6 +738,11 @@ def main() -> None:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin the server and the load generator"
     )
+    parser.add_argument(
+        "--open-rates",
+        default="1500",
+        help="open-loop rates (req/s, comma-separated; empty: none) offered to the 1e5 category",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.torch_threads)  # as the server does (metarec serve)
@@ -758,6 +778,7 @@ def main() -> None:
         events_batch=args.events_batch,
         events_concurrency=args.events_concurrency,
         pin=not args.no_pin,
+        open_rates=tuple(float(r) for r in args.open_rates.split(",") if r),
     )
     http, swapped = over_http(settings, workdir, run)
 
@@ -788,12 +809,18 @@ def main() -> None:
         f"({events['batches_per_s']} batches/s, p50 / p99 {events['p50_ms']} / "
         f"{events['p99_ms']} ms, {args.events_concurrency} connections)"
     )
+    for rate, measured in http["open_loop"].items():
+        print(
+            f"open loop at {rate} req/s offered: {measured['rps']} answered, p50 / p95 / p99 "
+            f"{measured['p50_ms']} / {measured['p95_ms']} / {measured['p99_ms']} ms"
+        )
     swap_seconds = [round(s["seconds"], 2) for s in swapped]
     print(f"swaps: statuses {[s['status'] for s in swapped]}, seconds {swap_seconds}")
     failed = (
         sum(r["failed"] for mode in ("unbatched", "batched") for r in http[mode].values())
         + during["failed"]
         + events["failed"]
+        + sum(r["failed"] for r in http["open_loop"].values())
         + sum(s["status"] != 200 for s in swapped)
     )
     mid = "1e5" if "1e5" in http["batched"] else label(sizes[len(sizes) // 2])
@@ -808,6 +835,9 @@ def main() -> None:
         "mean_batch": http["mean_batch"],
         "events_per_s": events["events_per_s"],
         "events_p99_ms": events["p99_ms"],
+        "open_loop": {
+            rate: {"p99_ms": r["p99_ms"], "rps": r["rps"]} for rate, r in http["open_loop"].items()
+        },
     }
     print(json.dumps(summary))
 
