@@ -361,17 +361,10 @@ async def load(
             for user in queue:
                 if time.monotonic() > deadline:
                     return
-                request = (
-                    f"GET /recommend?user_id={quote(user)}&category={cat}&k=10 HTTP/1.1\r\n"
-                    "Host: bench\r\n\r\n"
-                ).encode()
                 started = time.perf_counter()
-                try:
-                    writer.write(request)
-                    status = await asyncio.wait_for(read_response(reader), 30)
-                except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                status = await ask(reader, writer, user, cat)
+                if status is None:
                     failures += 1
-                    writer.close()
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
                     continue
                 latencies.append(time.perf_counter() - started)
@@ -430,23 +423,15 @@ async def open_load(
         max_in_flight = max(max_in_flight, in_flight)
         late += pool.empty()
         reader, writer = await pool.get()
-        request = (
-            f"GET /recommend?user_id={quote(user)}&category={cat}&k=10 HTTP/1.1\r\n"
-            "Host: bench\r\n\r\n"
-        ).encode()
-        try:
-            writer.write(request)
-            status = await asyncio.wait_for(read_response(reader), 30)
-        except (TimeoutError, OSError, asyncio.IncompleteReadError):
+        status = await ask(reader, writer, user, cat)
+        if status is None:
             failures += 1
-            writer.close()
             pool.put_nowait(await connect())
         else:
             latencies.append(time.perf_counter() - due)
             failures += status != 200
             pool.put_nowait((reader, writer))
-        finally:
-            in_flight -= 1
+        in_flight -= 1
 
     started = time.perf_counter()
     due = started + np.cumsum(gaps)
@@ -540,6 +525,27 @@ def _while_alive(users: list[str], thread: threading.Thread) -> Iterator[str]:
 
 def load_average() -> str:
     return "load average {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
+
+
+async def ask(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str, category: str
+) -> int | None:
+    """One ``GET /recommend`` (k = 10) on a keep-alive connection: the answer's status, or
+    None when the connection broke or the answer took over 30 s (the connection is closed).
+
+    Args:
+        category: URL-quoted.
+    """
+    request = (
+        f"GET /recommend?user_id={quote(user)}&category={category}&k=10 HTTP/1.1\r\n"
+        "Host: bench\r\n\r\n"
+    ).encode()
+    try:
+        writer.write(request)
+        return await asyncio.wait_for(read_response(reader), 30)
+    except (TimeoutError, OSError, asyncio.IncompleteReadError):
+        writer.close()
+        return None
 
 
 async def read_response(reader: asyncio.StreamReader) -> int:
