@@ -12,8 +12,8 @@ def freeze_heap() -> int:
     about 290,000 objects the collector tracks, nearly all for the process's whole life.
     Python's full collection walks every one of them with the GIL held, while no request is
     answered: on the serving benchmark the first one after start-up came some 20 s into the
-    load and took 76 and 88 ms (two runs), enough for an open-loop p99 of 80 to 96 ms at 1,200
-    req/s, against 20 to 21 ms frozen (docs/SERVING.md). Frozen (``gc.freeze``, after one
+    load and took 76 and 88 ms (two runs): an open-loop p99 of 56 to 96 ms at 1,200 req/s in
+    five runs, against 17.5 to 25.7 ms frozen (docs/SERVING.md). Frozen (``gc.freeze``, after one
     collection) they are never walked again. Objects made later (new snapshots, requests) are
     collected as before, and every object is still freed when its last reference goes; what
     freezing gives up is reclaiming reference cycles among the frozen objects that later become
