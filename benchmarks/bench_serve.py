@@ -622,7 +622,12 @@ def over_http(settings: ServeSettings, workdir: Path, run: HttpRun) -> tuple[dic
                 print(f"http {mode} {label(n)}: {measured} {load_average()}", flush=True)
             if mode == "batched":
                 results["mean_batch"] = mean_batch(settings.port)
-                print(f"requests per ranking call: {results['mean_batch']}", flush=True)
+                results["calls_by_batch_size"] = batch_sizes(settings.port)
+                print(
+                    f"requests per ranking call: {results['mean_batch']} (calls by requests "
+                    f"per call: {results['calls_by_batch_size']})",
+                    flush=True,
+                )
                 results["open_loop"] = open_runs(settings.port, users, run)
             if mode == "batched":
                 results["events"] = events_run(settings.port, users, run)
@@ -839,6 +844,7 @@ def main() -> None:
         f"rps_{mid}_unbatched": http["unbatched"][mid]["rps"],
         "batching_ratio": round(http["batched"][mid]["rps"] / http["unbatched"][mid]["rps"], 2),
         "mean_batch": http["mean_batch"],
+        "calls_by_batch_size": http["calls_by_batch_size"],
         "events_per_s": events["events_per_s"],
         "events_p99_ms": events["p99_ms"],
         "open_loop": {
