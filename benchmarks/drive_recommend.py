@@ -7,9 +7,13 @@ A narrower probe than ``bench_serve.py``: one server (micro-batching on, as serv
 category, ``/health/live`` first (the HTTP stack alone), then ``--requests`` recommendations
 over ``--concurrency`` keep-alive connections from the other core. A small category makes the
 ranking cheap, so the request's HTTP and event-loop cost shows; the 1e5-item benchmark
-category (the default) shows the ranking. Uses ``bench_serve.py``'s data, models and server
-start (it prepares them in ``--workdir`` when missing). The last line is a JSON summary, so
-``benchmarks/against.sh`` can compare two revisions.
+category (the default) shows the ranking. It prints the ranking calls by requests per call
+(how the micro-batcher grouped the closed loop), and with ``--open-rates R1,R2`` then offers
+open-loop Poisson load at each rate (``bench_serve.open_load``: latency from each request's
+scheduled arrival). ``--no-freeze-heap`` serves without freezing the start-up objects. Uses
+``bench_serve.py``'s data, models and server start (it prepares them in ``--workdir`` when
+missing). The last line is a JSON summary, so ``benchmarks/against.sh`` can compare two
+revisions.
 """
 
 from __future__ import annotations
