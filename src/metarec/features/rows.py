@@ -24,6 +24,10 @@ from __future__ import annotations
 
 import torch
 
+COSINE_EPS = 1e-6
+"""The eps of the rows' cosine similarities: the folded first layer and the service's short lists
+clamp item norms with the same value, so their cosines equal these."""
+
 SCALARS = (
     "log_pop",  # log1p(support count of the item)
     "pop_share",  # support count / the category's largest
@@ -80,8 +84,8 @@ def pair_features(
         torch.broadcast_tensors(
             torch.log1p(pop),
             pop / pop_max.clamp_min(1.0),
-            torch.nn.functional.cosine_similarity(profile, item_x, dim=-1, eps=1e-6),
-            torch.nn.functional.cosine_similarity(support_profile, item_x, dim=-1, eps=1e-6),
+            torch.nn.functional.cosine_similarity(profile, item_x, dim=-1, eps=COSINE_EPS),
+            torch.nn.functional.cosine_similarity(support_profile, item_x, dim=-1, eps=COSINE_EPS),
             torch.log1p(n_other),
             torch.log1p(n_support),
             torch.asinh(affinity),  # log-like for sums of hundreds, linear near 0, signed

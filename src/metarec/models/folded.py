@@ -24,10 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from metarec.errors import ArtifactError
-from metarec.features.rows import SCALARS, input_dim, unit_rows
+from metarec.features.rows import COSINE_EPS, SCALARS, input_dim, unit_rows
 from metarec.models.scorer import Params, layer_count
 
-_EPS = 1e-6  # the eps of pair_features' cosine similarities
 _COLUMN = {name: i for i, name in enumerate(SCALARS)}
 
 
@@ -107,7 +106,7 @@ class FoldedLayer:
         """(b, n, h) first-layer pre-activations of every (user, item) pair."""
         z = items.z
         h1 = torch.einsum("bhd,nd->bnh", self.item, z)
-        z_unit = z / z.norm(dim=1).clamp_min(_EPS)[:, None]
+        z_unit = z / z.norm(dim=1).clamp_min(COSINE_EPS)[:, None]
         cos_p = self.unit_profile @ z_unit.T  # (b, n)
         cos_s = self.unit_support @ z_unit.T
         item_terms = torch.outer(torch.log1p(items.pop), self.column("log_pop")) + torch.outer(
@@ -148,7 +147,7 @@ class FoldedLayer:
         b = self.item.shape[0]
         z = items.z.view(b, -1, items.z.shape[1])  # (b, s, D)
         h1 = torch.bmm(z, self.item.transpose(1, 2))  # (b, s, h)
-        z_unit = z / z.norm(dim=2).clamp_min(_EPS)[..., None]
+        z_unit = z / z.norm(dim=2).clamp_min(COSINE_EPS)[..., None]
         cos_p = torch.bmm(z_unit, self.unit_profile[:, :, None])[..., 0]  # (b, s)
         cos_s = torch.bmm(z_unit, self.unit_support[:, :, None])[..., 0]
         unit_sum = items.unit_sum.view(b, -1, items.unit_sum.shape[1])  # (b, s, r)
@@ -187,7 +186,7 @@ def linear_features(items: ItemSide) -> Tensor:
     """(n, 2D + 2) ``[z, z / |z|, log1p(pop), pop / pop_max]``: what :meth:`FoldedLayer.as_linear`
     maps."""
     z = items.z
-    unit = z / z.norm(dim=1, keepdim=True).clamp_min(_EPS)
+    unit = z / z.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
     pop = items.pop
     return torch.cat(
         [z, unit, torch.log1p(pop)[:, None], (pop / items.pop_max.clamp_min(1.0))[:, None]], dim=1
@@ -222,8 +221,8 @@ def fold_users(params: Params, users: UserSide) -> FoldedLayer:
     )  # (b, h)
     return FoldedLayer(
         item=item,
-        unit_profile=profile / profile.norm(dim=1).clamp_min(_EPS)[:, None],
-        unit_support=support / support.norm(dim=1).clamp_min(_EPS)[:, None],
+        unit_profile=profile / profile.norm(dim=1).clamp_min(COSINE_EPS)[:, None],
+        unit_support=support / support.norm(dim=1).clamp_min(COSINE_EPS)[:, None],
         scalars=scalars,
         user_terms=user_terms,
         cf_unit=unit_rows(profile[:, d - users.cf_dim :]),

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metarec.features.rows import COSINE_EPS
 from metarec.models.folded import (
     FoldedLayer,
     ItemSide,
@@ -70,7 +71,6 @@ from metarec.models.folded import (
 from metarec.models.scorer import Params
 from metarec.ranking.inputs import UserInputs, item_side
 from metarec.ranking.short_lists import (
-    EPS,
     AttributeLayout,
     ItemRows,
     attribute_layout,
@@ -287,7 +287,7 @@ def _project_items(category: CategoryData, state: SupportState, item_side: Tenso
     for chunk in chunks(category.n_items):
         x = category.item_x[chunk]
         cf = state.item_cf_sum[chunk] / pop[chunk].clamp_min(1.0)[:, None]
-        norm = (x.square().sum(1) + cf.square().sum(1)).sqrt().clamp_min(EPS)
+        norm = (x.square().sum(1) + cf.square().sum(1)).sqrt().clamp_min(COSINE_EPS)
         projected = x @ both[:d_attr] + cf @ both[d_attr:]
         out[:rank, chunk] = (projected[:, :rank] + projected[:, rank:] / norm[:, None]).T
         out[rank, chunk] = torch.log1p(pop[chunk])

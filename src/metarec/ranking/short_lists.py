@@ -16,11 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metarec.features.rows import COSINE_EPS
 from metarec.models.folded import FoldedLayer, ItemSide
 from metarec.tasks import CategoryData, SupportState
 
 CHUNK_ROWS = 65_536  # items per chunk over a category: bounds the temporary memory
-EPS = 1e-6  # the eps of pair_features' cosine similarities
 # A column of the items' representations is multiplied densely when at least this share of the
 # items has it nonzero, and as a sparse column otherwise (one-hot attributes: 2.6% on average).
 DENSE_COLUMN = 0.25
@@ -104,7 +104,7 @@ def item_rows(items: ItemSide) -> ItemRows:
         dense=z[:, columns],
         column=column,
         value=value,
-        norm=z.norm(dim=1).clamp_min(EPS),
+        norm=z.norm(dim=1).clamp_min(COSINE_EPS),
         pop=items.pop,
         pop_max=items.pop_max,
         unit_sum=items.unit_sum,
@@ -160,7 +160,7 @@ def short_list_rows(
         dense=torch.cat([layout.dense[items], cf], dim=1),
         column=layout.column[items],
         value=layout.value[items],
-        norm=(layout.square_norm[items] + cf.square().sum(dim=1)).sqrt().clamp_min(EPS),
+        norm=(layout.square_norm[items] + cf.square().sum(dim=1)).sqrt().clamp_min(COSINE_EPS),
         pop=state.pop[items],
         pop_max=state.pop_max,
         unit_sum=state.item_unit_sum[items],
