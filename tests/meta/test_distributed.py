@@ -3,9 +3,11 @@ train every algorithm to the parameters one process reaches."""
 
 from __future__ import annotations
 
+import faulthandler
 import math
 import os
 import socket
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -145,6 +147,7 @@ def test_joining_without_the_torchrun_environment_is_a_config_error(
 
 def _rank_main(rank: int, size: int, port: int, out: str) -> None:
     """One rank of the spawned run: every algorithm, then the params to a file per rank."""
+    faulthandler.enable(all_threads=True)  # a rank that aborts shows where, in the test's log
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
@@ -176,6 +179,12 @@ def _rank_main(rank: int, size: int, port: int, out: str) -> None:
             result[f"{name}/losses"] = torch.tensor([r["loss"] for r in history])
         result["validate_calls"] = torch.tensor(calls["n"])
     safetensors.torch.save_file(result, str(Path(out) / f"rank{rank}.safetensors"))
+    # The result is on disk: leave without the interpreter's finalization, where PyTorch's own
+    # threads can race the teardown and abort a process whose work is done (pytorch issue
+    # 190489; CI saw "terminate called without an active exception" once). A rank that fails
+    # before this line still fails the test, and faulthandler shows where.
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _free_port() -> int:
