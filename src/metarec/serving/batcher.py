@@ -9,6 +9,12 @@ or ``max_batch`` requests are waiting. While a call of the category runs, its ne
 for that call instead of a timer and is ranked as soon as it returns: so the busier the
 category, the larger its groups (a closed loop of 8 connections made groups of 2.6 on average
 with the timer alone), and one core is not shared by two calls of the same category.
+A group is also ranked, without waiting out its timer, once it is as large as the category's
+last group. A closed loop of c clients otherwise settles in two alternating groups (7 and 1 of
+8) and pays two calls' fixed cost per cycle, so when a call returns, the requests that waited
+for it wait up to ``wait_seconds`` more for the clients it answered to come back and join them
+(docs/SERVING.md, "One group per cycle"); a category whose traffic thins out learns the smaller
+size from the group its timer sends.
 ``max_batch=1`` turns batching off (each request is ranked alone, as before). Each request gets
 its own answer or its own error; an error of the whole call (an unknown category) reaches every
 request of the group; a request whose client hung up is dropped from the answers, not from the
@@ -54,6 +60,7 @@ class RecommendBatcher(Generic[R]):
         self.wait_seconds = wait_seconds
         self._pending: dict[str, Pending] = {}
         self._busy: dict[str, int] = {}  # calls running per category
+        self._target: dict[str, int] = {}  # the group size that is ranked without waiting
         self._running: set[asyncio.Task[None]] = set()  # strong references until done
 
     async def recommend(self, category: str, user_id: str, k: int) -> R:
@@ -68,11 +75,11 @@ class RecommendBatcher(Generic[R]):
         group.append((user_id, k, future))
         if len(group) >= self.max_batch:
             self._flush(category, group)
-        elif len(group) == 1 and not self._busy.get(category):  # else flushed when that returns
-            if self.wait_seconds > 0:
+        elif not self._busy.get(category):  # else flushed when that call returns
+            if len(group) >= self._target.get(category, 1):
+                loop.call_soon(self._flush, category, group)  # with any of this turn's
+            elif len(group) == 1:
                 loop.call_later(self.wait_seconds, self._flush, category, group)
-            else:
-                loop.call_soon(self._flush, category, group)
         return await future  # type: ignore[return-value]
 
     def _flush(self, category: str, group: Pending) -> None:
@@ -80,19 +87,29 @@ class RecommendBatcher(Generic[R]):
         if self._pending.get(category) is not group:
             return
         del self._pending[category]
+        self._target[category] = min(len(group), self.max_batch)
         self._busy[category] = self._busy.get(category, 0) + 1
         task = asyncio.get_running_loop().create_task(self._run(category, group))
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
-    def _done(self, category: str) -> None:
-        """A call of ``category`` returned: rank the group that waited for it, if any."""
+    def _done(self, category: str, answered: int) -> None:
+        """A call of ``category`` that ranked ``answered`` requests returned: rank the group
+        that waited for it once the answered clients are back in it (or it is full), or when
+        ``wait_seconds`` has passed."""
         self._busy[category] -= 1
         if not self._busy[category]:
             del self._busy[category]
             waiting = self._pending.get(category)
-            if waiting:
+            if not waiting:
+                return
+            self._target[category] = min(len(waiting) + answered, self.max_batch)
+            if len(waiting) >= self._target[category]:
                 self._flush(category, waiting)
+            else:
+                asyncio.get_running_loop().call_later(
+                    self.wait_seconds, self._flush, category, waiting
+                )
 
     async def _run(self, category: str, group: Pending) -> None:
         requests = [(user_id, k) for user_id, k, _ in group]
@@ -106,7 +123,7 @@ class RecommendBatcher(Generic[R]):
                     future.set_exception(exc)
             return
         finally:
-            self._done(category)
+            self._done(category, len(group))
         for (*_, future), answer in zip(group, answers, strict=True):
             if future.done():  # the client hung up
                 continue

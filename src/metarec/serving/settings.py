@@ -45,7 +45,8 @@ class ServeSettings(BaseModel):
             with ``max_body_bytes`` and ``max_in_flight``, what bounds the memory bodies take.
         max_batch: concurrent personalised recommendations of one category ranked in one call
             at most (micro-batching, :mod:`metarec.serving.batcher`); 1 turns it off.
-        batch_wait_seconds: how long the first request of a batch waits for others.
+        batch_wait_seconds: how long a group smaller than the category's last one waits for
+            others (a group as large is ranked at once).
         model_roots: folders a swap may load a model from (the model folder must be inside
             one, symlinks resolved); empty: the served model's parent folder.
     """
