@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Sequence
 
 import anyio
 
@@ -18,7 +19,7 @@ def test_requests_arriving_during_a_call_are_ranked_together_when_it_returns() -
     calls: list[list[str]] = []
     release = threading.Event()
 
-    def rank(category: str, requests: list[tuple[str, int]]) -> list[object]:
+    def rank(category: str, requests: Sequence[tuple[str, int]]) -> list[object]:
         calls.append([user for user, _ in requests])
         if len(calls) == 1:
             release.wait(timeout=30)  # the first call runs until the others have arrived
@@ -43,10 +44,12 @@ def test_requests_arriving_during_a_call_are_ranked_together_when_it_returns() -
     assert sorted(calls, key=len) == [["u0"], ["v"], ["u1", "u2", "u3"]]
 
 
-def _blocking_rank(calls: list[list[str]], release: threading.Event):
+def _blocking_rank(
+    calls: list[list[str]], release: threading.Event
+) -> Callable[[str, Sequence[tuple[str, int]]], list[object]]:
     """A rank whose first call runs until ``release`` is set."""
 
-    def rank(category: str, requests: list[tuple[str, int]]) -> list[object]:
+    def rank(category: str, requests: Sequence[tuple[str, int]]) -> list[object]:
         calls.append([user for user, _ in requests])
         if len(calls) == 1:
             release.wait(timeout=30)
@@ -110,3 +113,42 @@ def test_a_group_nobody_joins_goes_when_its_wait_ends_and_the_next_does_not_wait
     assert calls == [["u0", "u1", "u2"], ["u3"], ["u4"]]
     assert waited >= 0.15
     assert next_wait < 0.15  # ranked at once: the last group was of one
+
+
+def test_after_a_wait_in_vain_the_next_groups_are_ranked_at_once() -> None:
+    # Open traffic: the clients a call answered do not come back at once, so waiting for them
+    # only delays the group. After one such wait the next returns rank their group at once.
+    calls: list[list[str]] = []
+    gates = {"u0": threading.Event(), "b0": threading.Event()}
+
+    def rank(category: str, requests: Sequence[tuple[str, int]]) -> list[object]:
+        calls.append([user for user, _ in requests])
+        gate = gates.get(requests[0][0])
+        if gate is not None:
+            gate.wait(timeout=30)
+        return [f"{category}:{user}" for user, _ in requests]
+
+    async def during_a_call(
+        batcher: RecommendBatcher[object], first: list[str], then: str, gate: threading.Event
+    ) -> float:
+        runs = [asyncio.ensure_future(batcher.recommend("a", user, 1)) for user in first]
+        while calls[-1:] != [first]:
+            await asyncio.sleep(0.001)
+        waiting = asyncio.ensure_future(batcher.recommend("a", then, 1))
+        await asyncio.sleep(0.02)
+        gate.set()
+        await asyncio.gather(*runs)
+        started = time.perf_counter()
+        await waiting
+        return time.perf_counter() - started
+
+    async def main() -> tuple[float, float]:
+        batcher = RecommendBatcher(rank, anyio.CapacityLimiter(2), max_batch=8, wait_seconds=0.2)
+        in_vain = await during_a_call(batcher, ["u0", "u1", "u2"], "u3", gates["u0"])
+        at_once = await during_a_call(batcher, ["b0", "b1", "b2"], "x0", gates["b0"])
+        return in_vain, at_once
+
+    in_vain, at_once = asyncio.run(main())
+    assert calls == [["u0", "u1", "u2"], ["u3"], ["b0", "b1", "b2"], ["x0"]]
+    assert in_vain >= 0.15  # waited for u0..u2 to come back; they did not
+    assert at_once < 0.15  # so x0 did not wait for b0..b2

@@ -30,6 +30,9 @@ from typing import Generic, TypeVar
 import anyio
 
 R = TypeVar("R")
+# After a wait in which fewer than half the answered clients came back, this many returns rank
+# their group at once: open traffic pays the wait on one call in nine at most.
+_SKIPS_AFTER_A_VAIN_WAIT = 8
 Pending = list[tuple[str, int, "asyncio.Future[object]"]]
 
 
@@ -61,6 +64,7 @@ class RecommendBatcher(Generic[R]):
         self._pending: dict[str, Pending] = {}
         self._busy: dict[str, int] = {}  # calls running per category
         self._target: dict[str, int] = {}  # the group size that is ranked without waiting
+        self._skips: dict[str, int] = {}  # returns left to rank at once after a wait in vain
         self._running: set[asyncio.Task[None]] = set()  # strong references until done
 
     async def recommend(self, category: str, user_id: str, k: int) -> R:
@@ -104,12 +108,25 @@ class RecommendBatcher(Generic[R]):
             if not waiting:
                 return
             self._target[category] = min(len(waiting) + answered, self.max_batch)
-            if len(waiting) >= self._target[category]:
+            skips = self._skips.pop(category, 0)
+            if len(waiting) >= self._target[category] or skips:
+                if skips > 1:
+                    self._skips[category] = skips - 1
                 self._flush(category, waiting)
             else:
                 asyncio.get_running_loop().call_later(
-                    self.wait_seconds, self._flush, category, waiting
+                    self.wait_seconds, self._waited, category, waiting, len(waiting), answered
                 )
+
+    def _waited(self, category: str, group: Pending, before: int, answered: int) -> None:
+        """The wait after a call ended before the ``answered`` clients were all back: rank
+        ``group``. If fewer than half came (open traffic, not a closed loop with a slow
+        client), rank the next few groups that wait for a call at once, then try again."""
+        if self._pending.get(category) is not group:
+            return
+        if 2 * (len(group) - before) < answered:
+            self._skips[category] = _SKIPS_AFTER_A_VAIN_WAIT
+        self._flush(category, group)
 
     async def _run(self, category: str, group: Pending) -> None:
         requests = [(user_id, k) for user_id, k, _ in group]
