@@ -6,15 +6,16 @@ a worker thread), so ranking b users of a category together costs little more th
 first request of a category opens a group, requests of that category arriving within
 ``wait_seconds`` join it, and the group is ranked in one worker-thread call when the wait ends
 or ``max_batch`` requests are waiting. While a call of the category runs, its next group waits
-for that call instead of a timer and is ranked as soon as it returns: so the busier the
+for that call instead of a timer and is ranked when it returns (see below): so the busier the
 category, the larger its groups (a closed loop of 8 connections made groups of 2.6 on average
 with the timer alone), and one core is not shared by two calls of the same category.
 A group is also ranked, without waiting out its timer, once it is as large as the category's
 last group. A closed loop of c clients otherwise settles in two alternating groups (7 and 1 of
 8) and pays two calls' fixed cost per cycle, so when a call returns, the requests that waited
 for it wait up to ``wait_seconds`` more for the clients it answered to come back and join them
-(docs/SERVING.md, "One group per cycle"); a category whose traffic thins out learns the smaller
-size from the group its timer sends.
+(docs/SERVING.md, "One group per cycle"); open traffic's clients do not come back, so after a
+wait in vain the next few groups go at once. A category whose traffic thins out learns the
+smaller size from the group its timer sends.
 ``max_batch=1`` turns batching off (each request is ranked alone, as before). Each request gets
 its own answer or its own error; an error of the whole call (an unknown category) reaches every
 request of the group; a request whose client hung up is dropped from the answers, not from the
