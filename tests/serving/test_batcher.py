@@ -146,3 +146,25 @@ def test_after_a_wait_in_vain_the_next_groups_are_ranked_at_once() -> None:
     assert calls == [["u0", "u1", "u2"], ["u3"], ["b0", "b1", "b2"], ["x0"]]
     assert in_vain >= 0.5  # waited for u0..u2 to come back; they did not
     assert at_once < 0.5  # so x0 did not wait for b0..b2
+
+
+def test_categories_the_call_refuses_leave_nothing_behind() -> None:
+    # Made-up category names reach the batcher (the call is what knows the catalogue): the
+    # sizes it learns per category must not grow with them.
+    def rank(category: str, requests: Sequence[tuple[str, int]]) -> list[object]:
+        if category.startswith("made-up"):
+            raise KeyError(category)
+        return [f"{category}:{user}" for user, _ in requests]
+
+    async def main() -> RecommendBatcher[object]:
+        batcher = RecommendBatcher(rank, anyio.CapacityLimiter(2), max_batch=8, wait_seconds=1)
+        for n in range(200):
+            requests = [batcher.recommend(f"made-up {n}", f"u{i}", 1) for i in range(3)]
+            outcomes = await asyncio.gather(*requests, return_exceptions=True)
+            assert all(isinstance(outcome, KeyError) for outcome in outcomes)
+        assert await batcher.recommend("a", "u0", 1) == "a:u0"
+        return batcher
+
+    batcher = asyncio.run(main())
+    assert set(batcher._target) == {"a"} and not batcher._skips
+    assert not batcher._pending and not batcher._busy

@@ -136,12 +136,20 @@ class RecommendBatcher(Generic[R]):
                 self._rank, category, requests, limiter=self._limiter
             )
         except Exception as exc:  # the whole group: each request raises it
+            self._done(category, 0)  # no wait: its clients got an error, not a list
+            if category not in self._busy and category not in self._pending:
+                # nothing kept for a category the call refused (an unknown name): made-up
+                # names cannot grow the batcher's tables
+                self._target.pop(category, None)
+                self._skips.pop(category, None)
             for *_, future in group:
                 if not future.done():
                     future.set_exception(exc)
             return
-        finally:
-            self._done(category, len(group))
+        except BaseException:  # cancelled: still release the category
+            self._done(category, 0)
+            raise
+        self._done(category, len(group))
         for (*_, future), answer in zip(group, answers, strict=True):
             if future.done():  # the client hung up
                 continue
