@@ -79,6 +79,12 @@ def main() -> None:
     )
     parser.add_argument("--open-connections", type=int, default=64)
     parser.add_argument(
+        "--batch-wait-seconds",
+        type=float,
+        default=ServeSettings.model_fields["batch_wait_seconds"].default,
+        help="the server's batch_wait_seconds (default: the service's default)",
+    )
+    parser.add_argument(
         "--no-freeze-heap",
         action="store_true",
         help="serve without freezing the start-up objects (serving/process.py), to compare",
@@ -98,7 +104,12 @@ def main() -> None:
         os.sched_setaffinity(0, set(cpus[1:]))
     port = free_port()
     settings = ServeSettings(
-        model_dir=served, store_path=store, token=TOKEN, port=port, max_in_flight=1024
+        model_dir=served,
+        store_path=store,
+        token=TOKEN,
+        port=port,
+        max_in_flight=1024,
+        batch_wait_seconds=args.batch_wait_seconds,
     )
     process = start_server(settings, workdir, 1, server_cpus, freeze_heap=not args.no_freeze_heap)
     try:

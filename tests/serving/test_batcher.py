@@ -102,6 +102,39 @@ def test_a_small_group_waits_for_the_answered_clients_to_come_back() -> None:
     assert waited < 2.5  # ranked when the group was whole, not when the 5 s timer ran out
 
 
+def test_the_wait_for_the_answered_clients_starts_once_their_answers_are_written() -> None:
+    # Writing the answers of a large group takes the event loop a while (about 0.5 ms for 7 at
+    # 1e5 items); a wait counted from the call's return ran out before the clients could come
+    # back, so the lone request went alone. Here each answer holds the loop 0.4 s, three of
+    # them more than the 1 s wait, and the clients come back 0.05 s after.
+    calls: list[list[str]] = []
+    gates = {"u0": threading.Event()}
+
+    async def main() -> list[object]:
+        batcher = RecommendBatcher(
+            _gated_rank(calls, gates), anyio.CapacityLimiter(2), max_batch=8, wait_seconds=1.0
+        )
+
+        async def client(user: str) -> object:
+            answer = await batcher.recommend("a", user, 1)
+            time.sleep(0.4)  # writing its response holds the loop
+            return answer
+
+        runs = [asyncio.ensure_future(client(user)) for user in ("u0", "u1", "u2")]
+        while calls[-1:] != [["u0", "u1", "u2"]]:
+            await asyncio.sleep(0.001)
+        lone = asyncio.ensure_future(batcher.recommend("a", "u3", 1))
+        await asyncio.sleep(0.02)
+        gates["u0"].set()
+        await asyncio.gather(*runs)
+        await asyncio.sleep(0.05)  # the clients' round trip
+        again = [asyncio.ensure_future(batcher.recommend("a", f"v{n}", 1)) for n in range(3)]
+        return await asyncio.gather(lone, *again)
+
+    assert asyncio.run(main()) == ["a:u3", "a:v0", "a:v1", "a:v2"]
+    assert calls == [["u0", "u1", "u2"], ["u3", "v0", "v1", "v2"]]
+
+
 def test_a_group_nobody_joins_goes_when_its_wait_ends_and_the_next_does_not_wait() -> None:
     calls: list[list[str]] = []
     gates = {"u0": threading.Event()}

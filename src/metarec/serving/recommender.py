@@ -58,7 +58,7 @@ from metarec.serving.views import (
     build_view,
     fit_view_projection,
     seen_items,
-    user_inputs,
+    user_inputs_many,
 )
 from metarec.tasks import split_launch
 
@@ -334,8 +334,15 @@ class Recommender:
     def user_inputs(self, view: CategoryView, user_idx: int) -> UserInputs:
         """What the scorer knows about store user ``user_idx`` in the view's category; a user
         with no history there is profiled from their other categories only."""
-        return user_inputs(
-            view, user_idx, self._profiles_without(view.data.name), keep_disliked=self.keep_disliked
+        return self.user_inputs_many(view, [user_idx])[0]
+
+    def user_inputs_many(self, view: CategoryView, user_idxs: list[int]) -> list[UserInputs]:
+        """:meth:`user_inputs` of many users at once (a served batch)."""
+        return user_inputs_many(
+            view,
+            user_idxs,
+            self._profiles_without(view.data.name),
+            keep_disliked=self.keep_disliked,
         )
 
     def zero_shot_top_k(self, category: str, user_idx: int, k: int) -> tuple[Tensor, Tensor]:
@@ -420,7 +427,7 @@ class Recommender:
             else:
                 found = rank_many(
                     ranker,
-                    [self.user_inputs(view, u) for _, u, _ in personal],
+                    self.user_inputs_many(view, [u for _, u, _ in personal]),
                     ks,
                     index=view.index,
                     projection=self._projection(view, ranker, self.params_key(category)),

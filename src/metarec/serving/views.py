@@ -11,7 +11,7 @@ change.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,39 +192,59 @@ def _disliked(catalog: Catalog, data: CategoryData) -> dict[int, np.ndarray]:
     }
 
 
-def user_inputs(
-    view: CategoryView, user_idx: int, others: ProfileTable, *, keep_disliked: bool = False
-) -> UserInputs:
-    """What the scorer knows about store user ``user_idx`` in the view's category; a user with
-    no history there is profiled from ``others`` (their other categories) only.
+def user_inputs_many(
+    view: CategoryView,
+    user_idxs: Sequence[int],
+    others: ProfileTable,
+    *,
+    keep_disliked: bool = False,
+) -> list[UserInputs]:
+    """What the scorer knows about each store user of ``user_idxs`` in the view's category; a
+    user with no history there is profiled from ``others`` (their other categories) only, all
+    such users in one operation (a served batch; one operation per user cost 25 us each).
 
-    The user's ``seen`` items, never recommended, are every item they interacted with here:
+    A user's ``seen`` items, never recommended, are every item they interacted with here:
     liked, and (unless ``keep_disliked``) rated below the threshold or otherwise not liked.
     """
     data, state = view.data, view.state
-    position = data.user_position(user_idx)
-    seen = _seen(view, user_idx, position, keep_disliked)
-    if position is None:
+    positions = [data.user_position(u) for u in user_idxs]
+    new = [i for i, position in enumerate(positions) if position is None]
+    profiles: dict[int, tuple[Tensor, Tensor]] = {}
+    if new:
         d = data.profile.shape[1]
         profile, n_other = others.without(
-            torch.tensor([user_idx]), torch.zeros(1, d), torch.zeros(1), torch.zeros(1)
+            torch.tensor([user_idxs[i] for i in new]),
+            torch.zeros(len(new), d),
+            torch.zeros(len(new)),
+            torch.zeros(len(new)),
         )
-        zero = torch.zeros(())
-        return UserInputs(None, profile[0], n_other[0], torch.zeros(d), zero, seen)
-    return UserInputs(
-        position,
-        data.profile[position],
-        data.n_other[position],
-        state.user_sum[position],
-        state.user_n[position],
-        seen,
-    )
+        profiles = {i: (profile[row], n_other[row]) for row, i in enumerate(new)}
+    out = []
+    for i, (user_idx, position) in enumerate(zip(user_idxs, positions, strict=True)):
+        seen = _seen(view, user_idx, position, keep_disliked)
+        if position is None:
+            profile, n_other = profiles[i]
+            zero_sum = torch.zeros(profile.shape[0])
+            out.append(UserInputs(None, profile, n_other, zero_sum, torch.zeros(()), seen))
+            continue
+        out.append(
+            UserInputs(
+                position,
+                data.profile[position],
+                data.n_other[position],
+                state.user_sum[position],
+                state.user_n[position],
+                seen,
+            )
+        )
+    return out
 
 
 def seen_items(view: CategoryView, user_idx: int, *, keep_disliked: bool = False) -> Tensor:
     """(m,) positions of every item store user ``user_idx`` interacted with in the view's
     category, sorted: liked, and (unless ``keep_disliked``) rated below the threshold or
-    otherwise not liked. What a ridge ranker needs of a user; :func:`user_inputs` carries it."""
+    otherwise not liked. What a ridge ranker needs of a user; :func:`user_inputs_many` carries
+    it."""
     return _seen(view, user_idx, view.data.user_position(user_idx), keep_disliked)
 
 
