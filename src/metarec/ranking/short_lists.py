@@ -200,7 +200,9 @@ def short_list_h1(layer: FoldedLayer, weights: Tensor, rows: ItemRows, own: Tens
             mode="sum",
         ).view(b, s, h + 2)
     norm = rows.norm[own]  # (b, s)
-    affinity = torch.bmm(rows.unit_sum[own], layer.cf_unit[:, :, None])[..., 0]
+    # each distinct row against every user, then each user's own: 10x fewer bytes moved than
+    # gathering (b, s, r) unit sums for a batched product
+    affinity = (rows.unit_sum @ layer.cf_unit.T).T.gather(1, own)
     scalars = torch.stack(
         [
             out[..., h] / norm,
