@@ -200,7 +200,10 @@ def _retrieve_group(
 ) -> list[Ranked]:
     """b users who all retrieve a short list of ``size`` items (``retrieve_top_k``'s else)."""
     b = len(users)
-    with torch.no_grad():
+    # inference mode, not only no_grad: no version counters or view tracking on the call's
+    # ~100 small operations (T(8) 3.9 -> 3.7 ms); nothing made here is kept past the call, so
+    # no inference tensor can reach an adaptation's autograd
+    with torch.inference_mode():
         layer = fold_users(params, _user_side(users, category.cf_dim))  # every user at once
         # the queries (retrieval's _query, per user): the head's mean gradient at the
         # reference items, mapped back through the folded first layer
