@@ -47,7 +47,8 @@ class ServeSettings(BaseModel):
             at most (micro-batching, :mod:`metarec.serving.batcher`); 1 turns it off.
         batch_wait_seconds: how long a group smaller than the category's last one waits for
             others (a group as large is ranked at once), and how long the requests that waited
-            for a call wait after it for the clients it answered.
+            for a call wait after it for the clients it answered (from when their answers are
+            written).
         model_roots: folders a swap may load a model from (the model folder must be inside
             one, symlinks resolved); empty: the served model's parent folder.
     """
