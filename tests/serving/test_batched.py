@@ -128,6 +128,30 @@ def test_recommend_many_equals_one_by_one(
             recommender.recommend_many("Shelf > nowhere", requests)
 
 
+def test_user_inputs_of_a_batch_equal_each_users_alone(
+    known_store: Path, known_model_dir: Path
+) -> None:
+    """A batch's inputs, the profiles of the users new to the category cut in one operation,
+    are each user's own: the same tensors as the user's inputs built alone."""
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        recommender.adapt(KNOWN_HELD_OUT)
+        view = recommender.serving_view(KNOWN_HELD_OUT)
+        users = list(range(0, 300, 7))
+        positions = [view.data.user_position(user) for user in users]
+        assert None in positions and any(p is not None for p in positions)  # both kinds
+        batch = recommender.user_inputs_many(view, users)
+        for user, got in zip(users, batch, strict=True):
+            alone = recommender.user_inputs(view, user)
+            assert got.position == alone.position
+            for name in ("profile", "n_other", "support_sum", "support_n", "seen"):
+                assert torch.equal(getattr(got, name), getattr(alone, name)), (user, name)
+        # users in another order get the same rows: nothing depends on a user's place
+        again = recommender.user_inputs_many(view, users[::-1])[::-1]
+        for got, other in zip(batch, again, strict=True):
+            assert torch.equal(got.profile, other.profile)
+
+
 def _echo_batcher(calls: list[list[tuple[str, int]]], **options: object) -> RecommendBatcher:
     def rank(category: str, requests: list[tuple[str, int]]) -> list[object]:
         calls.append(list(requests))

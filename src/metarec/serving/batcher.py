@@ -14,9 +14,9 @@ last group. A closed loop of c clients otherwise settles in two alternating grou
 8) and pays two calls' fixed cost per cycle, so when a call returns, the requests that waited
 for it wait up to ``wait_seconds`` more for the clients it answered to come back and join them,
 counted from when those answers are written (writing 7 takes the loop about 0.5 ms at 1e5
-items; docs/SERVING.md, "One group per cycle"); open traffic's clients do not come back, so after a
-wait in vain the next few groups go at once. A category whose traffic thins out learns the
-smaller size from the group its timer sends.
+items; docs/SERVING.md, "One group per cycle" and "Answers first"); open traffic's clients do
+not come back, so after a wait in vain the next few groups go at once. A category whose
+traffic thins out learns the smaller size from the group its timer sends.
 ``max_batch=1`` turns batching off (each request is ranked alone, as before). Each request gets
 its own answer or its own error; an error of the whole call (an unknown category) reaches every
 request of the group; a request whose client hung up is dropped from the answers, not from the
