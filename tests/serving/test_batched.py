@@ -13,6 +13,7 @@ import dataclasses
 from pathlib import Path
 
 import anyio
+import numpy as np
 import pytest
 import torch
 from tests.conftest import KNOWN_HELD_OUT
@@ -150,6 +151,21 @@ def test_user_inputs_of_a_batch_equal_each_users_alone(
         again = recommender.user_inputs_many(view, users[::-1])[::-1]
         for got, other in zip(batch, again, strict=True):
             assert torch.equal(got.profile, other.profile)
+
+
+def test_a_views_positives_by_user_are_each_users_own(
+    known_store: Path, known_model_dir: Path
+) -> None:
+    """The view's by-user index of positives (what a request reads its seen items from)
+    gives, for every user of the category, exactly the positives a scan finds."""
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        view = recommender.serving_view(KNOWN_HELD_OUT)
+        data = view.data
+        assert len(data.pos_user) > 0
+        for position in range(len(data.users)):
+            scanned = data.pos_item[data.pos_user == position]
+            assert np.array_equal(np.sort(view.liked(position)), np.sort(scanned)), position
 
 
 def _echo_batcher(calls: list[list[tuple[str, int]]], **options: object) -> RecommendBatcher:

@@ -49,6 +49,9 @@ class CategoryView:
         popular: (m,) positions by launch popularity, best first, ties in a seeded random order
             (:func:`metarec.ranking.popularity_scores`): the unknown-user fallback.
         popular_scores: (m,) their support counts.
+        liked_order, liked_starts: the positives by user: user position ``p`` liked the items
+            ``data.pos_item[liked_order[liked_starts[p]:liked_starts[p + 1]]]`` (a request
+            reads its user's slice instead of scanning every positive of the category).
         disliked: store user index -> (m,) positions of the items they interacted with here
             without liking them (excluded from their lists unless the recommender keeps them).
         projections: retrieval projections by the parameters they were fitted for.
@@ -61,9 +64,16 @@ class CategoryView:
     titles: np.ndarray
     popular: Tensor
     popular_scores: Tensor
+    liked_order: np.ndarray
+    liked_starts: np.ndarray
     disliked: dict[int, np.ndarray] = field(default_factory=dict)
     projections: dict[ParamsKey, Projection] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def liked(self, position: int) -> np.ndarray:
+        """Positions of the items user position ``position`` liked here (positives order)."""
+        begin, end = self.liked_starts[position], self.liked_starts[position + 1]
+        return self.data.pos_item[self.liked_order[begin:end]]
 
     def projection(self, key: ParamsKey) -> Projection | None:
         """The projection fitted for ``key``, else the latest one (still a valid short list:
@@ -159,6 +169,7 @@ def build_view(
             index = build_index(data, state, seed=seed)
     ranked = popularity_scores(state.pop, seed=seed, key=category)
     popular = torch.sort(ranked, descending=True, stable=True).indices
+    liked_order = np.argsort(data.pos_user, kind="stable")
     return CategoryView(
         data=data,
         state=state,
@@ -168,6 +179,10 @@ def build_view(
         popular=popular,
         popular_scores=state.pop[popular],
         disliked=_disliked(catalog, data),
+        liked_order=liked_order,
+        liked_starts=np.searchsorted(
+            data.pos_user[liked_order], np.arange(len(data.users) + 1), side="left"
+        ),
         projections=projections,
     )
 
@@ -255,8 +270,7 @@ def _seen(view: CategoryView, user_idx: int, position: int | None, keep_disliked
         disliked = np.empty(0, dtype=np.int64)
     if position is None:
         return torch.from_numpy(np.unique(disliked).astype(np.int64))
-    mine = view.data.pos_user == position
-    return torch.from_numpy(np.union1d(view.data.pos_item[mine], disliked).astype(np.int64))
+    return torch.from_numpy(np.union1d(view.liked(position), disliked).astype(np.int64))
 
 
 def fit_view_projection(
