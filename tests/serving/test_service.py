@@ -147,6 +147,27 @@ def test_events_are_idempotent_and_bad_batches_change_nothing(service: Service) 
     assert service.recommend("new-user", KNOWN_HELD_OUT, 3).fallback == "zero-shot"
 
 
+def test_an_item_disliked_through_events_leaves_the_users_list(service: Service) -> None:
+    """A low rating posted to the service counts as an interaction from the next snapshot on:
+    the item leaves the user's list (the refresh after events kept the dislikes of start-up)."""
+    every = 40  # the category's items
+    shown = [item.item_id for item in service.recommend("u0", KNOWN_HELD_OUT, every).items]
+    disliked = shown[0]
+    low = schemas.Event(
+        event_id="low-1",
+        user_id="u0",
+        item_id=disliked,
+        timestamp=1_700_000_000,
+        event="rating",
+        rating=1.0,
+    )
+    assert service.post_events([low]).inserted == 1
+    service.wait_for_refresh()
+    after = [item.item_id for item in service.recommend("u0", KNOWN_HELD_OUT, every).items]
+    assert disliked not in after
+    assert after == [item for item in shown if item != disliked]
+
+
 def test_new_events_trigger_a_readaptation(
     known_store: Path, known_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -90,6 +90,24 @@ class Catalog:
             described=frozenset(store.category_descriptions()),
         )
 
+    def with_interactions(
+        self,
+        users: pd.DataFrame,
+        interactions: pd.DataFrame,
+        feedback: FeedbackConfig,
+        described: frozenset[str],
+    ) -> Catalog:
+        """The same items with the store's users and interactions as they are now (after
+        events, which never change items): positives and dislikes both re-derived."""
+        liked = positives(interactions, feedback)
+        return replace(
+            self,
+            users=users.sort_values("user_idx").reset_index(drop=True),
+            positives=liked,
+            non_positive=_non_positive(interactions, liked, len(self.items)),
+            described=described,
+        )
+
     @property
     def categories(self) -> list[str]:
         return sorted(self.category_sizes.index)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from metarec.data.catalog import Catalog
-from metarec.data.positives import positives
 from metarec.data.store import Store
 from metarec.errors import ArtifactError, MetarecError, NonFiniteError
 from metarec.features import input_dim, load_catalog
@@ -79,11 +78,8 @@ class Snapshots:
             users = self.store.users()
             interactions = self.store.interactions()
             described = self.store.category_descriptions()
-        return replace(
-            recommender.catalog,
-            users=users.sort_values("user_idx").reset_index(drop=True),
-            positives=positives(interactions, config.feedback),
-            described=frozenset(described),
+        return recommender.catalog.with_interactions(
+            users, interactions, config.feedback, frozenset(described)
         )
 
     # ---- a new model --------------------------------------------------------------------------
