@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
+import torch
 from tests.conftest import KNOWN_HELD_OUT, write_known_answer_tables
 
+import metarec.ranking.ranker as ranker_module
 from metarec.data import Store, ingest
 from metarec.errors import ArtifactError, DataError, UnknownCategoryError
 from metarec.serving.recommender import Recommender
+from metarec.tasks import Batch
 
 
 def test_adapt_then_recommend(known_store: Path, known_model_dir: Path) -> None:
@@ -107,3 +111,32 @@ def test_damaged_model_folder_is_refused(
 def test_missing_model_folder_is_refused(known_store: Path, tmp_path: Path) -> None:
     with Store.open(known_store, read_only=True) as store, pytest.raises(ArtifactError):
         Recommender.open(tmp_path / "nope", store)
+
+
+def test_an_adaptation_trains_on_at_most_max_adapt_positives(
+    known_store: Path, known_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live category's support only grows, and an MLP learner's adaptation holds every row
+    through its inner steps: the service adapts on a uniform sample of at most
+    ``max_adapt_positives`` positives; a cap at or above the support changes nothing."""
+    model_dir = known_model_dir  # a copy of its own (conftest)
+    positives_seen: list[int] = []
+    original = ranker_module.support_batch
+
+    def counted(*args: Any, **kwargs: Any) -> Batch:
+        batch = original(*args, **kwargs)
+        positives_seen.append(int(batch.y.sum()))
+        return batch
+
+    monkeypatch.setattr(ranker_module, "support_batch", counted)
+    with Store.open(known_store, read_only=True) as store:
+        every = Recommender.open(model_dir, store, max_adapt_positives=None).adapt(KNOWN_HELD_OUT)
+        at_the_support = Recommender.open(
+            model_dir, store, max_adapt_positives=every.support_size
+        ).adapt(KNOWN_HELD_OUT)
+        capped = Recommender.open(model_dir, store, max_adapt_positives=5).adapt(KNOWN_HELD_OUT)
+    assert positives_seen == [every.support_size, every.support_size, 5]
+    assert every.support_size > 5 and capped.support_size == 5
+    assert at_the_support.support_size == every.support_size
+    assert all(torch.equal(at_the_support.params[k], v) for k, v in every.params.items())
+    assert any(not torch.equal(capped.params[k], v) for k, v in every.params.items())

@@ -25,6 +25,15 @@ def serve(
     readapt_every: Annotated[
         int, typer.Option(help="Re-adapt an adapted category after this many new events (0: off).")
     ] = 0,
+    max_adapt_positives: Annotated[
+        int | None,
+        typer.Option(
+            help="An adaptation trains on at most this many of the category's positives (a "
+            "uniform sample), which bounds its memory and time as the category grows "
+            "[default: the service's, docs/SERVING.md].",
+            show_default=False,
+        ),
+    ] = None,
     torch_threads: Annotated[
         int,
         typer.Option(
@@ -83,6 +92,7 @@ def serve(
             port=port,
             readapt_every=readapt_every,
             model_roots=tuple(model_root or ()),
+            **({} if max_adapt_positives is None else {"max_adapt_positives": max_adapt_positives}),
         )
     except ValidationError as exc:
         # the message names the field; the token's value is never echoed (SecretStr)

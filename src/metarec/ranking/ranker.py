@@ -82,6 +82,7 @@ class CategoryRanker:
         adapt: bool = True,
         params: Params | None = None,
         state: SupportState | None = None,
+        max_positives: int | None = None,
     ) -> CategoryRanker:
         """Adapt ``model`` to the category's support (PROTOCOL.md's launch) and rank with it.
 
@@ -94,6 +95,9 @@ class CategoryRanker:
                 back from disk, or the start params of a category not adapted yet): no
                 category-level inner loop runs (users-as-tasks models still adapt per user).
             state: ``support_state(category, split)`` when the caller already has it.
+            max_positives: adapt on at most this many support positives, a seeded uniform
+                sample (the service bounds an adaptation's memory so); None: every one (the
+                protocol's launch, as the benchmark runs it).
         """
         state = support_state(category, split) if state is None else state
         adapting = adapt and model.config.meta.inner_steps > 0
@@ -109,6 +113,7 @@ class CategoryRanker:
             split,
             n_negatives=model.config.tasks.negatives,
             generator=_generator(model, category.name),
+            max_positives=max_positives,
         )
         adapted = {k: v.detach() for k, v in model.learner.adapt(start, support).items()}
         return cls(model, category, split, state, adapted, per_user, adapted=True)

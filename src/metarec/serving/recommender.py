@@ -42,7 +42,7 @@ from metarec.serving.adaptations import (
     read_model,
 )
 from metarec.serving.batched import rank_many
-from metarec.serving.rankers import Launcher, Ranker
+from metarec.serving.rankers import MAX_ADAPT_POSITIVES, Launcher, Ranker
 from metarec.serving.recommendation import (
     Recommendation,
     RecommendedItem,
@@ -86,6 +86,8 @@ class Recommender:
         keep_disliked: also recommend items a user interacted with in the category without
             liking them (rated below the threshold, non-positive events); by default every item
             the user interacted with there is left out of their lists.
+        max_adapt_positives: an MLP learner's adaptation trains on at most this many of the
+            category's positives (a seeded uniform sample; None: all of them).
     """
 
     def __init__(
@@ -100,9 +102,11 @@ class Recommender:
         retrieval: RetrievalSettings | None = None,
         artifact: Artifact | None = None,
         keep_disliked: bool = False,
+        max_adapt_positives: int | None = MAX_ADAPT_POSITIVES,
     ) -> None:
         self.model = model
         self.keep_disliked = keep_disliked
+        self.max_adapt_positives = max_adapt_positives
         self.model_dir = Path(model_dir)
         self.store = store
         self.retrieval = retrieval or RetrievalSettings()
@@ -115,7 +119,7 @@ class Recommender:
         self._views = LazyViews()
         self._reusable: dict[ViewKey, CategoryView] = {}
         self._rankers: dict[tuple[ViewKey, ParamsKey], Ranker] = {}
-        self._launcher = Launcher(model, self.catalog)
+        self._launcher = Launcher(model, self.catalog, max_adapt_positives=max_adapt_positives)
         users = self.catalog.users
         self._user_index = dict(
             zip(users["user_id"].astype(str), users["user_idx"].tolist(), strict=True)
@@ -136,6 +140,7 @@ class Recommender:
         *,
         retrieval: RetrievalSettings | None = None,
         keep_disliked: bool = False,
+        max_adapt_positives: int | None = MAX_ADAPT_POSITIVES,
     ) -> Recommender:
         """Load and verify the model folder, then bind it to ``store`` (a damaged adapted group
         only marks its category: see :mod:`metarec.serving.adaptations`)."""
@@ -147,6 +152,7 @@ class Recommender:
             retrieval=retrieval,
             artifact=artifact,
             keep_disliked=keep_disliked,
+            max_adapt_positives=max_adapt_positives,
         )
 
     # ---- new data, new model ------------------------------------------------------------------
@@ -192,6 +198,7 @@ class Recommender:
             profile_x=self._profile_x if same_items else None,
             retrieval=self.retrieval,
             keep_disliked=self.keep_disliked,
+            max_adapt_positives=self.max_adapt_positives,
         )
         other._reusable = self._views.snapshot()
         return other
@@ -218,6 +225,7 @@ class Recommender:
             retrieval=self.retrieval,
             artifact=artifact,
             keep_disliked=self.keep_disliked,
+            max_adapt_positives=self.max_adapt_positives,
         )
         if same:
             other._others = dict(self._others)
@@ -275,7 +283,7 @@ class Recommender:
         adaptation = Adaptation(
             category=category,
             version=(previous.version + 1) if previous else 1,
-            support_size=int(split.support.sum()),
+            support_size=self._launcher.positives_used(int(split.support.sum())),
             n_users=int((view.data.user_count > 0).sum()),
             adapted_at=time.time(),
             seconds=seconds,

@@ -94,7 +94,10 @@ class Service:
         store = Store.open(settings.store_path)
         try:
             recommender = Recommender.open(
-                settings.model_dir, store, retrieval=settings.retrieval()
+                settings.model_dir,
+                store,
+                retrieval=settings.retrieval(),
+                max_adapt_positives=settings.max_adapt_positives,
             )
             return cls(settings, store, recommender)
         except BaseException:

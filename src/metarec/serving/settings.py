@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from metarec.ranking.retrieval import DEFAULT_RANK, DEFAULT_SHORT_LIST, RetrievalSettings
+from metarec.serving.rankers import MAX_ADAPT_POSITIVES
 
 
 class ServeSettings(BaseModel):
@@ -49,6 +50,9 @@ class ServeSettings(BaseModel):
             others (a group as large is ranked at once), and how long the requests that waited
             for a call wait after it for the clients it answered (from when their answers are
             written).
+        max_adapt_positives: an MLP learner's adaptation trains on at most this many of the
+            category's positives, a seeded uniform sample (its memory grows with them: about
+            40 kB each for the benchmark's model; a live category's support only grows).
         model_roots: folders a swap may load a model from (the model folder must be inside
             one, symlinks resolved); empty: the served model's parent folder.
     """
@@ -76,6 +80,7 @@ class ServeSettings(BaseModel):
     max_buffered_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
     max_batch: int = Field(default=16, ge=1)
     batch_wait_seconds: float = Field(default=0.001, ge=0, le=0.1)
+    max_adapt_positives: int = Field(default=MAX_ADAPT_POSITIVES, ge=1)
     model_roots: tuple[Path, ...] = ()
 
     def roots(self) -> tuple[Path, ...]:

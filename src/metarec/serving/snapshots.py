@@ -110,6 +110,8 @@ class Snapshots:
                 catalog=catalog,
                 retrieval=old.retrieval,
                 artifact=artifact,
+                keep_disliked=old.keep_disliked,
+                max_adapt_positives=old.max_adapt_positives,
             )
         candidate = self._prepared(recommender, current.data_version, previous=current)
         smoke_test(candidate.recommender, path)
