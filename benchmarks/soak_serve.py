@@ -4,7 +4,9 @@ Reuses ``bench_serve.py``'s data, models and server (run that first, or let this
 the same workdir). For ``--minutes``, at once:
 
 - ``GET /recommend`` from keep-alive connections over the benchmark categories (5% unknown users);
-- ``POST /events`` batches of 100 new events into the smallest category, one every 0.5 s;
+- ``POST /events`` batches of 100 new events into the smallest category, one every 0.5 s
+  (new event ids on the same 100 user-item pairs each time: the store gains 200 rows a second,
+  the positives the server holds stay as they are, so memory that grows is the process's);
 - an adaptation of a benchmark category every ``--adapt-every`` seconds;
 - a hot swap (model B, A, B, ...) every ``--swap-every`` seconds.
 
@@ -171,6 +173,7 @@ def main() -> None:
         stop.set()
         for thread in threads:
             thread.join()
+        statuses = _category_statuses(url, sizes)
         stop_server(process)
     elapsed = time.monotonic() - started
     # Swaps hold two models for a moment, so single samples swing; compare the first and the
@@ -187,6 +190,8 @@ def main() -> None:
         print(f"recommend {category_of(n)}: {r}")
     print(f"events: {events}")
     print(f"adaptations {len(adapts)} {[a['status'] for a in adapts]}")
+    for status in statuses:  # what the last adaptation of each category trained on
+        print(f"category {status}")
     print(
         f"swaps {len(swaps)} {[s['status'] for s in swaps]} seconds {[s['seconds'] for s in swaps]}"
     )
@@ -217,6 +222,25 @@ def main() -> None:
             }
         )
     )
+
+
+def _category_statuses(url: str, sizes: list[int]) -> list[dict]:
+    """Each benchmark category's positives and its last adaptation (GET /categories/...)."""
+    found = []
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for n in sizes:
+            body = http.get(f"/categories/{quote(category_of(n), safe='')}").json()
+            adapted = body.get("adaptation") or {}
+            found.append(
+                {
+                    "category": category_of(n),
+                    "positives": body.get("support_size"),
+                    "adaptation_version": adapted.get("version"),
+                    "adapted_on": adapted.get("support_size"),
+                    "adaptation_seconds": adapted.get("seconds"),
+                }
+            )
+    return found
 
 
 async def _paced_events(port: int, users: list[str], sizes: list[int], seconds: float) -> dict:

@@ -40,6 +40,7 @@ from metarec.serving.events import (
 )
 from metarec.serving.jobs import Job, JobQueue, ServiceBusyError
 from metarec.serving.metrics import ServiceMetrics
+from metarec.serving.process import release_free_memory
 from metarec.serving.recommender import Adaptation, Recommendation, Recommender
 from metarec.serving.roots import model_folder_under
 from metarec.serving.settings import ServeSettings
@@ -80,6 +81,7 @@ class Service:
             refresh_seconds=settings.refresh_seconds,
             metrics=self.metrics,
             deadline_seconds=settings.job_timeout_seconds,
+            release_memory=release_free_memory,
         )
         self.metrics.data_version.set(0)
 
