@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from metarec.config import FeedbackConfig
-from metarec.data.positives import positives
+from metarec.data.positives import positive_rows, positives
 from metarec.data.store import Store
 from metarec.errors import DataError, UnknownCategoryError
 
@@ -84,7 +84,7 @@ class Catalog:
             items=items,
             users=users,
             positives=liked,
-            non_positive=_non_positive(interactions, liked, len(items)),
+            non_positive=_non_positive(interactions, liked, len(items), feedback),
             category_sizes=items.groupby("category").size(),
             item_category=items["category"].to_numpy(),
             described=frozenset(store.category_descriptions()),
@@ -104,7 +104,7 @@ class Catalog:
             self,
             users=users.sort_values("user_idx").reset_index(drop=True),
             positives=liked,
-            non_positive=_non_positive(interactions, liked, len(self.items)),
+            non_positive=_non_positive(interactions, liked, len(self.items), feedback),
             described=described,
         )
 
@@ -171,9 +171,19 @@ class Catalog:
             raise UnknownCategoryError(f"category {name!r} is not in the store{hint}")
 
 
-def _non_positive(interactions: pd.DataFrame, liked: pd.DataFrame, n_items: int) -> pd.DataFrame:
-    """Distinct (user_idx, item_idx) pairs of ``interactions`` that are not in ``liked``."""
-    pairs = interactions[["user_idx", "item_idx"]].drop_duplicates()
+def _non_positive(
+    interactions: pd.DataFrame, liked: pd.DataFrame, n_items: int, feedback: FeedbackConfig
+) -> pd.DataFrame:
+    """Distinct (user_idx, item_idx) pairs of ``interactions`` that are not in ``liked``.
+
+    A pair with a positive row is liked, so only the rows that are not positive can make one:
+    only those are de-duplicated (every refresh after events does this; most rows of implicit
+    feedback are positive).
+    """
+    rows = interactions.loc[~positive_rows(interactions, feedback), ["user_idx", "item_idx"]]
+    pairs = rows.drop_duplicates()
+    if pairs.empty:  # np.isin would still sort every liked pair
+        return pairs.reset_index(drop=True)
     codes = pairs["user_idx"].to_numpy(np.int64) * n_items + pairs["item_idx"].to_numpy(np.int64)
     liked_codes = liked["user_idx"].to_numpy(np.int64) * n_items + liked["item_idx"].to_numpy(
         np.int64

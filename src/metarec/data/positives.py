@@ -25,17 +25,8 @@ def positives(interactions: pd.DataFrame, config: FeedbackConfig) -> pd.DataFram
     Returns:
         Columns user_idx, item_idx, timestamp (Int64, may be missing), weight (float64).
     """
-    rating = interactions["rating"]
-    event = interactions["event"].astype("object")
-    has_rating = rating.notna().to_numpy()
-    positive = np.where(has_rating, (rating >= config.positive_threshold).to_numpy(), False)
-    if config.positive_events is None:
-        by_event = np.ones(len(interactions), dtype=bool)
-    else:
-        by_event = event.isin(list(config.positive_events)).to_numpy()
-    positive = np.where(has_rating, positive, by_event)
-
-    kept = interactions.loc[positive, ["user_idx", "item_idx", "timestamp", "event", "weight"]]
+    columns = ["user_idx", "item_idx", "timestamp", "event", "weight"]
+    kept = interactions.loc[positive_rows(interactions, config), columns]
     weights = kept["event"].map(config.event_weights).astype("float64")
     weights = weights.fillna(config.default_event_weight)
     explicit = kept["weight"].astype("float64")
@@ -45,3 +36,17 @@ def positives(interactions: pd.DataFrame, config: FeedbackConfig) -> pd.DataFram
     )
     grouped["timestamp"] = grouped["timestamp"].astype("Int64")
     return grouped.reset_index(drop=True)
+
+
+def positive_rows(interactions: pd.DataFrame, config: FeedbackConfig) -> np.ndarray:
+    """(n,) whether each interaction row is positive (see :func:`positives`): a user and item
+    are liked when any of their rows is."""
+    rating = interactions["rating"]
+    has_rating = rating.notna().to_numpy()
+    positive = np.where(has_rating, (rating >= config.positive_threshold).to_numpy(), False)
+    if config.positive_events is None:
+        by_event = np.ones(len(interactions), dtype=bool)
+    else:
+        event = interactions["event"].astype("object")
+        by_event = event.isin(list(config.positive_events)).to_numpy()
+    return np.where(has_rating, positive, by_event)
