@@ -34,12 +34,13 @@ def release_free_memory() -> bool:
     """Hand the memory allocator's free pages back to the system (glibc's ``malloc_trim``).
 
     A refresh, an adaptation or a swap builds large frames and tensors and drops them; glibc
-    keeps what they freed in its heaps, fragmented, for reuse, and a 20-minute soak of the
-    serving benchmark saw the resident size climb 9 to 11% with nothing held growing. In
-    process, the same events and adaptations left 1,244 to 1,432 MB resident, 989 to 1,100 MB
-    after each trim: the trimmed figure grew only with the data (docs/SERVING.md, "Bounded
-    adaptations, and memory handed back"). A trim took 8 to 16 ms there, so the worker calls
-    it after its work at most every few seconds, not per request.
+    keeps what they freed in its heaps, fragmented, for reuse: 20-minute soaks of the serving
+    benchmark saw the resident size's median climb 9.6 and 11.1% while what the process held
+    did not grow. In process, events and adaptations left it at 1,247 MB after the first of 20
+    cycles and 1,363 after the last (up to 1,472 between); trimmed after each cycle it read 989
+    and 1,100 MB, growing only with the data (docs/SERVING.md, "Bounded adaptations, and memory
+    handed back"). A trim took 8 to 16 ms there, so the worker calls it after its work at most
+    every 10 s (``JobQueue``), never per request.
 
     Returns:
         Whether anything was trimmed (False where the C library has no ``malloc_trim``).
