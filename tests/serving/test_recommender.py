@@ -13,6 +13,7 @@ from tests.conftest import KNOWN_HELD_OUT, write_known_answer_tables
 import metarec.ranking.ranker as ranker_module
 from metarec.data import Store, ingest
 from metarec.errors import ArtifactError, DataError, UnknownCategoryError
+from metarec.features.encoder import profiles
 from metarec.serving.recommender import Recommender
 from metarec.tasks import Batch
 
@@ -140,3 +141,44 @@ def test_an_adaptation_trains_on_at_most_max_adapt_positives(
     assert at_the_support.support_size == every.support_size
     assert all(torch.equal(at_the_support.params[k], v) for k, v in every.params.items())
     assert any(not torch.equal(capped.params[k], v) for k, v in every.params.items())
+
+
+def test_every_view_reads_one_profile_table_and_profiles_users_from_the_other_categories(
+    known_store: Path, known_model_dir: Path
+) -> None:
+    """Views of the data as it is now share one table over every category (each takes its own
+    category's positives out) instead of a table per category served; the users' inputs are
+    those of a table over the other categories, for users with and without history there."""
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        catalog, categories = recommender.catalog, recommender.catalog.categories
+        views = [recommender.view(category) for category in categories]
+        assert len({id(view.others) for view in views}) == 1
+        assert not recommender._others  # no table per category
+        for view in views:
+            others = [c for c in categories if c != view.data.name]
+            table = profiles(catalog, recommender._profile_x, others)
+            users = torch.as_tensor(view.data.users)
+            expected, n_other = table.without(
+                users,
+                torch.zeros_like(view.data.profile),
+                torch.zeros(len(users)),
+                torch.zeros(len(users)),
+            )
+            torch.testing.assert_close(view.data.profile, expected, rtol=1e-5, atol=1e-6)
+            assert torch.equal(view.data.n_other, n_other)
+            elsewhere = [u for u in range(len(catalog.users)) if u not in set(view.data.users)]
+            if elsewhere:  # users new to the category: their profile is the table's, exactly
+                new = recommender.user_inputs_many(view, elsewhere[:5])
+                alone, _ = table.without(
+                    torch.tensor(elsewhere[:5]),
+                    torch.zeros(len(new), expected.shape[1]),
+                    torch.zeros(len(new)),
+                    torch.zeros(len(new)),
+                )
+                for inputs, row in zip(new, alone, strict=True):
+                    torch.testing.assert_close(inputs.profile, row, rtol=1e-5, atol=1e-6)
+        # a view as of a time must not see the category's later positives: its own table
+        as_of = int(store.interactions()["timestamp"].quantile(0.5))
+        early = recommender.view(KNOWN_HELD_OUT, as_of)
+        assert early.others is not views[0].others and KNOWN_HELD_OUT in recommender._others

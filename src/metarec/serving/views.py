@@ -54,6 +54,8 @@ class CategoryView:
             reads its user's slice instead of scanning every positive of the category).
         disliked: store user index -> (m,) positions of the items they interacted with here
             without liking them (excluded from their lists unless the recommender keeps them).
+        others: the users' profiles the view was built from; with ``includes_category``, over
+            every category, this one's positives included (a user new here has none of them).
         projections: retrieval projections by the parameters they were fitted for.
     """
 
@@ -66,6 +68,7 @@ class CategoryView:
     popular_scores: Tensor
     liked_order: np.ndarray
     liked_starts: np.ndarray
+    others: ProfileTable
     disliked: dict[int, np.ndarray] = field(default_factory=dict)
     projections: dict[ParamsKey, Projection] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -124,6 +127,7 @@ def build_view(
     item_x: Tensor,
     profile_x: Tensor,
     others: ProfileTable,
+    includes_category: bool,
     short_list: int | None,
     previous: CategoryView | None = None,
 ) -> CategoryView:
@@ -132,7 +136,9 @@ def build_view(
     Args:
         catalog, model: the store's catalogue and the served model (its encoder and seed).
         item_x, profile_x: the catalogue's items under the model's encoder.
-        others: users' profiles over every other category (a launch sees all of them).
+        others: users' profiles over every other category (a launch sees all of them), or,
+            with ``includes_category``, over every category: this one's positives are then
+            taken out of each user's profile here (``build_categories``' ``profile_includes``).
         short_list: a category with more items gets a retrieval index (None: never).
         previous: the view of the same key on older data: its index and projections are kept
             while the category's items and support are unchanged.
@@ -151,7 +157,7 @@ def build_view(
         profile_x,
         others,
         [category],
-        profile_includes=(),  # the profiles above never saw this category
+        profile_includes=[category] if includes_category else [],
         seed=seed,
         name_x=model.encoder.name_x(catalog, [category]),
     )[category]
@@ -179,6 +185,7 @@ def build_view(
         popular=popular,
         popular_scores=state.pop[popular],
         disliked=_disliked(catalog, data),
+        others=others,
         liked_order=liked_order,
         liked_starts=np.searchsorted(
             data.pos_user[liked_order], np.arange(len(data.users) + 1), side="left"
@@ -210,13 +217,13 @@ def _disliked(catalog: Catalog, data: CategoryData) -> dict[int, np.ndarray]:
 def user_inputs_many(
     view: CategoryView,
     user_idxs: Sequence[int],
-    others: ProfileTable,
     *,
     keep_disliked: bool = False,
 ) -> list[UserInputs]:
     """What the scorer knows about each store user of ``user_idxs`` in the view's category; a
-    user with no history there is profiled from ``others`` (their other categories) only, all
-    such users in one operation (a served batch; one operation per user cost 25 us each).
+    user with no history there is profiled from their other categories only (``view.others``:
+    they have no positive here to take out), all such users in one operation (a served batch;
+    one operation per user cost 25 us each).
 
     A user's ``seen`` items, never recommended, are every item they interacted with here:
     liked, and (unless ``keep_disliked``) rated below the threshold or otherwise not liked.
@@ -227,7 +234,7 @@ def user_inputs_many(
     profiles: dict[int, tuple[Tensor, Tensor]] = {}
     if new:
         d = data.profile.shape[1]
-        profile, n_other = others.without(
+        profile, n_other = view.others.without(
             torch.tensor([user_idxs[i] for i in new]),
             torch.zeros(len(new), d),
             torch.zeros(len(new)),
