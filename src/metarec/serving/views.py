@@ -54,8 +54,9 @@ class CategoryView:
             reads its user's slice instead of scanning every positive of the category).
         disliked: store user index -> (m,) positions of the items they interacted with here
             without liking them (excluded from their lists unless the recommender keeps them).
-        others: the users' profiles the view was built from; with ``includes_category``, over
-            every category, this one's positives included (a user new here has none of them).
+        others: the users' profiles the view was built from: over every category for a view
+            of the data as it is now (this one's positives are in it, and a user new here has
+            none of them to take out), over the other categories for a view as of a time.
         projections: retrieval projections by the parameters they were fitted for.
     """
 
