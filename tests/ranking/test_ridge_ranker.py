@@ -11,7 +11,7 @@ import torch
 from metarec.config import load_config
 from metarec.meta.ridge import RidgeSupport, init_ridge
 from metarec.meta.ridge_model import RidgeModel
-from metarec.ranking.ridge import BIAS_GRID, support_bias
+from metarec.ranking.ridge import BIAS_GRID, MIN_HELD_OUT, support_bias
 
 N_ITEMS = 40
 
@@ -75,3 +75,30 @@ def test_where_users_tastes_decide_fold_in_is_kept() -> None:
     )
     assert float(bias) < BIAS_GRID[-1]
     assert float(bias) <= 0.1
+
+
+def test_a_small_launch_still_chooses_from_every_supporter() -> None:
+    """40 supporters: a held-out quarter (10) was too few to choose from, so such a launch kept
+    fold-in; with every supporter held out once it finds the popular items."""
+    rng = np.random.default_rng(2)
+    n_users = 40
+    items = [
+        int(rng.choice([38, 39])) if rng.random() < 0.9 else int(rng.integers(30))
+        for _ in range(n_users)
+    ]
+    factors = torch.zeros(n_users, 4, dtype=torch.float64)
+    model = _model(4)
+    bias = support_bias(
+        model, _category(), _support(list(range(n_users)), items), factors, factors.T @ factors
+    )
+    assert float(model.params["support_bias"]) == 0.0
+    assert float(bias) > 0
+
+
+def test_too_few_supporters_keep_the_models_bias() -> None:
+    factors = torch.zeros(MIN_HELD_OUT - 1, 4, dtype=torch.float64)
+    users = list(range(MIN_HELD_OUT - 1))
+    bias = support_bias(
+        _model(4), _category(), _support(users, [39] * len(users)), factors, factors.T @ factors
+    )
+    assert float(bias) == 0.0
