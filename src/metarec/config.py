@@ -7,8 +7,9 @@ training. Run options (paths, device, progress bars) are not config: they are fu
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -116,7 +117,7 @@ class MetaConfig(_Frozen):
 class TrainConfig(_Frozen):
     """Everything `metarec train` needs besides paths."""
 
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)  # numpy's generators refuse negative seeds
     # what `metarec train` fits: "auto" both the MLP meta-learner (meta.algorithm) and
     # metarec-ridge, keeping the better on validation; "mlp" or "ridge" only that one
     method: Literal["auto", "mlp", "ridge"] = "auto"
@@ -153,7 +154,37 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config{f' in {path}' if path else ''}:\n{exc}") from exc
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid config{where}: {describe(exc)}") from exc
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], values: dict[str, Any], what: str = "option") -> M:
+    """``model`` validated from ``values`` (command-line options, a copy with updates), a
+    :class:`~metarec.errors.ConfigError` naming each bad field otherwise.
+
+    ``model_copy(update=...)`` does not validate, so an update from user input goes through
+    here: a negative step count must fail now, not as an unreadable model after training.
+    """
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {what}: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError, hide: Collection[str] = ()) -> str:
+    """Pydantic's errors as one line: each field, what was wrong, and the value given (not for
+    the fields in ``hide``: secrets)."""
+    parts = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"])
+        shown = field and field not in hide and "input" in error
+        given = f" (got {error['input']!r})" if shown else ""
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{field + ': ' if field else ''}{message}{given}")
+    return "; ".join(parts)
 
 
 class EvalConfig(_Frozen):
@@ -164,7 +195,7 @@ class EvalConfig(_Frozen):
     shots: tuple[int, ...] = (0, 1, 3, 5, 10)
     folds: int = Field(default=5, ge=2)
     test_categories: tuple[str, ...] | None = None  # one fixed fold instead of rotating folds
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     quick: bool = False  # one fold, short training, first grid setting only
     tuning_budget: int = Field(default=3, ge=1)  # settings tried per method, the same for all
     ks: tuple[int, ...] = (5, 10, 20)

@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from metarec.config import load_config
+from metarec.config import MetaConfig, load_config, validated
 from metarec.data import ingest
 from metarec.data.catalog import Catalog
 from metarec.data.simulate import simulate
@@ -42,7 +42,13 @@ def run_demo(
     progress: bool = True,
 ) -> list[dict[str, object]]:
     """Run the demo end to end, printing as it goes (``progress``: the ingest and meta-training
-    progress on stderr too); returns the evaluation records."""
+    progress on stderr too); returns the evaluation records.
+
+    Raises:
+        ConfigError: ``steps`` is not a valid meta-step count (checked before any work).
+    """
+    if steps is not None:
+        validated(MetaConfig, {"meta_steps": steps})
     console = console or Console()
     started = time.perf_counter()
     data_dir, store_path, model_dir = workdir / "data", workdir / "store.duckdb", workdir / "model"
@@ -62,7 +68,7 @@ def run_demo(
 
     console.rule("[bold]2. meta-train")
     config = load_config(data_dir / "metarec.toml", seed=seed, hold_out=[HELD_OUT])
-    if steps is not None:
+    if steps is not None:  # validated above (model_copy does not validate)
         config = config.model_copy(
             update={"meta": config.meta.model_copy(update={"meta_steps": steps})}
         )

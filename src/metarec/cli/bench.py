@@ -41,8 +41,9 @@ def evaluate(
     jobs: Annotated[
         int | None,
         typer.Option(
+            min=1,
             help="(fold, method) units run side by side, one torch thread each (default: every "
-            "core). The metrics do not depend on it."
+            "core). The metrics do not depend on it.",
         ),
     ] = None,
     resume: Annotated[
@@ -67,7 +68,7 @@ def evaluate(
     """Benchmark every method on sealed categories (PROTOCOL.md); write metrics, report, plots."""
     import time
 
-    from metarec.config import EvalConfig, load_config
+    from metarec.config import EvalConfig, load_config, validated
     from metarec.data.export import open_store
     from metarec.evaluation.harness import evaluate as run
     from metarec.evaluation.report import main_table, write_run
@@ -79,17 +80,18 @@ def evaluate(
 
         require_mlflow()  # before the run, not after it
     train_config = load_config(config, seed=seed)
-    eval_config = EvalConfig(
-        protocol=protocol,  # type: ignore[arg-type]  # validated by pydantic
-        methods=None if methods == "all" else tuple(m.strip() for m in methods.split(",")),
-        shots=tuple(int(s) for s in shots.split(",")),
-        folds=folds,
-        test_categories=tuple(test_category) if test_category else None,
-        seed=seed,
-        quick=quick,
-        ks=tuple(int(k) for k in ks.split(",")),
-        min_users=min_users,
-    )
+    options = {
+        "protocol": protocol,
+        "methods": None if methods == "all" else tuple(m.strip() for m in methods.split(",")),
+        "shots": _counts("--shots", shots),
+        "folds": folds,
+        "test_categories": tuple(test_category) if test_category else None,
+        "seed": seed,
+        "quick": quick,
+        "ks": _counts("--ks", ks),
+        "min_users": min_users,
+    }
+    eval_config = validated(EvalConfig, options)
     if eval_config.protocol == "melu":
         _evaluate_melu(store, out, eval_config, started)
         return
@@ -145,6 +147,22 @@ def evaluate(
     if run_id is not None:
         console.print(f"logged to MLflow: run {run_id}")
     console.print(f"[green]wrote[/] {escape(str(out))} in {time.perf_counter() - started:.0f} s")
+
+
+def _counts(option: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of whole numbers (``--shots 0,1,3``).
+
+    Raises:
+        ConfigError: an entry is not a whole number.
+    """
+    from metarec.errors import ConfigError
+
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{option} takes comma-separated whole numbers such as 1,3,5; got {text!r}"
+        ) from None
 
 
 def _over_categories(comparison: dict[str, Any]) -> str:

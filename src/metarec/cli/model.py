@@ -89,9 +89,7 @@ def train(
     the store's validation categories, of the MLP meta-learner and metarec-ridge."""
     import os
 
-    from pydantic import ValidationError
-
-    from metarec.config import MetaConfig, load_config
+    from metarec.config import MetaConfig, load_config, validated
     from metarec.data.export import open_export, open_store
     from metarec.errors import ConfigError
     from metarec.meta.checkpoint import Checkpointing
@@ -108,12 +106,12 @@ def train(
         )
     resolved = load_config(config, seed=seed)
     options = {"meta_steps": steps, "first_order": first_order, "algorithm": algorithm}
-    try:  # validated (model_copy would not be), so an unknown algorithm names the valid ones
-        meta = MetaConfig.model_validate(
-            {**resolved.meta.model_dump(), **{k: v for k, v in options.items() if v is not None}}
-        )
-    except ValidationError as exc:
-        raise ConfigError(f"invalid training option:\n{exc}") from exc
+    # validated (model_copy would not be), so an unknown algorithm names the valid ones
+    meta = validated(
+        MetaConfig,
+        {**resolved.meta.model_dump(), **{k: v for k, v in options.items() if v is not None}},
+        "training option",
+    )
     resolved = resolved.model_copy(
         update={"hold_out": tuple(hold_out) if hold_out else resolved.hold_out, "meta": meta}
     )

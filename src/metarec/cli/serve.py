@@ -37,8 +37,9 @@ def serve(
     torch_threads: Annotated[
         int,
         typer.Option(
+            min=1,
             help="Threads per torch operation; requests already run in parallel, and more "
-            "threads per operation make small operations wait on each other."
+            "threads per operation make small operations wait on each other.",
         ),
     ] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
@@ -66,11 +67,12 @@ def serve(
     import uvicorn
     from pydantic import SecretStr, ValidationError
 
+    from metarec.config import describe
     from metarec.errors import ConfigError
     from metarec.serving.app import create_app
     from metarec.serving.process import freeze_heap
     from metarec.serving.service import Service
-    from metarec.serving.settings import ServeSettings
+    from metarec.serving.settings import MIN_TOKEN_LENGTH, ServeSettings
 
     if token_file is not None:
         if not token_file.is_file():
@@ -78,10 +80,11 @@ def serve(
         token = token_file.read_text().strip()
     else:
         token = os.environ.get("METAREC_TOKEN", "")
-    if not token:
+    if len(token) < MIN_TOKEN_LENGTH:  # said here: pydantic's words for it are "8 items"
+        found = f"it has {len(token)}" if token else "none was given"
         raise ConfigError(
             "the write and admin endpoints need a token: pass --token-file FILE (a file holding "
-            "a secret of 8 or more characters) or set METAREC_TOKEN"
+            f"a secret of {MIN_TOKEN_LENGTH} or more characters) or set METAREC_TOKEN; {found}"
         )
     try:
         settings = ServeSettings(
@@ -95,10 +98,8 @@ def serve(
             **({} if max_adapt_positives is None else {"max_adapt_positives": max_adapt_positives}),
         )
     except ValidationError as exc:
-        # the message names the field; the token's value is never echoed (SecretStr)
-        raise ConfigError(
-            f"invalid serve settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-        ) from exc
+        # each field named with the value given, the token's never (SecretStr, and hidden)
+        raise ConfigError(f"invalid serve settings: {describe(exc, hide={'token'})}") from exc
     import torch
 
     torch.set_num_threads(torch_threads)

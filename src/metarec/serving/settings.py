@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from metarec.ranking.retrieval import DEFAULT_RANK, DEFAULT_SHORT_LIST, RetrievalSettings
 from metarec.serving.rankers import MAX_ADAPT_POSITIVES
 
+MIN_TOKEN_LENGTH = 8  # characters of the bearer token at least
+
 
 class ServeSettings(BaseModel):
     """Settings of one service process.
@@ -61,7 +63,7 @@ class ServeSettings(BaseModel):
 
     model_dir: Path
     store_path: Path
-    token: SecretStr = Field(min_length=8)
+    token: SecretStr = Field(min_length=MIN_TOKEN_LENGTH)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
