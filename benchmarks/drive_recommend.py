@@ -85,6 +85,12 @@ def main() -> None:
         help="the server's batch_wait_seconds (default: the service's default)",
     )
     parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=ServeSettings.model_fields["max_batch"].default,
+        help="the server's max_batch (default: the service's default)",
+    )
+    parser.add_argument(
         "--no-freeze-heap",
         action="store_true",
         help="serve without freezing the start-up objects (serving/process.py), to compare",
@@ -110,6 +116,7 @@ def main() -> None:
         port=port,
         max_in_flight=1024,
         batch_wait_seconds=args.batch_wait_seconds,
+        max_batch=args.max_batch,
     )
     process = start_server(settings, workdir, 1, server_cpus, freeze_heap=not args.no_freeze_heap)
     try:
