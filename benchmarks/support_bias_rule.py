@@ -26,6 +26,7 @@ import metarec.ranking.ridge as ridge
 from metarec.evaluation.cases import pooled_score
 from metarec.evaluation.methods import METHODS
 from metarec.evaluation.ridge import MetarecRidge
+from metarec.ranking.metrics import ranking_metrics
 from quick_fold import quick_fold
 
 Rule = Callable[..., torch.Tensor]
@@ -76,7 +77,7 @@ def cross_validated(parts: int, ks: tuple[int, ...]) -> Rule:
             relevant[row_of[support.users[out]], support.items[out]] = True
             popularity = torch.log1p(rest.counts)
             for bias in ridge.BIAS_GRID:
-                values = ridge.ranking_metrics(dots + bias * popularity, relevant, cutoffs)
+                values = ranking_metrics(dots + bias * popularity, relevant, cutoffs)
                 per_bias[bias].append(np.stack([values[("ndcg", k)] for k in cutoffs], axis=1))
         best: tuple[tuple[float, ...], float] | None = None
         for bias, parts_values in per_bias.items():

@@ -6,12 +6,15 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 
+import metarec.ranking.ridge as ridge
 from metarec.config import load_config
 from metarec.meta.ridge import RidgeSupport, init_ridge
 from metarec.meta.ridge_model import RidgeModel
-from metarec.ranking.ridge import BIAS_GRID, MIN_HELD_OUT, support_bias
+from metarec.ranking.metrics import rank_top_k, ranking_metrics
+from metarec.ranking.ridge import BIAS_GRID, MIN_HELD_OUT, _BiasedLists, _HeldOut, support_bias
 
 N_ITEMS = 40
 
@@ -102,3 +105,60 @@ def test_too_few_supporters_keep_the_models_bias() -> None:
         _model(4), _category(), _support(users, [39] * len(users)), factors, factors.T @ factors
     )
     assert float(bias) == 0.0
+
+
+def _tied_scores(rng: np.random.Generator, users: int, items: int) -> torch.Tensor:
+    """Scores on a coarse grid, so that many are equal (the tie rule decides the lists)."""
+    return torch.from_numpy(rng.integers(-3, 4, (users, items)) / 4.0)
+
+
+@pytest.mark.parametrize("supported", [0, 3, 10, 25, 40])
+def test_biased_lists_are_rank_top_k_of_the_biased_scores(supported: int) -> None:
+    """The lists from the unsupported items' top 10 and the supported items' equal rank_top_k
+    over every item, ties to the lower index, for each bias of the grid."""
+    rng = np.random.default_rng(supported)
+    dots = _tied_scores(rng, 30, N_ITEMS)
+    popularity = torch.zeros(N_ITEMS, dtype=torch.float64)
+    chosen = rng.choice(N_ITEMS, supported, replace=False)
+    popularity[chosen] = torch.log1p(torch.from_numpy(rng.integers(1, 4, supported).astype(float)))
+    lists = _BiasedLists(dots, popularity)
+    for bias in BIAS_GRID:
+        assert torch.equal(lists.top_10(bias), rank_top_k(dots + bias * popularity, 10))
+
+
+def test_held_out_ndcg_is_ranking_metrics_ndcg() -> None:
+    rng = np.random.default_rng(3)
+    scores = _tied_scores(rng, 25, N_ITEMS)
+    rows = torch.from_numpy(rng.integers(0, 24, 60))  # user 24 has none: NaN
+    items = torch.from_numpy(rng.integers(0, N_ITEMS, 60))
+    rows, items = torch.cat([rows, rows[:5]]), torch.cat([items, items[:5]])  # repeats
+    relevant = torch.zeros(25, N_ITEMS, dtype=torch.bool)
+    relevant[rows, items] = True
+    expected = ranking_metrics(scores, relevant, (10,))[("ndcg", 10)]
+    got = _HeldOut(rows, items, 25, N_ITEMS).ndcg_at_10(rank_top_k(scores, 10))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.isnan(got[24])
+
+
+def test_a_large_launch_scores_a_bounded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past BIAS_SCORED_USERS supporters the choice scores a seeded sample of them (a launch of
+    20,000 supporters at 1e5 items took 80 s and 8.7 GB scoring every held-out user)."""
+    scored: list[int] = []
+    original = _HeldOut.__init__
+
+    def spy(self: _HeldOut, rows: torch.Tensor, items: torch.Tensor, n: int, m: int) -> None:
+        scored.append(n)
+        original(self, rows, items, n, m)
+
+    monkeypatch.setattr(_HeldOut, "__init__", spy)
+    monkeypatch.setattr(ridge, "BIAS_SCORED_USERS", 60)
+    n_users = 400
+    rng = np.random.default_rng(4)
+    items = [int(rng.integers(N_ITEMS)) for _ in range(n_users)]
+    factors = torch.from_numpy(rng.normal(size=(n_users, 4)))
+    model = _model(4)
+    support = _support(list(range(n_users)), items)
+    first = support_bias(model, _category(), support, factors, factors.T @ factors)
+    assert sum(scored) == 60
+    again = support_bias(model, _category(), support, factors, factors.T @ factors)
+    assert float(first) == float(again)  # the sample is seeded
