@@ -176,3 +176,28 @@ def test_the_ridge_fit_logs_its_zero_shot_choice(known_store: Path) -> None:
     without = model.zero_shot[0]["validation_ndcg@10"]
     kept = max(z["validation_ndcg@10"] for z in model.zero_shot)
     assert line.endswith(f"{without:.4f} -> {kept:.4f}")
+
+
+def test_without_validation_categories_auto_fits_metarec_ridge_only(
+    known_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing to compare on, and the rule keeps metarec-ridge then: the MLP learner is not
+    fitted for nothing (it was, 44 s on Douban's two categories)."""
+    import metarec.selection as selection_module
+
+    def no_validation(catalog, config):  # type: ignore[no-untyped-def]
+        splits = split_categories(catalog, config)
+        return {**splits, "train": splits["train"] + splits["validation"], "validation": []}
+
+    def never(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the MLP learner was fitted")
+
+    monkeypatch.setattr(selection_module, "split_categories", no_validation)
+    monkeypatch.setattr(selection_module, "train", never)
+    lines: list[str] = []
+    with Store.open(known_store, read_only=True) as store:
+        chosen = train_selected(store, known_answer_config(), progress=False, log=lines.append)
+    assert [c.name for c in chosen.candidates] == ["metarec-ridge"]
+    assert chosen.chosen == "metarec-ridge" and "no validation categories" in chosen.reason
+    assert math.isnan(chosen.candidates[0].validation)
+    assert any("fitting metarec-ridge only" in line for line in lines)

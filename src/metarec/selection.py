@@ -133,7 +133,14 @@ def train_selected(
         if not validation.launches:
             validation = None
     candidates: list[Candidate] = []
-    if choice in ("auto", "mlp"):
+    fitted = choice
+    if choice == "auto" and validation is None:
+        # nothing to compare on, and the rule then keeps metarec-ridge at its start
+        # (choose_default): the MLP learner is not fitted for nothing (44 s on Douban's two
+        # categories, every meta-step)
+        log("no validation categories: fitting metarec-ridge only (nothing to compare on)")
+        fitted = "ridge"
+    if fitted in ("auto", "mlp"):
         name = f"metarec-{config.meta.algorithm}"
         log(f"fitting {name} ({config.meta.meta_steps} meta-steps)")
         started = time.perf_counter()
@@ -146,7 +153,7 @@ def train_selected(
         score = math.nan if per_user is None else pooled_score(per_user)
         candidates.append(Candidate(name, model, score, time.perf_counter() - started, per_user))
         log(f"{name}: validation NDCG@10 {score:.4f}")
-    if choice in ("auto", "ridge"):
+    if fitted in ("auto", "ridge"):
         log(f"fitting {MetarecRidge.name} (ALS, then the ridge meta-parameters)")
         started = time.perf_counter()
         method = MetarecRidge()
@@ -179,15 +186,15 @@ def train_selected(
                 f", zero-shot validation NDCG@10 {chosen['zero_shot_validation_without']:.4f}"
                 f" -> {chosen['zero_shot_validation_ndcg@10']:.4f}"
             )
-    best, reason = _choose(candidates)
+    best, reason = _choose(candidates, choice)
     selection = Selection(best.model, best.name, candidates, reason)
     best.model.selection = selection.table()
     return selection
 
 
-def _choose(candidates: list[Candidate]) -> tuple[Candidate, str]:
+def _choose(candidates: list[Candidate], choice: Choice = "auto") -> tuple[Candidate, str]:
     """The rule ``metarec evaluate`` measures as the method ``metarec`` (choose_default)."""
-    if len(candidates) == 1:
+    if choice != "auto":
         return candidates[0], "the only candidate asked for"
     arrays = {c.name: c.per_user for c in candidates if c.per_user is not None}
     name, reason = choose_default(
