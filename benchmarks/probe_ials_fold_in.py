@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from metarec.baselines.base import Method
-from metarec.baselines.ials import IALSRefit, binary_matrix, ials_sweeps
+from metarec.baselines.ials import IALSRefit, ials_sweeps
 from metarec.evaluation.cases import pooled_score
 from metarec.evaluation.ridge import MetarecRidge
 from quick_fold import quick_fold
@@ -28,21 +28,9 @@ class IALSFoldIn(IALSRefit):
     """iALS with the launch's items solved once against fixed user factors."""
 
     def _refit(self, launch):
-        catalog = launch.catalog
-        shape = (len(catalog.users), len(catalog.items))
-        matrix = binary_matrix(catalog.positives, *shape)
-        support = catalog.in_categories([launch.name])
-        history = binary_matrix(catalog.positives.loc[~support], *shape)
-        start = self._history_factors(launch, history)
-        in_launch = catalog.item_category == launch.name
-        return ials_sweeps(
-            matrix,
-            start,
-            1,
-            self.hyper,
-            user_rows=np.array([], dtype=np.int64),
-            item_rows=np.flatnonzero(in_launch),
-        )
+        matrix, start, _, items = self._launch_rows(launch)
+        none = np.array([], dtype=np.int64)  # no user re-solved
+        return ials_sweeps(matrix, start, 1, self.hyper, user_rows=none, item_rows=items)
 
 
 def main() -> None:

@@ -191,6 +191,14 @@ class IALSRefit:
 
     def _refit(self, launch: Launch) -> Factors:
         """Sweeps over the launch's supporters and items, from the visible history's factors."""
+        matrix, start, supporters, items = self._launch_rows(launch)
+        return ials_sweeps(
+            matrix, start, self.sweeps, self.hyper, user_rows=supporters, item_rows=items
+        )
+
+    def _launch_rows(self, launch: Launch) -> tuple[sp.csr_matrix, Factors, np.ndarray, np.ndarray]:
+        """What a refit starts from: every positive the launch holds, the visible history's
+        factors, the supporters' rows and the launching category's item rows."""
         catalog = launch.catalog
         shape = (len(catalog.users), len(catalog.items))
         matrix = binary_matrix(catalog.positives, *shape)
@@ -198,15 +206,7 @@ class IALSRefit:
         history = binary_matrix(catalog.positives.loc[~support], *shape)
         start = self._history_factors(launch, history)
         supporters = np.unique(catalog.positives.loc[support, "user_idx"].to_numpy())
-        in_launch = catalog.item_category == launch.name
-        return ials_sweeps(
-            matrix,
-            start,
-            self.sweeps,
-            self.hyper,
-            user_rows=supporters,
-            item_rows=np.flatnonzero(in_launch),
-        )
+        return matrix, start, supporters, np.flatnonzero(catalog.item_category == launch.name)
 
     def _history_factors(self, launch: Launch, history: sp.csr_matrix) -> Factors:
         """The fit refitted on the visible history: the items of visible categories the fit did
