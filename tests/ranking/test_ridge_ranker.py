@@ -141,8 +141,9 @@ def test_held_out_ndcg_is_ranking_metrics_ndcg() -> None:
 
 
 def test_a_large_launch_scores_a_bounded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Past BIAS_SCORED_USERS supporters the choice scores a seeded sample of them (a launch of
-    20,000 supporters at 1e5 items took 80 s and 8.7 GB scoring every held-out user)."""
+    """Past BIAS_SCORED_USERS supporters (fewer in a large catalogue, never fewer than
+    BIAS_MIN_SCORED) the choice scores a seeded sample of them (a launch of 20,000 supporters
+    at 1e5 items took 80 s and 8.7 GB scoring every held-out user of a quarter)."""
     scored: list[int] = []
     original = _HeldOut.__init__
 
@@ -152,6 +153,7 @@ def test_a_large_launch_scores_a_bounded_sample(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(_HeldOut, "__init__", spy)
     monkeypatch.setattr(ridge, "BIAS_SCORED_USERS", 60)
+    monkeypatch.setattr(ridge, "BIAS_MIN_SCORED", 20)
     n_users = 400
     rng = np.random.default_rng(4)
     items = [int(rng.integers(N_ITEMS)) for _ in range(n_users)]
@@ -162,3 +164,8 @@ def test_a_large_launch_scores_a_bounded_sample(monkeypatch: pytest.MonkeyPatch)
     assert sum(scored) == 60
     again = support_bias(model, _category(), support, factors, factors.T @ factors)
     assert float(first) == float(again)  # the sample is seeded
+    # a large catalogue scores fewer (users x items bounded), never fewer than the floor
+    scored.clear()
+    monkeypatch.setattr(ridge, "BIAS_SCORED_ENTRIES", 10 * N_ITEMS)
+    support_bias(model, _category(), support, factors, factors.T @ factors)
+    assert sum(scored) == 20
