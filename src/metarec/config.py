@@ -181,7 +181,9 @@ def describe(exc: ValidationError, hide: Collection[str] = ()) -> str:
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"])
         shown = field and field not in hide and "input" in error
-        given = f" (got {error['input']!r})" if shown else ""
+        value = repr(error.get("input"))
+        value = value if len(value) <= 60 else value[:57] + "..."  # a whole table, say
+        given = f" (got {value})" if shown else ""
         message = error["msg"].removeprefix("Value error, ")
         parts.append(f"{field + ': ' if field else ''}{message}{given}")
     return "; ".join(parts)
