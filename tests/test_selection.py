@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from tests.conftest import KNOWN_HELD_OUT, known_answer_config
+from tests.conftest import KNOWN_HELD_OUT, KnownFold, known_answer_config
 
 from metarec.data import Store
 from metarec.errors import ArtifactError
 from metarec.evaluation.cases import validation_launches
 from metarec.evaluation.folds import Fold
-from metarec.evaluation.methods import ModelAsMethod
+from metarec.evaluation.methods import MetarecDefault, MetarecMAML, ModelAsMethod
 from metarec.evaluation.ridge import GUARD_STANDARD_ERRORS
 from metarec.evaluation.stats import gain_in_standard_errors
 from metarec.features import load_catalog
@@ -201,3 +202,21 @@ def test_without_validation_categories_auto_fits_metarec_ridge_only(
     assert chosen.chosen == "metarec-ridge" and "no validation categories" in chosen.reason
     assert math.isnan(chosen.candidates[0].validation)
     assert any("fitting metarec-ridge only" in line for line in lines)
+
+
+def test_the_default_method_without_validation_fits_metarec_ridge_only(
+    known_fold: KnownFold, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`metarec evaluate`'s `metarec` follows `metarec train`: with no validation category
+    the MLP learner is not fitted only to be discarded (about 70 s a fold on full Douban)."""
+
+    def never(self, context):  # type: ignore[no-untyped-def]
+        raise AssertionError("the MLP learner was fitted")
+
+    monkeypatch.setattr(MetarecMAML, "fit", never)
+    context = replace(known_fold.context)  # an empty memo: nothing fitted before
+    assert context.validate is None and context.validate_users is None
+    default = MetarecDefault()
+    default.fit(context)
+    assert default.chosen["method"] == "metarec-ridge"
+    assert "no validation categories" in default.chosen["reason"]

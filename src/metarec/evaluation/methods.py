@@ -177,7 +177,10 @@ class MetarecDefault:
         fitted: dict[str, Method] = {}
         scores: dict[str, float] = {}
         per_user: dict[str, np.ndarray] = {}
+        unvalidated = context.validate is None and context.validate_users is None
         for label, cls, setting in default_candidates(context.config):
+            if unvalidated and label != MetarecRidge.name:
+                continue  # nothing to compare on: the rule keeps metarec-ridge, as `train` does
             method = context.memo.get(_fit_key(cls, setting))
             if method is None:
                 method = cls(**setting)
