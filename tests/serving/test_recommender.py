@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -182,3 +183,27 @@ def test_every_view_reads_one_profile_table_and_profiles_users_from_the_other_ca
         as_of = int(store.interactions()["timestamp"].quantile(0.5))
         early = recommender.view(KNOWN_HELD_OUT, as_of)
         assert early.others is not views[0].others and KNOWN_HELD_OUT in recommender._others
+
+
+def test_user_ids_are_read_as_the_store_keeps_them(
+    known_store: Path, known_model_dir: Path
+) -> None:
+    """Ingestion stores every id as text: an integer id is read as its digits (it found no one
+    before, so a known user of an integer-keyed dataset got the popularity fallback), and a
+    request that cannot be read is refused on its own, with a DataError."""
+    with Store.open(known_store, read_only=True) as store:
+        recommender = Recommender.open(known_model_dir, store)
+        recommender.adapt(KNOWN_HELD_OUT)
+        as_int, as_numpy = (recommender.recommend(u, KNOWN_HELD_OUT, k=3) for u in (7, np.int64(7)))
+        assert as_int.user_id == as_numpy.user_id == "7"
+        assert "unknown user '7'" in (as_int.fallback_reason or "")
+        results = recommender.recommend_many(
+            KNOWN_HELD_OUT, [("u0", 3), (None, 3), (1.5, 3), ("u0", 1.5), ("u0", True), ("u1", 2)]
+        )
+    assert [type(r).__name__ for r in results] == ["Recommendation"] + ["DataError"] * 4 + [
+        "Recommendation"
+    ]
+    assert "a user id is a string" in str(results[1]) and "k must be a whole number" in str(
+        results[3]
+    )
+    assert results[0].user_id == "u0" and len(results[5].items) == 2  # type: ignore[union-attr]

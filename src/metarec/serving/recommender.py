@@ -368,14 +368,16 @@ class Recommender:
 
     # ---- recommending -------------------------------------------------------------------------
 
-    def recommend(self, user_id: str, category: str, k: int = 10) -> Recommendation:
+    def recommend(self, user_id: str | int, category: str, k: int = 10) -> Recommendation:
         """Top-``k`` items of ``category`` for ``user_id``, best first (the fallback policy is in
         the module docstring). Items the user already interacted with in the category are not
-        recommended (disliked ones are, with ``keep_disliked``).
+        recommended (disliked ones are, with ``keep_disliked``). Ids are text, as ingested: an
+        integer id is read as its digits (``42`` is user ``"42"``).
 
         Raises:
             UnknownCategoryError: the category is not in the store.
-            DataError: the category has no items, or ``k`` < 1.
+            DataError: the category has no items, ``k`` is not a whole number >= 1, or the user
+                id is neither text nor a whole number.
             NonFiniteError: the model gives a non-finite score.
         """
         (result,) = self.recommend_many(category, [(user_id, k)])
@@ -384,7 +386,7 @@ class Recommender:
         return result
 
     def recommend_many(
-        self, category: str, requests: Sequence[tuple[str, int]]
+        self, category: str, requests: Sequence[tuple[str | int, int]]
     ) -> list[Recommendation | MetarecError]:
         """:meth:`recommend` for many ``(user_id, k)`` of one category, ranked in one pass
         (:func:`metarec.serving.batched.rank_many`): the same lists as one call each.
@@ -399,16 +401,15 @@ class Recommender:
         adaptation = self._adapted.get(category)
         view = self.serving_view(category)
         n = len(requests)
-        results: list[Recommendation | MetarecError] = [
-            DataError(f"k must be at least 1, got {k}") for _, k in requests
-        ]
+        results: list[Recommendation | MetarecError | None] = [_bad_request(*r) for r in requests]
+        asked = [(_external_id(user_id), k) for user_id, k in requests]
         fallbacks: list[tuple[str | None, str | None]] = [(None, None)] * n
         ranked: list[tuple[Tensor, Tensor] | None] = [None] * n
         personal: list[tuple[int, int, int]] = []  # (request, user, k)
-        for i, (user_id, k) in enumerate(requests):
-            user_idx = self.user_index(user_id)
-            if k < 1:
+        for i, (user_id, k) in enumerate(asked):
+            if results[i] is not None:
                 continue
+            user_idx = self.user_index(user_id)
             if user_idx is None:
                 reason = f"unknown user {user_id!r}: the category's most supported items"
                 fallbacks[i] = ("popularity", reason)
@@ -439,7 +440,7 @@ class Recommender:
                 )
             for (i, *_), found_top in zip(personal, found, strict=True):
                 ranked[i] = found_top
-        for i, ((user_id, _), top) in enumerate(zip(requests, ranked, strict=True)):
+        for i, ((user_id, _), top) in enumerate(zip(asked, ranked, strict=True)):
             if top is None:
                 continue
             scores = top[1].numpy()
@@ -460,7 +461,9 @@ class Recommender:
                 fallback=fallbacks[i][0],
                 fallback_reason=fallbacks[i][1],
             )
-        return results
+        answered = [r for r in results if r is not None]
+        assert len(answered) == n  # every request is answered or refused
+        return answered
 
     # ---- building -----------------------------------------------------------------------------
 
@@ -519,3 +522,24 @@ class Recommender:
 def view_as_of(adaptation: Adaptation | None) -> int | None:
     """The ``as_of`` of the view serving a category with this adaptation."""
     return None if adaptation is None else adaptation.as_of
+
+
+def _bad_request(user_id: object, k: object) -> DataError | None:
+    """Why one ``(user_id, k)`` request of :meth:`Recommender.recommend_many` cannot be
+    answered, or None."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        return DataError(f"k must be a whole number, got {k!r}")
+    if k < 1:
+        return DataError(f"k must be at least 1, got {k}")
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int | np.integer):
+        return DataError(
+            f"a user id is a string (or a whole number, read as its digits), got {user_id!r}"
+        )
+    return None
+
+
+def _external_id(user_id: object) -> str:
+    """A user id as the store keeps it: ingestion stores every id as text, so user 42 of an
+    integer-keyed dataset is ``"42"`` (passing the integer found no one: the popularity
+    fallback for a known user)."""
+    return user_id if isinstance(user_id, str) else str(user_id)
