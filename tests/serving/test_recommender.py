@@ -74,6 +74,8 @@ def test_refusals(known_store: Path, known_model_dir: Path) -> None:
             recommender.recommend("u0", "C7")
         with pytest.raises(UnknownCategoryError):
             recommender.adapt("Shelf > Nothing")
+        with pytest.raises(UnknownCategoryError, match="named by text"):
+            recommender.recommend("u0", None)  # type: ignore[arg-type]
         recommender.adapt(KNOWN_HELD_OUT)
         with pytest.raises(DataError, match="k must be"):
             recommender.recommend("u0", KNOWN_HELD_OUT, k=0)

@@ -166,6 +166,8 @@ class Catalog:
                 f"category = {name!r}) before adapting or recommending"
             )
         if name not in self.category_sizes.index:
+            if not isinstance(name, str):  # a path such as "Books > Poetry" is text
+                raise UnknownCategoryError(f"a category is named by text, got {name!r}")
             close = [c for c in self.categories if name.lower() in c.lower()][:5]
             hint = f"; did you mean one of {close}?" if close else "; see `metarec categories`"
             raise UnknownCategoryError(f"category {name!r} is not in the store{hint}")
