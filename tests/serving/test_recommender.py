@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,12 @@ def test_as_of_replays_a_launch(known_store: Path, known_model_dir: Path) -> Non
         everything = recommender.adapt(KNOWN_HELD_OUT)
         times = store.interactions()["timestamp"]
         early = recommender.adapt(KNOWN_HELD_OUT, as_of=int(times.quantile(0.2)))
+        when = datetime.fromtimestamp(int(times.quantile(0.2)), tz=UTC)
+        same = recommender.adapt(KNOWN_HELD_OUT, as_of=when)
+        with pytest.raises(DataError, match="as_of is a time"):
+            recommender.adapt(KNOWN_HELD_OUT, as_of="yesterday")  # type: ignore[arg-type]
     assert 0 < early.support_size < everything.support_size
+    assert same.support_size == early.support_size
 
 
 def test_refusals(known_store: Path, known_model_dir: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -257,17 +258,24 @@ class Recommender:
         """Categories with a view built (those requests or adaptations have touched)."""
         return {category for category, _ in self._views.snapshot()}
 
-    def adapt(self, category: str, *, as_of: int | None = None) -> Adaptation:
+    def adapt(self, category: str, *, as_of: int | datetime | None = None) -> Adaptation:
         """Adapt the meta-model to ``category`` from its positives so far; persist the result.
 
         Args:
             category: the category path.
-            as_of: use only the category's interactions up to this unix time (replaying a
-                launch); None uses everything in the store.
+            as_of: use only the category's interactions up to this time, unix seconds or a
+                datetime (replaying a launch); None uses everything in the store.
 
         Raises:
-            UnknownCategoryError, DataError: see the module docstring.
+            UnknownCategoryError, DataError: see the module docstring; DataError also for an
+                ``as_of`` that is not a time.
         """
+        if isinstance(as_of, datetime):
+            as_of = int(as_of.timestamp())
+        elif as_of is not None:
+            if isinstance(as_of, bool) or not isinstance(as_of, int | np.integer):
+                raise DataError(f"as_of is a time in unix seconds or a datetime, got {as_of!r}")
+            as_of = int(as_of)
         view = self.view(category, as_of)
         split = split_launch(view.data)
         started = time.perf_counter()
