@@ -82,6 +82,8 @@ def test_batch_refuses_bad_arguments(known_store: Path, known_model_dir: Path) -
             recommend_batch(recommender, KNOWN_HELD_OUT, ["u1"], k=0)
         with pytest.raises(DataError, match="batch_size"):
             recommend_batch(recommender, KNOWN_HELD_OUT, ["u1"], batch_size=0)
+        with pytest.raises(DataError, match="a list of ids, got the string 'u1'"):
+            recommend_batch(recommender, KNOWN_HELD_OUT, "u1")  # ids "u" and "1" before
 
 
 def test_cli_writes_parquet_for_a_users_file_and_for_all_users(

@@ -72,12 +72,17 @@ def recommend_batch(
         adaptation version.
 
     Raises:
-        UnknownCategoryError, DataError: unknown category, no items, ``k`` < 1 or
-            ``batch_size`` < 1.
+        UnknownCategoryError, DataError: unknown category, no items, ``k`` < 1,
+            ``batch_size`` < 1, or ``user_ids`` given as one string.
         NonFiniteError: the model gives some user a non-finite score (no table is returned).
     """
     if k < 1:
         raise DataError(f"k must be at least 1, got {k}")
+    if isinstance(user_ids, str):  # a string is a sequence too: of one-character "ids"
+        raise DataError(
+            f"user_ids is a list of ids, got the string {user_ids!r}; for one user pass "
+            f"[{user_ids!r}] or use Recommender.recommend"
+        )
     if batch_size is not None and batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     recommender.catalog.require_category(category)
