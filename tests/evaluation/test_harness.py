@@ -229,6 +229,13 @@ def test_folds_are_seeded_and_cover_each_category_once() -> None:
     assert make_folds(categories, categories, EvalConfig(folds=5, seed=4)) != folds
 
 
+def test_too_few_categories_for_folds_points_to_a_fixed_fold() -> None:
+    """A store of two categories (Douban: music, book) cannot rotate folds; the refusal names
+    --test-category, which runs it."""
+    with pytest.raises(DataError, match="--test-category NAME"):
+        make_folds(["Book", "Music"], ["Book", "Music"], EvalConfig(folds=2))
+
+
 def test_launch_protocol_runs_on_timed_data(spy: type[Spy], known_catalog: Catalog) -> None:
     result = evaluate(
         known_catalog, known_answer_config(), _config(protocol="launch", quick=True), progress=False

@@ -50,8 +50,9 @@ def make_folds(categories: list[str], all_categories: list[str], config: EvalCon
         raise DataError(
             f"{len(categories)} eligible categories ({categories}) for {config.folds} folds; "
             f"need at least {needed} (one per fold, and one more to validate), plus one more "
-            "category of any size to train. Lower --folds, --shots or --min-users, or bring "
-            "more categories"
+            "category of any size to train. Lower --folds, --shots or --min-users, bring "
+            "more categories, or name the new category with --test-category NAME (one fixed "
+            "fold, trained on the others: two categories are enough)"
         )
     rng = np.random.default_rng(derived_seed(config.seed, "folds"))
     shuffled = [categories[i] for i in rng.permutation(len(categories))]
