@@ -91,7 +91,9 @@ def test_cli_writes_parquet_for_a_users_file_and_for_all_users(
 ) -> None:
     with Store.open(known_store, read_only=True) as store:
         users = Store.users(store)["user_id"].astype(str).tolist()
-    (tmp_path / "users.txt").write_text("\n".join([users[3], "", users[7], "stranger"]) + "\n")
+    # a blank line is skipped and a repeated id listed once (it gave each rank twice)
+    listed = [users[3], "", users[7], "stranger", users[3]]
+    (tmp_path / "users.txt").write_text("\n".join(listed) + "\n")
     base = ["recommend", "--model", str(known_model_dir), "--store", str(known_store)]
     base += ["--category", KNOWN_HELD_OUT, "-k", "4"]
     done = runner.invoke(
@@ -101,6 +103,7 @@ def test_cli_writes_parquet_for_a_users_file_and_for_all_users(
     table = pq.read_table(tmp_path / "a.parquet")
     frame = table.to_pandas()
     assert frame["user_id"].drop_duplicates().tolist() == [users[3], users[7], "stranger"]
+    assert not frame.duplicated(["user_id", "rank"]).any()
     assert len(frame) == 12 and frame.columns.tolist() == [
         "user_id",
         "rank",

@@ -297,7 +297,8 @@ def _recommend_many(
     if users is not None and not users.is_file():
         raise DataError(f"users file {users} does not exist (one user id per line)")
     ids = None if users is None else [u.strip() for u in users.read_text().splitlines()]
-    ids = None if ids is None else [u for u in ids if u]
+    # blank lines skipped, and a repeated id listed once: a table keyed by (user_id, rank)
+    ids = None if ids is None else list(dict.fromkeys(u for u in ids if u))
     started = time.perf_counter()
     table = recommend_batch(recommender, category, ids, k, progress=not quiet)
     write_recommendations(table, out)
