@@ -225,7 +225,10 @@ def recommend(
     user: Annotated[str | None, typer.Option(help="External user id.")] = None,
     users: Annotated[
         Path | None,
-        typer.Option(help="File of external user ids, one per line: a list for each (--out)."),
+        typer.Option(
+            help="File of external user ids, one per line (blank lines skipped, a repeated id "
+            "listed once): a list for each (--out)."
+        ),
     ] = None,
     all_users: Annotated[
         bool, typer.Option("--all-users", help="A list for every user of the store (--out).")
