@@ -1,4 +1,4 @@
-"""Time and memory of a launch's own support-bias choice (``ranking.ridge.support_bias``), the
+"""Time and memory of a launch's own support-bias choice (``ranking.launch_bias.support_bias``), the
 cross-validation a ridge model trained without validation categories runs at every launch and
 adaptation, on a synthetic category.
 
@@ -25,7 +25,7 @@ import torch
 from metarec.config import load_config
 from metarec.meta.ridge import RidgeSupport, init_ridge
 from metarec.meta.ridge_model import RidgeModel
-from metarec.ranking.ridge import support_bias
+from metarec.ranking.launch_bias import support_bias
 
 FACTORS = 32
 CONTENT = 8

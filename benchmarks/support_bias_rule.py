@@ -6,7 +6,7 @@
 
 metarec-ridge is fitted as on a store with no validation category (fold-in, no training
 step), so every validation launch chooses its support bias from its own support
-(:func:`metarec.ranking.ridge.support_bias`); each rule below replaces that choice and the
+(:func:`metarec.ranking.launch_bias.support_bias`); each rule below replaces that choice and the
 launches are scored with the harness's validation NDCG@10. ``bias=b`` rows fix the bias for
 every launch (the headroom a rule could reach), ``popularity`` is the launch-popularity
 baseline.
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import metarec.ranking.ridge as ridge
+import metarec.ranking.launch_bias as launch_bias
+import metarec.ranking.ridge as ridge  # RidgeRanker.launch calls ridge.support_bias
 from metarec.evaluation.cases import pooled_score
 from metarec.evaluation.methods import METHODS
 from metarec.evaluation.ridge import MetarecRidge
@@ -50,22 +51,24 @@ def cross_validated(parts: int, ks: tuple[int, ...]) -> Rule:
         cutoffs = tuple(dict.fromkeys(min(k, category.n_items - 1) for k in ks))
         users = torch.unique(support.users)
         rng = np.random.default_rng(
-            ridge.derived_seed(model.config.seed, f"support-bias:{category.name}")
+            launch_bias.derived_seed(model.config.seed, f"support-bias:{category.name}")
         )
         order = users[torch.from_numpy(rng.permutation(len(users)))]
         quarter = len(users) // 4
         groups = [order[:quarter]] if parts == 1 else list(torch.tensor_split(order, parts))
-        if (quarter if parts == 1 else len(users)) < ridge.MIN_HELD_OUT:
+        if (quarter if parts == 1 else len(users)) < launch_bias.MIN_HELD_OUT:
             return model.params["support_bias"].clone()
-        per_bias: dict[float, list[np.ndarray]] = {b: [] for b in ridge.BIAS_GRID}
+        per_bias: dict[float, list[np.ndarray]] = {b: [] for b in launch_bias.BIAS_GRID}
         for held in groups:
             out = torch.isin(support.users, held)
-            rest = ridge.RidgeSupport(
+            rest = launch_bias.RidgeSupport(
                 support.users[~out], support.items[~out], support.weights[~out], support.n_items
             )
             with torch.no_grad():
-                vectors = ridge.fold_in(model.params, factors, rest, category.item_x, gram=gram)
-                dots = ridge.ridge_scores(
+                vectors = launch_bias.fold_in(
+                    model.params, factors, rest, category.item_x, gram=gram
+                )
+                dots = launch_bias.ridge_scores(
                     {**model.params, "support_bias": torch.zeros((), dtype=torch.float64)},
                     factors[held],
                     vectors,
@@ -76,7 +79,7 @@ def cross_validated(parts: int, ks: tuple[int, ...]) -> Rule:
             relevant = torch.zeros(dots.shape, dtype=torch.bool)
             relevant[row_of[support.users[out]], support.items[out]] = True
             popularity = torch.log1p(rest.counts)
-            for bias in ridge.BIAS_GRID:
+            for bias in launch_bias.BIAS_GRID:
                 values = ranking_metrics(dots + bias * popularity, relevant, cutoffs)
                 per_bias[bias].append(np.stack([values[("ndcg", k)] for k in cutoffs], axis=1))
         best: tuple[tuple[float, ...], float] | None = None
@@ -111,7 +114,7 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="print each launch's choice")
     args = parser.parse_args()
     configs = dict(zip(args.stores, args.config + [None] * len(args.stores), strict=False))
-    rules: dict[str, Rule] = {"current": ridge.support_bias}
+    rules: dict[str, Rule] = {"current": launch_bias.support_bias}
     rules |= {
         "quarter@10": cross_validated(1, (10,)),  # the rule before 6 December
         "quarter@10,100": cross_validated(1, (10, 100)),
@@ -119,7 +122,7 @@ def main() -> None:
         "4fold@10,100": cross_validated(4, (10, 100)),
         "4fold@100": cross_validated(4, (100,)),
     }
-    rules |= {f"bias={b:g}": fixed(b) for b in ridge.BIAS_GRID}
+    rules |= {f"bias={b:g}": fixed(b) for b in launch_bias.BIAS_GRID}
     for store in args.stores:
         fold = quick_fold(store, configs[store])
         context = replace(fold.context, validate=None, validate_users=None)

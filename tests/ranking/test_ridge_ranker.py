@@ -1,5 +1,5 @@
-"""A launch's own choice of support bias (``ranking.ridge.support_bias``), for ridge models that
-had no validation category to choose it in training."""
+"""A launch's own choice of support bias (``ranking.launch_bias.support_bias``), for ridge
+models that had no validation category to choose it in training."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-import metarec.ranking.ridge as ridge
+import metarec.ranking.launch_bias as launch_bias
 from metarec.config import load_config
 from metarec.meta.ridge import RidgeSupport, init_ridge
 from metarec.meta.ridge_model import RidgeModel
+from metarec.ranking.launch_bias import (
+    BIAS_GRID,
+    MIN_HELD_OUT,
+    _BiasedLists,
+    _HeldOut,
+    support_bias,
+)
 from metarec.ranking.metrics import rank_top_k, ranking_metrics
-from metarec.ranking.ridge import BIAS_GRID, MIN_HELD_OUT, _BiasedLists, _HeldOut, support_bias
 
 N_ITEMS = 40
 
@@ -152,8 +158,8 @@ def test_a_large_launch_scores_a_bounded_sample(monkeypatch: pytest.MonkeyPatch)
         original(self, rows, items, n, m)
 
     monkeypatch.setattr(_HeldOut, "__init__", spy)
-    monkeypatch.setattr(ridge, "BIAS_SCORED_USERS", 60)
-    monkeypatch.setattr(ridge, "BIAS_MIN_SCORED", 20)
+    monkeypatch.setattr(launch_bias, "BIAS_SCORED_USERS", 60)
+    monkeypatch.setattr(launch_bias, "BIAS_MIN_SCORED", 20)
     n_users = 400
     rng = np.random.default_rng(4)
     items = [int(rng.integers(N_ITEMS)) for _ in range(n_users)]
@@ -166,6 +172,6 @@ def test_a_large_launch_scores_a_bounded_sample(monkeypatch: pytest.MonkeyPatch)
     assert float(first) == float(again)  # the sample is seeded
     # a large catalogue scores fewer (users x items bounded), never fewer than the floor
     scored.clear()
-    monkeypatch.setattr(ridge, "BIAS_SCORED_ENTRIES", 10 * N_ITEMS)
+    monkeypatch.setattr(launch_bias, "BIAS_SCORED_ENTRIES", 10 * N_ITEMS)
     support_bias(model, _category(), support, factors, factors.T @ factors)
     assert sum(scored) == 20

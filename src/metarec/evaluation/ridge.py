@@ -36,7 +36,7 @@ users' other categories say little. With a single training category the episodes
 (Douban: music to book, one fixed fold) trains nothing: without a validation score no step can
 be shown to beat fold-in, so fold-in with the zero prior is what launches, and each launch
 chooses its support bias from its own support (held-out support users:
-:func:`metarec.ranking.ridge.support_bias`; ``launch_bias=False`` keeps fold-in alone).
+:func:`metarec.ranking.launch_bias.support_bias`; ``launch_bias=False`` keeps fold-in alone).
 
 Launch: each item folded in from the support by the ridge solve, scores plus the popularity
 tie-break of the ``als`` baseline.
@@ -177,7 +177,7 @@ class MetarecRidge:
             context.memo[key] = fit_factors(lambda: als_model(*settings), matrix)[1]
         self.item_factors = context.memo[key]
         # without validation categories no training step can be checked; each launch then
-        # chooses its support bias from its own support (ranking.ridge.support_bias)
+        # chooses its support bias from its own support (ranking.launch_bias.support_bias)
         self._bias_from_support = self.launch_bias and context.validate is None
         self._item_ids = catalog.items["item_id"].astype(str).tolist()
         self._features = (context.features, list(context.train))

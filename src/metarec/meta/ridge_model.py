@@ -54,7 +54,7 @@ class RidgeModel:
         zero_shot: zero-shot validation NDCG@10 of each content weight tried after training.
         selection: how ``metarec train`` chose this model (candidates' validation scores).
         bias_from_support: each launch chooses its own support bias from its support
-            (:func:`metarec.ranking.ridge.support_bias`): set where no validation category
+            (:func:`metarec.ranking.launch_bias.support_bias`): set where no validation category
             could choose it in training.
     """
 
