@@ -385,7 +385,14 @@ async def load(
 
 
 async def open_load(
-    port: int, category: str, users: list[str], rate: float, connections: int, seed: int = 0
+    port: int,
+    category: str,
+    users: list[str],
+    rate: float,
+    connections: int,
+    seed: int = 0,
+    *,
+    path: str | None = None,
 ) -> dict:
     """Open-loop ``GET /recommend``: one request per user at Poisson arrival times of ``rate``
     per second (seeded), whatever the answers' pace, over a pool of ``connections`` keep-alive
@@ -393,6 +400,9 @@ async def open_load(
     all are busy). A request's latency runs from its *scheduled* arrival, so a server
     that falls behind shows it in the percentiles (no coordinated omission: a closed loop of
     c connections never offers more than c requests at once, and waits when the server does).
+
+    With ``path`` (such as ``/health/live``), that path instead of ``/recommend``, on the
+    same schedule: the load generator's own floor, since that endpoint does almost nothing.
 
     Returns:
         percentiles, failed, ``offered_rps``, ``rps`` (answered per second, first arrival to
@@ -423,7 +433,7 @@ async def open_load(
         max_in_flight = max(max_in_flight, in_flight)
         late += pool.empty()
         reader, writer = await pool.get()
-        status = await ask(reader, writer, user, cat)
+        status = await ask(reader, writer, user, cat, path=path)
         if status is None:
             failures += 1
             pool.put_nowait(await connect())
@@ -528,18 +538,22 @@ def load_average() -> str:
 
 
 async def ask(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, user: str, category: str
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    user: str,
+    category: str,
+    *,
+    path: str | None = None,
 ) -> int | None:
     """One ``GET /recommend`` (k = 10) on a keep-alive connection: the answer's status, or
     None when the connection broke or the answer took over 30 s (the connection is closed).
 
     Args:
         category: URL-quoted.
+        path: ``GET`` this path instead (user and category unused).
     """
-    request = (
-        f"GET /recommend?user_id={quote(user)}&category={category}&k=10 HTTP/1.1\r\n"
-        "Host: bench\r\n\r\n"
-    ).encode()
+    target = path or f"/recommend?user_id={quote(user)}&category={category}&k=10"
+    request = f"GET {target} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
     try:
         writer.write(request)
         return await asyncio.wait_for(read_response(reader), 30)

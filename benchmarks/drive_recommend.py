@@ -10,10 +10,11 @@ ranking cheap, so the request's HTTP and event-loop cost shows; the 1e5-item ben
 category (the default) shows the ranking. It prints the ranking calls by requests per call
 (how the micro-batcher grouped the closed loop), and with ``--open-rates R1,R2`` then offers
 open-loop Poisson load at each rate (``bench_serve.open_load``: latency from each request's
-scheduled arrival). ``--no-freeze-heap`` serves without freezing the start-up objects. Uses
-``bench_serve.py``'s data, models and server start (it prepares them in ``--workdir`` when
-missing). The last line is a JSON summary, so ``benchmarks/against.sh`` can compare two
-revisions.
+scheduled arrival); ``--floor`` also offers each rate to ``/health/live``, the load
+generator's own latency on the same schedule. ``--no-freeze-heap`` serves without freezing
+the start-up objects. Uses ``bench_serve.py``'s data, models and server start (it prepares
+them in ``--workdir`` when missing). The last line is a JSON summary, so
+``benchmarks/against.sh`` can compare two revisions.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def main() -> None:
     )
     parser.add_argument("--open-connections", type=int, default=64)
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also offer each open-loop rate to /health/live: the load generator's own latency",
+    )
+    parser.add_argument(
         "--batch-wait-seconds",
         type=float,
         default=ServeSettings.model_fields["batch_wait_seconds"].default,
@@ -133,6 +139,14 @@ def main() -> None:
                 open_load(port, args.category, names, rate, args.open_connections)
             )
             print(f"open loop, {rate:g} req/s offered: {opened[f'{rate:g}']}", flush=True)
+            if args.floor:
+                floor = asyncio.run(
+                    open_load(
+                        port, args.category, names, rate, args.open_connections, path="/health/live"
+                    )
+                )
+                opened[f"floor {rate:g}"] = floor
+                print(f"open loop, {rate:g} req/s offered to /health/live: {floor}", flush=True)
     finally:
         stop_server(process)
     print(f"/health/live: {live_rps} req/s", flush=True)
