@@ -107,8 +107,8 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     base, served, _ = prepare_models(workdir, steps=100, method=args.method)
     store = bench_store(workdir, base, [100_000])
-    with Store.open(store, read_only=True) as opened:
-        users = opened.users()["user_id"].astype(str).to_numpy()
+    with Store.open(store, read_only=True) as source:
+        users = source.users()["user_id"].astype(str).to_numpy()
 
     cpus = sorted(os.sched_getaffinity(0))
     server_cpus = {cpus[0]} if len(cpus) > 1 else None
@@ -132,7 +132,7 @@ def main() -> None:
         measured = asyncio.run(load(port, args.category, names, args.concurrency, 120))
         batch = mean_batch(port)
         sizes = batch_sizes(port)
-        opened = {}
+        opened: dict[str, dict] = {}
         for rate in [float(r) for r in args.open_rates.split(",") if r]:
             names = request_users(users, args.requests, seed=int(rate))
             opened[f"{rate:g}"] = asyncio.run(
