@@ -16,7 +16,7 @@ from torch import Tensor
 
 from metarec.meta.ridge import RidgeSupport, fold_in, ridge_scores
 from metarec.meta.ridge_model import RidgeModel
-from metarec.ranking.metrics import rank_top_k
+from metarec.ranking.metrics import rank_top_k, top_k_metrics
 from metarec.seeds import derived_seed
 from metarec.tasks import CategoryData
 
@@ -65,6 +65,7 @@ def support_bias(
     shuffled = users[torch.from_numpy(rng.permutation(len(users)))]
     most = max(BIAS_MIN_SCORED, min(BIAS_SCORED_USERS, BIAS_SCORED_ENTRIES // category.n_items))
     scored_per_part = -(-most // BIAS_PARTS)
+    rows = max(1, BIAS_BLOCK // category.n_items)  # users scored at once
     values: dict[float, list[np.ndarray]] = {bias: [] for bias in BIAS_GRID}
     for held in torch.tensor_split(shuffled, BIAS_PARTS):
         out = torch.isin(support.users, held)
@@ -76,7 +77,6 @@ def support_bias(
         unbiased = {**model.params, "support_bias": torch.zeros((), dtype=torch.float64)}
         popularity = torch.log1p(rest.counts)
         scored = held[:scored_per_part]  # the part's order is already a seeded shuffle
-        rows = max(1, BIAS_BLOCK // category.n_items)
         for block in torch.split(scored, rows):
             with torch.no_grad():
                 dots = ridge_scores(unbiased, factors[block], vectors, rest.counts)
@@ -136,8 +136,9 @@ class _BiasedLists:
 
 
 class _HeldOut:
-    """The held-out users' own support items, to score top-10 lists against (NDCG@10 as
-    ``ranking_metrics`` defines it: binary gains, ideal of min(|rel|, 10), NaN for none)."""
+    """The held-out users' own support items, to score top-10 lists against: NDCG@10 by
+    ``ranking_metrics``' own formula (:func:`~metarec.ranking.metrics.top_k_metrics`, from the
+    lists' hits), without a dense (users x items) relevance mask; NaN for a user with none."""
 
     def __init__(self, rows: Tensor, items: Tensor, n_users: int, n_items: int) -> None:
         self.n_items = n_items
@@ -145,10 +146,8 @@ class _HeldOut:
         self.n_relevant = torch.bincount(self.codes // n_items, minlength=n_users)
 
     def ndcg_at_10(self, top: Tensor) -> np.ndarray:
+        """(b,) NDCG@10 of top-10 lists (b, 10), NaN for a user without relevant items."""
         rows = torch.arange(len(top))[:, None]
-        hits = torch.isin(rows * self.n_items + top, self.codes).double()
-        discounts = 1.0 / torch.log2(torch.arange(2, top.shape[1] + 2, dtype=torch.float64))
-        n_relevant = self.n_relevant.clamp(max=top.shape[1])
-        ideal = torch.cat([torch.zeros(1, dtype=torch.float64), discounts.cumsum(0)])[n_relevant]
-        ndcg = (hits * discounts).sum(dim=1) / ideal
-        return torch.where(n_relevant > 0, ndcg, torch.nan).numpy()
+        hits = torch.isin(rows * self.n_items + top, self.codes)
+        ndcg = top_k_metrics(hits, self.n_relevant, [10])[("ndcg", 10)]
+        return torch.where(self.n_relevant > 0, ndcg, torch.nan).numpy()

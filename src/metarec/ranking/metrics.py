@@ -187,14 +187,16 @@ def _block_metrics(
     n_relevant = _count_true(candidate_relevant)
     top = _top_k(scores, max(ks), exclude)
     hits = candidate_relevant.gather(1, top)
-    metrics = _top_k_metrics(hits, n_relevant, ks)
+    metrics = top_k_metrics(hits, n_relevant, ks)
     metrics[("auc", None)] = _auc(scores, candidate_relevant, exclude)
     undefined = n_relevant == 0
     return {key: values.masked_fill(undefined, torch.nan) for key, values in metrics.items()}, top
 
 
-def _top_k_metrics(hits: Tensor, n_relevant: Tensor, ks: list[int]) -> dict[MetricKey, Tensor]:
-    """Top-k metrics from the hit list.
+def top_k_metrics(hits: Tensor, n_relevant: Tensor, ks: list[int]) -> dict[MetricKey, Tensor]:
+    """Top-k metrics from the hit list (what :func:`ranking_metrics` computes once it has
+    ranked; also for callers that rank their own lists, such as a launch's choice of support
+    bias, :mod:`metarec.ranking.launch_bias`).
 
     Args:
         hits: ``(n_users, max_k)`` bool, True where the item at that rank is relevant.
