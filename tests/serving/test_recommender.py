@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,13 @@ from tests.conftest import KNOWN_HELD_OUT, write_known_answer_tables
 
 import metarec.ranking.ranker as ranker_module
 from metarec.data import Store, ingest
+from metarec.data.catalog import Catalog
 from metarec.errors import ArtifactError, DataError, UnknownCategoryError
 from metarec.features.encoder import profiles
+from metarec.meta.model import MetaModel
+from metarec.ranking import CategoryRanker
 from metarec.serving.recommender import Recommender
-from metarec.tasks import Batch
+from metarec.tasks import Batch, split_launch
 
 
 def test_adapt_then_recommend(known_store: Path, known_model_dir: Path) -> None:
@@ -215,3 +219,41 @@ def test_user_ids_are_read_as_the_store_keeps_them(
         results[3]
     )
     assert results[0].user_id == "u0" and len(results[5].items) == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("kind", "inner_steps", "cap", "trained_on"),
+    [
+        ("category", None, None, "all"),  # no cap: every positive
+        ("category", None, 5, 5),  # the inner loop's seeded sample
+        ("category", 0, 5, "all"),  # no inner step: nothing sampled, the features read all
+        ("user", None, 5, "all"),  # users adapt on their own positives, uncapped
+    ],
+)
+def test_a_ranker_reports_the_support_its_launch_used(
+    known_model: MetaModel,
+    known_catalog: Catalog,
+    kind: str,
+    inner_steps: int | None,
+    cap: int | None,
+    trained_on: int | str,
+) -> None:
+    """``CategoryRanker.support_used``, which a served adaptation reports as its support size,
+    is the launch's own count: the positive rows of the batch its inner loop trained on, or
+    every support positive where no capped inner loop ran (the service used to restate the
+    sampling rule beside it, and reported the cap for a model with no inner step)."""
+    config = known_model.config
+    meta = config.meta
+    if inner_steps is not None:
+        meta = meta.model_copy(update={"inner_steps": inner_steps})
+    tasks = config.tasks.model_copy(update={"kind": kind})
+    model = dataclasses.replace(
+        known_model, config=config.model_copy(update={"tasks": tasks, "meta": meta})
+    )
+    visible = known_catalog.categories
+    category = model.category_data(known_catalog, [KNOWN_HELD_OUT], visible=visible)[KNOWN_HELD_OUT]
+    split = split_launch(category)
+    n_support = int(split.support.sum())
+    assert n_support > 5
+    ranker = CategoryRanker.launch(model, category, split, max_positives=cap)
+    assert ranker.support_used == (n_support if trained_on == "all" else trained_on)

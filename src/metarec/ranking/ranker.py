@@ -62,6 +62,9 @@ class CategoryRanker:
         params: the category's params: adapted on the support, or the start params.
         per_user: users-as-tasks: each user adapts ``params`` on their own support first.
         adapted: whether ``params`` were adapted to this category (False: zero-shot).
+        support_used: the support positives the category's inner loop trained on (a sample
+            where ``launch`` had ``max_positives`` below the support), else every one (the
+            features read them all): what a served adaptation reports as its support size.
     """
 
     model: MetaModel
@@ -71,6 +74,7 @@ class CategoryRanker:
     params: Params
     per_user: bool
     adapted: bool
+    support_used: int
 
     @classmethod
     def launch(
@@ -102,11 +106,12 @@ class CategoryRanker:
         state = support_state(category, split) if state is None else state
         adapting = adapt and model.config.meta.inner_steps > 0
         per_user = adapting and model.config.tasks.kind == "user"
+        n_support = int(split.support.sum())
         if params is not None:
-            return cls(model, category, split, state, params, per_user, adapted=True)
+            return cls(model, category, split, state, params, per_user, True, n_support)
         start = model.start_params(category)
         if not adapting or per_user:
-            return cls(model, category, split, state, start, per_user, adapted=per_user)
+            return cls(model, category, split, state, start, per_user, per_user, n_support)
         support = support_batch(
             category,
             state,
@@ -116,7 +121,8 @@ class CategoryRanker:
             max_positives=max_positives,
         )
         adapted = {k: v.detach() for k, v in model.learner.adapt(start, support).items()}
-        return cls(model, category, split, state, adapted, per_user, adapted=True)
+        used = int(support.y.sum())  # its positive rows (label 1; the negatives are 0)
+        return cls(model, category, split, state, adapted, per_user, True, used)
 
     # ---- every item, for many users (evaluation) -----------------------------------------------
 

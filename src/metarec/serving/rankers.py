@@ -18,7 +18,7 @@ import pandas as pd
 from torch import Tensor
 
 from metarec.data.catalog import Catalog
-from metarec.meta.model import AnyModel, MetaModel
+from metarec.meta.model import AnyModel
 from metarec.meta.ridge_model import RidgeModel
 from metarec.models.scorer import Params
 from metarec.ranking import CategoryRanker
@@ -93,14 +93,6 @@ class Launcher:
             params=params,
             max_positives=self.max_adapt_positives,
         )
-
-    def positives_used(self, support: int) -> int:
-        """How many of ``support`` positives an adaptation trains on: an MLP learner adapting
-        per category a sample of at most ``max_adapt_positives``; the rest every one."""
-        model, cap = self.model, self.max_adapt_positives
-        if isinstance(model, MetaModel) and model.config.tasks.kind == "category" and cap:
-            return min(support, cap)
-        return support
 
     def user_factors(self, category: str) -> tuple[Tensor, Tensor]:
         """Every user's ridge factors from their history outside ``category``, and the gram."""

@@ -292,7 +292,11 @@ class Recommender:
         adaptation = Adaptation(
             category=category,
             version=(previous.version + 1) if previous else 1,
-            support_size=self._launcher.positives_used(int(split.support.sum())),
+            support_size=(
+                int(split.support.sum())  # a ridge solve reads every positive
+                if isinstance(ranker, RidgeRanker)
+                else ranker.support_used
+            ),
             n_users=int((view.data.user_count > 0).sum()),
             adapted_at=time.time(),
             seconds=seconds,
