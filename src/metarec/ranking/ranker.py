@@ -108,10 +108,28 @@ class CategoryRanker:
         per_user = adapting and model.config.tasks.kind == "user"
         n_support = int(split.support.sum())
         if params is not None:
-            return cls(model, category, split, state, params, per_user, True, n_support)
+            return cls(
+                model,
+                category,
+                split,
+                state,
+                params,
+                per_user,
+                adapted=True,
+                support_used=n_support,
+            )
         start = model.start_params(category)
         if not adapting or per_user:
-            return cls(model, category, split, state, start, per_user, per_user, n_support)
+            return cls(
+                model,
+                category,
+                split,
+                state,
+                start,
+                per_user,
+                adapted=per_user,
+                support_used=n_support,
+            )
         support = support_batch(
             category,
             state,
@@ -120,9 +138,9 @@ class CategoryRanker:
             generator=_generator(model, category.name),
             max_positives=max_positives,
         )
-        adapted = {k: v.detach() for k, v in model.learner.adapt(start, support).items()}
+        fitted = {k: v.detach() for k, v in model.learner.adapt(start, support).items()}
         used = int(support.y.sum())  # its positive rows (label 1; the negatives are 0)
-        return cls(model, category, split, state, adapted, per_user, True, used)
+        return cls(model, category, split, state, fitted, per_user, adapted=True, support_used=used)
 
     # ---- every item, for many users (evaluation) -----------------------------------------------
 
