@@ -63,6 +63,9 @@ def _launch_flow(client: TestClient) -> None:
     assert wait_for_job(client, accepted.json()["job_id"])["state"] == "done"
     adapted = client.get("/recommend", params=query).json()
     assert adapted["fallback"] is None and adapted["adaptation_version"] == 1
+    # the solve read every positive: the ranker's own count (RidgeRanker.support_used)
+    status = client.get(f"/categories/{category}").json()
+    assert status["adaptation"]["support_size"] == status["support_size"] == len(batch)
     liked = {b["item_id"] for b in batch if b["user_id"] == "u0"}
     assert not liked & {i["item_id"] for i in adapted["items"]}
     # user 0 liked publisher P0 (even items) elsewhere; their neighbours' support says so here

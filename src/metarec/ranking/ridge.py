@@ -52,6 +52,9 @@ class RidgeRanker:
         factors: (n_store_users, f) every user's factors from their history outside it.
         params: ``item_vectors`` and ``counts`` (see the module docstring).
         adapted: whether ``params`` were solved from a support (False: zero-shot).
+        support_used: the support positives the solve read (all of the launch's; 0 at zero
+            shots): what a served adaptation reports as its support size, as
+            :class:`~metarec.ranking.CategoryRanker` does.
         profiles: (n_store_users, d) every user's content profile from the same history
             (``model.user_profiles``); read only where the scores use the content term.
         content: the category's items for that term (None where the scores do not use it).
@@ -62,6 +65,7 @@ class RidgeRanker:
     factors: Tensor
     params: Params
     adapted: bool
+    support_used: int = 0
     profiles: Tensor | None = None
     content: ContentIndex | None = None
 
@@ -110,7 +114,7 @@ class RidgeRanker:
                     "profiles=model.user_profiles(catalog, history) to RidgeRanker.launch"
                 )
             content = ContentIndex(category.item_x, model.space.dense_columns())
-        return cls(model, category, factors, params, adapted, profiles, content)
+        return cls(model, category, factors, params, adapted, len(support.users), profiles, content)
 
     def scores(self, users: np.ndarray) -> Tensor:
         """(b, n_items) float32 scores of every item for store users ``users`` (b,): the

@@ -61,7 +61,6 @@ from metarec.serving.views import (
     seen_items,
     user_inputs_many,
 )
-from metarec.tasks import split_launch
 
 if TYPE_CHECKING:
     from metarec.data.store import Store
@@ -277,7 +276,6 @@ class Recommender:
                 raise DataError(f"as_of is a time in unix seconds or a datetime, got {as_of!r}")
             as_of = int(as_of)
         view = self.view(category, as_of)
-        split = split_launch(view.data)
         started = time.perf_counter()
         ranker = self._launcher.launch(view, None, adapt=True)
         seconds = time.perf_counter() - started
@@ -292,11 +290,7 @@ class Recommender:
         adaptation = Adaptation(
             category=category,
             version=(previous.version + 1) if previous else 1,
-            support_size=(
-                int(split.support.sum())  # a ridge solve reads every positive
-                if isinstance(ranker, RidgeRanker)
-                else ranker.support_used
-            ),
+            support_size=ranker.support_used,
             n_users=int((view.data.user_count > 0).sum()),
             adapted_at=time.time(),
             seconds=seconds,
